@@ -1,0 +1,45 @@
+"""Exception types of the engine.
+
+``InputError`` is the user's to fix (a bad config, a missing data folder, a checkpoint
+for another architecture): ``mgd-train`` prints its message on one line and exits 2.
+``TrainingError`` is a failure while training (a NaN loss, out of memory): exit 1.
+"""
+
+from __future__ import annotations
+
+
+class MGDError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InputError(MGDError):
+    """Bad input: the message names the field, file or value and what is allowed."""
+
+
+class ConfigError(InputError):
+    """A config field holds a value the schema does not allow."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.reason = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class DataError(InputError):
+    """A data set cannot be found or read."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, unreadable, or for another architecture."""
+
+
+class TrainingError(MGDError):
+    """Training failed (a non-finite loss, out of memory, ...)."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        self.kind = kind  # "nan", "oom", "error"
+        super().__init__(message)
+
+
+class StopRequested(MGDError):
+    """Raised inside the training loop when the user asked to stop."""
