@@ -1,0 +1,53 @@
+"""The data layer: data sets as in-memory uint8 tensors and a batch loader that augments on the device.
+
+``from engine.data import DATASETS`` imports nothing heavy; the other names are loaded on
+first use (PEP 562), so the GUI can list the data sets without paying for ``import torch``.
+
+* :func:`load_dataset` returns a :class:`DatasetBundle` (train/test uint8 images, labels,
+  class names, normalisation statistics and the augmentation defaults of the data set).
+* :class:`BatchLoader` yields normalised, augmented batches with deterministic shuffling
+  and augmentation derived from ``(seed, epoch, step)``, so a run resumed mid-epoch sees
+  exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+DATASETS = ("demo", "cifar10", "cifar100", "imagefolder")
+
+# public name -> submodule that defines it
+_LAZY = {
+    "DatasetBundle": "engine.data.bundle",
+    "channel_stats": "engine.data.bundle",
+    "load_dataset": "engine.data.load",
+    "BatchLoader": "engine.data.loader",
+    "derive_seed": "engine.data.augment",
+    "random_crop": "engine.data.augment",
+    "random_flip": "engine.data.augment",
+    "draw_augmentation": "engine.data.augment",
+    "digits_path": "engine.data.demo",
+}
+
+__all__ = ["DATASETS", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from engine.data.augment import derive_seed, draw_augmentation, random_crop, random_flip
+    from engine.data.bundle import DatasetBundle, channel_stats
+    from engine.data.demo import digits_path
+    from engine.data.load import load_dataset
+    from engine.data.loader import BatchLoader
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

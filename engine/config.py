@@ -1,0 +1,504 @@
+"""The experiment schema: the one source of truth for every setting.
+
+An experiment is a tree of dataclasses. Each field carries its documentation and its
+constraints in ``metadata`` (``help``, ``choices``, ``minimum``, ``maximum``, ``widget``),
+which the YAML loader, ``--set`` overrides, the validator and the GUI's forms all read.
+Adding a field here makes it appear everywhere.
+
+This module imports no torch: the GUI loads it at start-up.
+
+Defaults follow ``METHOD.md`` (the authors' code for CIFAR-100). ``None`` in a field
+documented as "auto" means "the method's default for this choice"; :func:`resolve`
+fills those in, and the run folder's ``config.yaml`` holds the resolved values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from engine.errors import ConfigError, InputError
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None, **meta: Any) -> Any:
+    """A dataclass field with its documentation and constraints.
+
+    ``meta`` keys: ``choices`` (a tuple, or the name of a dynamic list: "models",
+    "distillers", "datasets"), ``minimum``, ``maximum`` (numbers, inclusive; for lists,
+    they bound every item), ``widget`` ("dir", "file", "text"), ``label``.
+    """
+    metadata = {"help": help, **meta}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+MGD_MODES = ("off", "granularity", "stable")
+AUGMENT_CHOICES = ("auto", "none", "crop", "flip", "crop_flip")
+EXPORT_FORMATS = ("weights", "torchscript", "onnx")
+SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleNetV1", "ShuffleNetV2")  # METHOD.md: lr 0.01
+
+
+def _dynamic_choices(name: str) -> tuple[str, ...]:
+    if name == "models":
+        from engine.models import model_names
+
+        return tuple(model_names())
+    if name == "distillers":
+        from engine.distillers import distiller_names
+
+        return tuple(distiller_names())
+    if name == "datasets":
+        from engine.data import DATASETS
+
+        return tuple(DATASETS)
+    raise KeyError(name)
+
+
+def choices_of(f: dataclasses.Field) -> tuple | None:
+    """The allowed values of a field, resolving dynamic lists (registries)."""
+    choices = f.metadata.get("choices")
+    if isinstance(choices, str):
+        return _dynamic_choices(choices)
+    return choices
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+@dataclass
+class Schedule:
+    """SGD with step decay of the learning rate."""
+
+    epochs: int = setting(240, help="Number of passes over the training set.", minimum=0, maximum=100000)
+    lr: float | None = setting(
+        0.05, help="Initial learning rate of SGD (empty: the method's default for this stage and model).",
+        minimum=0.0, maximum=10.0,
+    )
+    momentum: float = setting(0.9, help="SGD momentum.", minimum=0.0, maximum=0.9999)
+    weight_decay: float = setting(5e-4, help="L2 weight decay of SGD.", minimum=0.0, maximum=1.0)
+    milestones: list[int] = setting(
+        help="Epochs after which the learning rate is multiplied by gamma.",
+        factory=lambda: [150, 180, 210], minimum=1,
+    )
+    gamma: float = setting(0.1, help="Factor applied to the learning rate at each milestone.", minimum=0.0, maximum=1.0)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = setting("demo", help="Data set: the bundled demo digits, CIFAR-10/100 or an image folder.", choices="datasets")
+    root: str | None = setting(
+        None, help="Folder holding the data set (CIFAR: torchvision's format; image folder: train/ and test/ of class folders).",
+        widget="dir",
+    )
+    download: bool = setting(False, help="Download CIFAR into root with torchvision when it is missing (needs internet).")
+    image_size: int | None = setting(None, help="Side in pixels that image-folder images are resized to (empty: 32).", minimum=4, maximum=1024)
+    test_fraction: float = setting(0.2, help="Share of an image folder without train/test split held out for testing.", minimum=0.01, maximum=0.9)
+    augment: str = setting("auto", help="Training augmentation; auto: random crop with padding, plus horizontal flip for natural images.", choices=AUGMENT_CHOICES)
+    batch_size: int = setting(64, help="Training batch size of every stage.", minimum=1, maximum=65536)
+    eval_batch_size: int = setting(256, help="Batch size for test evaluation.", minimum=1, maximum=65536)
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = setting("resnet32x4", help="Teacher architecture.", choices="models")
+    checkpoint: str | None = setting(
+        None, help="Teacher weights to load instead of training (RepDistiller-style state dicts load directly).",
+        widget="file",
+    )
+    schedule: Schedule = setting(
+        help="Teacher training schedule (ignored when a checkpoint is loaded).",
+        factory=lambda: Schedule(epochs=240, lr=0.05, milestones=[60, 120, 180]),
+    )
+
+
+@dataclass
+class HeadConfig:
+    """One granularity: a code of width ``dim`` compared at softmax temperature ``temperature``."""
+
+    dim: int = setting(64, help="Width of the granularity code (narrow = high pressure).", minimum=1, maximum=65536)
+    temperature: float = setting(2.0, help="Softmax temperature of this granularity.", minimum=0.01, maximum=1000.0)
+
+
+@dataclass
+class GranularityConfig:
+    mode: str = setting(
+        "stable", help="MGD mode: off (plain baseline), granularity (code losses) or stable (codes plus stable excitation target).",
+        choices=MGD_MODES,
+    )
+    heads: list[HeadConfig] = setting(
+        help="Granularity heads, each a code width and a temperature (the paper: (64, 2) and (256, 8)).",
+        factory=lambda: [HeadConfig(64, 2.0), HeadConfig(256, 8.0)],
+    )
+    schedule: Schedule = setting(
+        help="Schedule of the self-analysis stage (the teacher's heads).",
+        factory=lambda: Schedule(epochs=60, lr=0.01, milestones=[30, 45]),
+    )
+
+
+@dataclass
+class StudentConfig:
+    arch: str = setting("resnet8x4", help="Student architecture.", choices="models")
+    schedule: Schedule = setting(
+        help="Student schedule (learning rate empty: 0.05, or 0.01 for MobileNetV2 and ShuffleNet).",
+        factory=lambda: Schedule(epochs=240, lr=None, milestones=[150, 180, 210]),
+    )
+
+
+@dataclass
+class DistillerConfig:
+    name: str = setting("kd", help="Baseline distiller that MGD is added to.", choices="distillers")
+    temperature: float = setting(4.0, help="Temperature T of the logit KD term.", minimum=0.01, maximum=1000.0)
+    w_ce: float | None = setting(None, help="Weight of the cross-entropy with the labels (empty: the baseline's default).", minimum=0.0)
+    w_div: float | None = setting(None, help="Weight of the logit KD term (empty: the baseline's default).", minimum=0.0)
+    w_kd: float | None = setting(None, help="Weight of the baseline's own term (empty: the baseline's default).", minimum=0.0)
+    options: dict = setting(help="Baseline-specific settings (see the baseline's documentation).", factory=dict)
+
+
+@dataclass
+class EvaluationConfig:
+    noise_levels: list[float] = setting(
+        help="Standard deviations of the Gaussian noise added to the normalised test input for the robustness curve.",
+        factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5], minimum=0.0, maximum=100.0,
+    )
+    noise_seed: int = setting(0, help="Seed of the noise, fixed so that curves compare across runs.", minimum=0)
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = setting(True, help="Export the best student at the end of the run.")
+    formats: list[str] = setting(help="Export formats.", factory=lambda: list(EXPORT_FORMATS), choices=EXPORT_FORMATS)
+    dir: str | None = setting(None, help="Export folder (empty: export/ in the run folder).", widget="dir")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = setting("experiment", help="Name of the experiment, used in the run folder's name.")
+    seed: int = setting(0, help="Random seed: the same config and seed give the same numbers on the CPU.", minimum=0)
+    device: str = setting("auto", help="auto (CUDA, then Apple GPU, then CPU), cpu, cuda, cuda:N or mps.")
+    data: DataConfig = setting(help="Data set and batches.", factory=DataConfig)
+    teacher: TeacherConfig = setting(help="Teacher: train it or load a checkpoint.", factory=TeacherConfig)
+    granularity: GranularityConfig = setting(help="Granularity heads and MGD mode.", factory=GranularityConfig)
+    student: StudentConfig = setting(help="Student architecture and schedule.", factory=StudentConfig)
+    distiller: DistillerConfig = setting(help="Baseline distiller and loss weights.", factory=DistillerConfig)
+    evaluation: EvaluationConfig = setting(help="Evaluation: noise robustness.", factory=EvaluationConfig)
+    export: ExportConfig = setting(help="Export of the trained student.", factory=ExportConfig)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def to_dict(cfg: Any) -> Any:
+    """The config as plain YAML-able data, in schema order."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+            type(None): "empty (null)"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(path, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(path, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(path, f"expected a string, got {value!r}")
+    if tp is dict:
+        if isinstance(value, dict):
+            return copy.deepcopy(value)
+        raise ConfigError(path, f"expected a mapping, got {value!r}")
+    raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build a dataclass from plain data; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path or "config", f"expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = field_types(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+def load_config(source: str | Path | dict) -> ExperimentConfig:
+    """Read an experiment from a YAML file (or a dict); raises InputError/ConfigError."""
+    if isinstance(source, dict):
+        return from_dict(ExperimentConfig, source)
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file") from None
+    try:
+        return from_dict(ExperimentConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, f"{exc.reason} (in {path})") from None
+
+
+def loads_config(text: str) -> ExperimentConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(ExperimentConfig, data)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    # Short lists of scalars read best inline: [150, 180, 210].
+    flow = all(isinstance(v, (int, float, str, bool)) or v is None for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dumps_config(cfg: ExperimentConfig) -> str:
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the experiment as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dumps_config(cfg), encoding="utf-8")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _split_path(dotted: str) -> list[str]:
+    return [p for p in dotted.replace("[", ".").replace("]", "").split(".") if p]
+
+
+def get_value(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in _split_path(dotted):
+        node = node[int(part)] if isinstance(node, list) else getattr(node, part)
+    return node
+
+
+def set_value(cfg: ExperimentConfig, dotted: str, value: Any) -> ExperimentConfig:
+    """A copy of ``cfg`` with the field at ``dotted`` (e.g. ``student.schedule.lr`` or
+    ``granularity.heads.0.dim``) set to ``value``, type-checked against the schema."""
+    data = to_dict(cfg)
+    parts = _split_path(dotted)
+    if not parts:
+        raise ConfigError(dotted, "empty setting name")
+    node = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(where, f"no item {part}; the list has {len(node)} items")
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+            if key not in node and not last:
+                raise ConfigError(where, f"unknown setting; allowed here: {', '.join(node)}")
+        else:
+            raise ConfigError(where, "this setting has no sub-settings")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
+    return from_dict(ExperimentConfig, data)
+
+
+def apply_override(cfg: ExperimentConfig, assignment: str) -> ExperimentConfig:
+    """Apply one ``dotted.key=value`` override; the value is read as YAML (``[1, 2]``, ``null``, ``0.1``)."""
+    if "=" not in assignment:
+        raise InputError(f"--set {assignment!r}: expected dotted.key=value")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return set_value(cfg, key.strip(), value)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def iter_fields(cfg: Any, prefix: str = ""):
+    """Yield ``(dotted_path, field, value)`` for every leaf setting (lists of dataclasses expanded)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            yield from iter_fields(value, path)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                yield from iter_fields(item, f"{path}.{i}")
+        else:
+            yield path, f, value
+
+
+def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
+    if value is None:
+        return None
+    choices = choices_of(f)
+    items = value if isinstance(value, list) else [value]
+    if choices is not None:
+        for item in items:
+            if item not in choices:
+                return f"{item!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
+    lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            if item != item:  # NaN
+                return "must be a number, not NaN"
+            if lo is not None and item < lo:
+                return f"{item} is below the minimum {lo}"
+            if hi is not None and item > hi:
+                return f"{item} is above the maximum {hi}"
+    return None
+
+
+def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
+    """Every problem of the config, each naming its field; empty when the config is valid."""
+    errors: list[ConfigError] = []
+    for path, f, value in iter_fields(cfg):
+        problem = _check_field(path, f, value)
+        if problem:
+            errors.append(ConfigError(path, problem))
+
+    for stage in ("teacher", "granularity", "student"):
+        sched: Schedule = getattr(cfg, stage).schedule
+        ms = sched.milestones
+        if ms != sorted(ms) or len(set(ms)) != len(ms):
+            errors.append(ConfigError(f"{stage}.schedule.milestones", f"must be increasing, got {ms}"))
+    if not cfg.granularity.heads and cfg.granularity.mode != "off":
+        errors.append(ConfigError("granularity.heads", f"mode {cfg.granularity.mode!r} needs at least one head"))
+    if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
+        errors.append(ConfigError("data.root", f"the {cfg.data.dataset} data set needs a folder"))
+    if cfg.teacher.checkpoint is None and cfg.teacher.schedule.epochs < 1:
+        errors.append(ConfigError("teacher.schedule.epochs", "must be at least 1 when no teacher checkpoint is given"))
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        errors.append(ConfigError("device", f"{dev!r} is not allowed; choose auto, cpu, cuda, cuda:N or mps"))
+    return errors
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Raise the first ConfigError of the config, or return it unchanged."""
+    errors = validation_errors(cfg)
+    if errors:
+        raise errors[0]
+    return cfg
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A copy with every "auto" (None) setting replaced by the method's default."""
+    from engine.distillers import distiller_class
+
+    out = copy.deepcopy(cfg)
+    if out.student.schedule.lr is None:
+        out.student.schedule.lr = 0.01 if out.student.arch in SMALL_LR_STUDENTS else 0.05
+    for stage, lr in (("teacher", 0.05), ("granularity", 0.01)):
+        if getattr(out, stage).schedule.lr is None:
+            getattr(out, stage).schedule.lr = lr
+    defaults = distiller_class(out.distiller.name).default_weights
+    for key, value in zip(("w_ce", "w_div", "w_kd"), defaults):
+        if getattr(out.distiller, key) is None:
+            setattr(out.distiller, key, float(value))
+    if out.data.image_size is None and out.data.dataset == "imagefolder":
+        out.data.image_size = 32
+    return out

@@ -1,0 +1,62 @@
+"""The :class:`DatasetBundle` every loader returns, and per-channel statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass
+class DatasetBundle:
+    """A whole data set in memory: uint8 ``N x C x H x W`` images on the CPU and int64 labels."""
+
+    name: str
+    train_images: "torch.Tensor"  # uint8, N x C x H x W, CPU
+    train_labels: "torch.Tensor"  # int64, N
+    test_images: "torch.Tensor"
+    test_labels: "torch.Tensor"
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    natural: bool  # True: horizontal flip is a valid augmentation
+    crop_padding: int  # default padding of the random crop
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
+
+
+def channel_stats(images: "torch.Tensor", chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of uint8 images, on the [0, 1] scale.
+
+    Counts the 256 pixel values per channel, so it is exact and needs no float copy of the
+    data set. A constant channel gets std 1.0 (normalising by 0 would give inf).
+    """
+    import torch
+
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError("channel_stats needs a non-empty N x C x H x W tensor")
+    channels = images.shape[1]
+    counts = torch.zeros(channels, 256, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        part = images[start:start + chunk]
+        for c in range(channels):
+            counts[c] += torch.bincount(part[:, c].reshape(-1), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    total = counts.sum(dim=1)
+    mean = (counts * values).sum(dim=1) / total
+    var = (counts * (values[None, :] - mean[:, None]) ** 2).sum(dim=1) / total
+    std = var.sqrt()
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

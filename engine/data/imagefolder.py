@@ -1,0 +1,178 @@
+"""Image folders: ``root/train/<class>/*`` + ``root/test/<class>/*`` (or ``val``), or one
+folder of class sub-folders split into train and test with a seeded stratified fraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+DEFAULT_IMAGE_SIZE = 32
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _subdir(root: Path, name: str) -> Path | None:
+    """``root/name`` matched case-insensitively (``Train`` is ``train``)."""
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and child.name.lower() == name:
+            return child
+    return None
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((c for c in folder.iterdir() if c.is_dir() and _visible(c)), key=lambda c: c.name)
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files under a class folder (recursively), hidden files and folders skipped, sorted."""
+    files = []
+    for path in class_dir.rglob("*"):
+        rel = path.relative_to(class_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(class_dir).as_posix())
+
+
+def _scan(folder: Path) -> tuple[list[str], list[list[Path]]]:
+    """Class names (sorted sub-folder names) and each class's image files."""
+    classes = _class_dirs(folder)
+    if not classes:
+        raise DataError(f"{folder}: no class sub-folders (expected <class>/<image> files)")
+    files = []
+    for class_dir in classes:
+        found = _image_files(class_dir)
+        if not found:
+            exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+            raise DataError(f"{class_dir}: class folder holds no images (expected {exts})")
+        files.append(found)
+    if len(classes) < 2:
+        raise DataError(f"{folder}: found only one class folder ('{classes[0].name}'); at least 2 classes are needed")
+    return [c.name for c in classes], files
+
+
+def _read_image(path: Path, size: int):
+    """(pixels as a uint8 array H x W (gray) or H x W x 3, is_gray) resized to size x size."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            gray = mode in GRAY_MODES
+            if mode.startswith("I;16"):
+                arr = np.asarray(img, dtype=np.float32) / 257.0  # 16-bit -> 8-bit
+                img = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="L")
+            elif gray:
+                img = img.convert("L")
+            else:
+                img = img.convert("RGB")
+                if mode in ("P", "PA"):  # a palette of grays (e.g. a grayscale GIF) is gray
+                    r, g, b = img.split()
+                    if r.tobytes() == g.tobytes() == b.tobytes():
+                        img, gray = r, True
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8).copy(), gray
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, ValueError, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot read the image ({reason})") from None
+
+
+def _split_indices(counts: list[int], test_fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Per class, (train positions, test positions): a seeded stratified split, file order kept."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in counts:
+        order = rng.permutation(n)
+        n_test = 0 if n < 2 else min(n - 1, max(1, int(round(n * test_fraction))))
+        test = sorted(int(i) for i in order[:n_test])
+        chosen = set(test)
+        out.append(([i for i in range(n) if i not in chosen], test))
+    return out
+
+
+def _stack(arrays: list, labels: list[int], gray: bool):
+    import numpy as np
+    import torch
+
+    if gray:
+        batch = np.stack(arrays)[:, None, :, :]
+    else:
+        batch = np.stack([a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays])
+        batch = batch.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(batch)), torch.tensor(labels, dtype=torch.int64)
+
+
+def load_imagefolder(root: str | Path | None, image_size: int | None = None,
+                     test_fraction: float = 0.2, split_seed: int = 0):
+    """An image-folder data set as a DatasetBundle (images resized to ``image_size`` square)."""
+    from engine.data.bundle import DatasetBundle, channel_stats
+
+    if root is None or str(root).strip() == "":
+        raise DataError("root: imagefolder needs a data folder (with train/ and test/, or class sub-folders)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
+
+    train_dir = _subdir(root, "train")
+    if train_dir is not None:
+        test_dir = _subdir(root, "test") or _subdir(root, "val")
+        if test_dir is None:
+            raise DataError(f"{root}: has a 'train' folder but no 'test' or 'val' folder next to it")
+        classes, train_files = _scan(train_dir)
+        test_classes, test_files = _scan(test_dir)
+        if test_classes != classes:
+            only_train = sorted(set(classes) - set(test_classes))
+            only_test = sorted(set(test_classes) - set(classes))
+            raise DataError(
+                f"{test_dir}: test classes differ from {train_dir.name} classes "
+                f"(only in {train_dir.name}: {', '.join(only_train) or 'none'}; "
+                f"only in {test_dir.name}: {', '.join(only_test) or 'none'})"
+            )
+        train_items = [(f, c) for c, fs in enumerate(train_files) for f in fs]
+        test_items = [(f, c) for c, fs in enumerate(test_files) for f in fs]
+    else:
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+                or not 0.0 < float(test_fraction) < 1.0:
+            raise DataError(f"test_fraction: expected a number between 0 and 1 (exclusive), got {test_fraction!r}")
+        classes, files = _scan(root)
+        train_items, test_items = [], []
+        for c, (tr, te) in enumerate(_split_indices([len(f) for f in files], float(test_fraction), split_seed)):
+            train_items += [(files[c][i], c) for i in tr]
+            test_items += [(files[c][i], c) for i in te]
+        if not test_items:
+            raise DataError(f"{root}: too few images to split off a test set (each class needs at least 2)")
+
+    train = [_read_image(f, size) for f, _ in train_items]
+    test = [_read_image(f, size) for f, _ in test_items]
+    gray = all(g for _, g in train) and all(g for _, g in test)
+    train_images, train_labels = _stack([a for a, _ in train], [c for _, c in train_items], gray)
+    test_images, test_labels = _stack([a for a, _ in test], [c for _, c in test_items], gray)
+    mean, std = channel_stats(train_images)
+    return DatasetBundle(
+        name="imagefolder",
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        classes=classes,
+        mean=mean,
+        std=std,
+        natural=True,
+        crop_padding=size // 8,
+    )

@@ -1,0 +1,193 @@
+"""Typed events that the engine emits while it runs.
+
+Events are frozen dataclasses of plain values (numbers, strings, lists, dicts), so they
+are safe to hand across threads and are written one per line to ``metrics.jsonl``.
+Every consumer (the CLI's progress printer, the metrics writer, the GUI's Qt adapter)
+subscribes to the same stream.
+
+Stages are named ``"teacher"``, ``"heads"`` (self-analysis) and ``"student"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.type, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    run_dir: str
+    config: dict  # the resolved experiment config
+    device: str  # the device the run uses, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetInfo(Event):
+    name: str
+    classes: list
+    train_size: int
+    test_size: int
+    input_shape: list  # [C, H, W]
+
+
+@dataclass(frozen=True)
+class StageStarted(Event):
+    stage: str
+    epochs: int
+    steps_per_epoch: int
+    start_epoch: int = 0  # > 0 when resumed
+    parameters: int = 0  # trainable parameters of the stage
+
+
+@dataclass(frozen=True)
+class StepLosses(Event):
+    stage: str
+    epoch: int  # 1-based
+    step: int  # 1-based within the epoch
+    steps: int
+    losses: dict  # name -> value (unweighted terms and "total")
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochEnd(Event):
+    stage: str
+    epoch: int  # 1-based
+    epochs: int
+    losses: dict  # name -> mean over the epoch
+    train_acc: float  # percent
+    test_acc: float  # percent (for "heads": the best head's accuracy this epoch)
+    lr: float
+    seconds: float
+    metrics: dict = field(default_factory=dict)  # stage-specific extras, e.g. each head's accuracy
+
+
+@dataclass(frozen=True)
+class Evaluation(Event):
+    """A full test evaluation with the counts needed for per-class accuracy and a confusion matrix."""
+
+    stage: str
+    model: str  # "teacher" or "student"
+    epoch: int
+    accuracy: float
+    classes: list
+    confusion: list  # confusion[true][predicted] counts
+
+
+@dataclass(frozen=True)
+class HeadAccuracies(Event):
+    """Best test accuracy of each granularity head's decoded logits after self-analysis."""
+
+    heads: list  # [{"dim": 64, "temperature": 2.0, "test_acc": 71.3, "epoch": 12}, ...]
+    teacher_acc: float
+
+
+@dataclass(frozen=True)
+class NoiseCurve(Event):
+    model: str  # "teacher" or "student"
+    levels: list
+    accuracies: list
+
+
+@dataclass(frozen=True)
+class CheckpointWritten(Event):
+    stage: str
+    path: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class StageFinished(Event):
+    stage: str
+    seconds: float
+    result: dict
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    message: str
+    level: str = "info"  # "info", "warning", "error"
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    stage: str
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    stage: str
+
+
+@dataclass(frozen=True)
+class Exported(Event):
+    files: dict  # format -> path
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    run_dir: str
+    summary: dict
+    stopped: bool = False  # True when the user stopped the run before its end
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    run_dir: str
+    stage: str
+    message: str
+    kind: str  # "input" (bad input), "nan", "oom", "error"
+    details: str = ""  # traceback, for the curious
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (RunStarted, DatasetInfo, StageStarted, StepLosses, EpochEnd, Evaluation, HeadAccuracies, NoiseCurve,
+                CheckpointWritten, StageFinished, Log, Paused, Resumed, Exported, RunFinished, RunFailed)
+}
+
+
+def event_from_dict(data: dict) -> Event:
+    """Rebuild an event from its ``to_dict()`` form (for reading ``metrics.jsonl``)."""
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("event")]
+    return cls(**data)
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans events out to subscribers; a failing subscriber is reported, not fatal."""
+
+    def __init__(self, subscribers: list[Subscriber] | None = None):
+        self.subscribers: list[Subscriber] = list(subscribers or [])
+
+    def subscribe(self, fn: Subscriber) -> None:
+        self.subscribers.append(fn)
+
+    def emit(self, event: Event) -> None:
+        for fn in list(self.subscribers):
+            try:
+                fn(event)
+            except Exception as exc:  # a broken plot must not kill training
+                if not isinstance(event, Log):
+                    self.emit(Log(f"event subscriber {getattr(fn, '__name__', fn)!r} failed: {exc}", "warning"))
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit(Log(message, level))

@@ -1,0 +1,496 @@
+"""Run a whole experiment: teacher -> self-analysis -> student -> evaluation -> export.
+
+This is the engine's one entry point (the CLI and the GUI both call it)::
+
+    summary = run_experiment(config, run_dir="runs/demo", subscribers=[print], control=RunControl())
+
+Config in, events out, control (pause/resume/stop) from any thread. Every stage
+finishes by writing a checkpoint in ``run_dir/checkpoints``; a run started again with
+``resume=True`` on the same folder skips finished stages and continues the interrupted
+one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.config import ExperimentConfig, load_config, resolve, save_config, to_dict, validate
+from engine.control import RunControl
+from engine.errors import CheckpointError, InputError, MGDError, StopRequested, TrainingError
+from engine.events import (DatasetInfo, Event, EventBus, Evaluation, Exported, HeadAccuracies, Log, NoiseCurve,
+                           RunFailed, RunFinished, RunStarted, StageFinished, Subscriber)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class MetricsWriter:
+    """Subscriber that appends every event to ``metrics.jsonl`` as one JSON object per line."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        self._fh.write(json.dumps(event.to_dict()) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def default_run_dir(cfg: ExperimentConfig, runs_root: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in cfg.name) or "run"
+    path = Path(runs_root) / f"{stamp}-{safe}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(runs_root) / f"{stamp}-{safe}-{n}"
+    return path
+
+
+def select_device(name: str):
+    """The torch device for a config's ``device`` and a description of it."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device: {name!r} was asked for but no CUDA GPU is available; use auto or cpu")
+        device = torch.device(name)
+        index = device.index if device.index is not None else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+        props = torch.cuda.get_device_properties(index)
+        return torch.device("cuda", index), f"cuda:{index} ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise InputError("device: 'mps' was asked for but no Apple GPU is available; use auto or cpu")
+        return torch.device("mps"), "mps (Apple GPU)"
+    return torch.device("cpu"), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def augmentation(cfg: ExperimentConfig, bundle) -> tuple[int, bool]:
+    """(crop padding, flip) for the configured augmentation and this data set."""
+    mode = cfg.data.augment
+    if mode == "auto":
+        return bundle.crop_padding, bundle.natural
+    return (bundle.crop_padding if "crop" in mode else 0), ("flip" in mode)
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class ExperimentRun:
+    """State of one run; :func:`run_experiment` is the public way to use it."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, bus: EventBus, control: RunControl, resumed: bool):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / CHECKPOINT_DIR
+        self.bus = bus
+        self.control = control
+        self.resumed = resumed
+        self.stage = "setup"
+        self.summary: dict[str, Any] = {
+            "name": cfg.name,
+            "status": "running",
+            "run_dir": str(run_dir),
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "mode": cfg.granularity.mode,
+            "distiller": cfg.distiller.name,
+            "seed": cfg.seed,
+            "teacher": {"arch": cfg.teacher.arch},
+            "heads": [],
+            "student": {"arch": cfg.student.arch},
+            "stages": {},
+        }
+
+    def save_summary(self) -> None:
+        write_json(self.run_dir / SUMMARY_FILE, self.summary)
+
+    # -- setup -------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from engine.data import BatchLoader, load_dataset
+
+        cfg = self.cfg
+        self.device, device_text = select_device(cfg.device)
+        self.summary["device"] = device_text
+        self.bus.emit(RunStarted(str(self.run_dir), to_dict(cfg), device_text, resumed=self.resumed))
+
+        d = cfg.data
+        self.bundle = load_dataset(d.dataset, root=d.root, download=d.download, image_size=d.image_size,
+                                   test_fraction=d.test_fraction, split_seed=0)
+        b = self.bundle
+        self.num_classes = b.num_classes
+        self.classes = list(b.classes)
+        self.input_shape = (b.in_channels, *b.image_size)
+        self.bus.emit(DatasetInfo(b.name, self.classes, len(b.train_labels), len(b.test_labels), list(self.input_shape)))
+        self.summary["data"] = {"dataset": b.name, "classes": len(self.classes), "train_size": len(b.train_labels),
+                                "test_size": len(b.test_labels), "input_shape": list(self.input_shape)}
+        padding, flip = augmentation(cfg, b)
+        n = len(b.train_labels)
+        # A last batch of one sample breaks batch norm on 1x1 feature maps: drop it then.
+        drop_last = n > d.batch_size and n % d.batch_size == 1
+        self.train_loader = BatchLoader(b.train_images, b.train_labels, batch_size=d.batch_size, device=self.device,
+                                        mean=b.mean, std=b.std, train=True, crop_padding=padding, flip=flip,
+                                        seed=cfg.seed, drop_last=drop_last)
+        self.test_loader = BatchLoader(b.test_images, b.test_labels, batch_size=d.eval_batch_size, device=self.device,
+                                       mean=b.mean, std=b.std, train=False)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+
+    def trainer(self):
+        from engine.trainer import Trainer
+
+        return Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.ckpt_dir,
+                       train_loader=self.train_loader, classes=self.classes)
+
+    def fit(self, task, schedule) -> list[dict]:
+        return self.trainer().fit(task, epochs=schedule.epochs, lr=schedule.lr, momentum=schedule.momentum,
+                                  weight_decay=schedule.weight_decay, milestones=schedule.milestones,
+                                  gamma=schedule.gamma)
+
+    def build(self, arch: str, seed_offset: int):
+        import torch
+
+        from engine.models import build_model
+
+        torch.manual_seed(self.cfg.seed + seed_offset)  # each model's init depends on the seed alone
+        return build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
+
+    def evaluate_and_report(self, model, role: str, epoch: int) -> dict[str, Any]:
+        from engine.evaluate import evaluate_model, noise_robustness
+
+        model.eval()
+        forward = lambda x: model(x)[0]  # noqa: E731
+        acc, confusion = evaluate_model(forward, self.test_loader, self.num_classes)
+        self.bus.emit(Evaluation(role, role, epoch, acc, self.classes, confusion))
+        ev = self.cfg.evaluation
+        curve = noise_robustness(forward, self.test_loader, self.num_classes, ev.noise_levels, ev.noise_seed)
+        self.bus.emit(NoiseCurve(role, [c[0] for c in curve], [c[1] for c in curve]))
+        return {"test_acc": acc, "noise_curve": curve}
+
+    def finish_stage(self, name: str, seconds: float, result: dict) -> None:
+        self.summary["stages"][name] = {"seconds": round(seconds, 3)}
+        self.save_summary()
+        self.bus.emit(StageFinished(name, seconds, result))
+
+    # -- stage 1 -------------------------------------------------------------------
+    def teacher_stage(self):
+        from engine.stages import TeacherTask
+        from engine.trainer import atomic_save, safe_load
+
+        cfg = self.cfg
+        self.stage = "teacher"
+        t0 = time.perf_counter()
+        teacher = self.build(cfg.teacher.arch, 0)
+        final = self.ckpt_dir / "teacher.pt"
+        seconds_before = 0.0
+        if cfg.teacher.checkpoint:
+            from engine.models.checkpoint import load_weights
+
+            load_weights(teacher, cfg.teacher.checkpoint, cfg.teacher.arch)
+            source = f"checkpoint {cfg.teacher.checkpoint}"
+            self.bus.log(f"teacher: loaded {cfg.teacher.arch} from {cfg.teacher.checkpoint}")
+        elif final.exists():
+            state = safe_load(final)
+            teacher.load_state_dict(state["model"])
+            seconds_before = float(state.get("seconds", 0.0))
+            source = "trained (this run)"
+            self.bus.log("teacher: already trained in this run, loaded its weights")
+        else:
+            history = self.fit(TeacherTask(teacher, self.test_loader, self.num_classes), cfg.teacher.schedule)
+            seconds_before = time.perf_counter() - t0
+            atomic_save({"arch": cfg.teacher.arch, "num_classes": self.num_classes,
+                         "in_channels": self.input_shape[0], "model": teacher.state_dict(),
+                         "test_acc": history[-1]["test_acc"] if history else None,
+                         "seconds": seconds_before}, final)
+            source = "trained"
+            t0 = time.perf_counter()
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        report = self.evaluate_and_report(teacher, "teacher", cfg.teacher.schedule.epochs)
+        seconds = seconds_before + time.perf_counter() - t0
+        self.summary["teacher"] = {"arch": cfg.teacher.arch, "params": count_parameters(teacher),
+                                   "source": source, **report}
+        self.finish_stage("teacher", seconds, {"test_acc": report["test_acc"]})
+        return teacher
+
+    # -- stage 2 -------------------------------------------------------------------
+    def heads_stage(self, teacher):
+        from engine.mgd import GranularityHeads
+        from engine.stages import HeadsTask
+        from engine.trainer import atomic_save, safe_load
+
+        cfg = self.cfg
+        self.stage = "heads"
+        t0 = time.perf_counter()
+        import torch
+
+        torch.manual_seed(cfg.seed + 1)
+        heads = GranularityHeads(teacher.feature_dim, self.num_classes, cfg.granularity.heads).to(self.device)
+        final = self.ckpt_dir / "heads.pt"
+        task = HeadsTask(teacher, heads, self.test_loader, self.num_classes)
+        if final.exists():
+            state = safe_load(final)
+            heads.load_state_dict(state["heads"])
+            task.best_acc, task.best_epoch = list(state["best_acc"]), list(state["best_epoch"])
+            seconds = float(state.get("seconds", 0.0))
+            self.bus.log("heads: already trained in this run, loaded their weights")
+        else:
+            self.fit(task, cfg.granularity.schedule)
+            task.restore_best()
+            seconds = time.perf_counter() - t0
+            atomic_save({"heads": heads.state_dict(), "dims": heads.dims, "temperatures": heads.temperatures,
+                         "best_acc": task.best_acc, "best_epoch": task.best_epoch, "seconds": seconds}, final)
+        heads.eval()
+        for p in heads.parameters():
+            p.requires_grad_(False)
+        results = [{"dim": h.dim, "temperature": h.temperature, "test_acc": acc, "epoch": ep}
+                   for h, acc, ep in zip(heads.heads, task.best_acc, task.best_epoch)]
+        self.summary["heads"] = results
+        self.bus.emit(HeadAccuracies(results, self.summary["teacher"]["test_acc"]))
+        self.finish_stage("heads", seconds, {"heads": results})
+        return heads
+
+    # -- stage 3 -------------------------------------------------------------------
+    def student_stage(self, teacher, teacher_heads):
+        import torch
+
+        from engine.distillers import distiller_class
+        from engine.distillers.base import DistillerContext
+        from engine.mgd import GranularityHeads
+        from engine.stages import StudentTask
+        from engine.trainer import atomic_save, safe_load
+
+        cfg = self.cfg
+        self.stage = "student"
+        t0 = time.perf_counter()
+        student = self.build(cfg.student.arch, 2)
+        mode = cfg.granularity.mode
+        student_heads = None
+        if mode != "off":
+            torch.manual_seed(cfg.seed + 3)
+            student_heads = GranularityHeads(student.feature_dim, self.num_classes, cfg.granularity.heads).to(self.device)
+
+        cls = distiller_class(cfg.distiller.name)
+        with torch.no_grad():
+            probe = next(iter(self.test_loader.epoch(0)))[0][:2]
+            student.eval()
+            s_feats = student(probe, preact=cls.needs_preact)[1]
+            t_feats = teacher(probe, preact=cls.needs_preact)[1]
+        context = DistillerContext(
+            student_shapes=[tuple(f.shape[1:]) for f in s_feats], teacher_shapes=[tuple(f.shape[1:]) for f in t_feats],
+            num_classes=self.num_classes, train_size=len(self.bundle.train_labels), student_arch=cfg.student.arch,
+            teacher_arch=cfg.teacher.arch, options=cfg.distiller.options)
+        torch.manual_seed(cfg.seed + 4)
+        distiller = cls(context).to(self.device)
+        d = cfg.distiller
+        task = StudentTask(student=student, teacher=teacher, distiller=distiller, mode=mode,
+                           teacher_heads=teacher_heads, student_heads=student_heads,
+                           weights=(d.w_ce, d.w_div, d.w_kd), temperature=d.temperature,
+                           test_loader=self.test_loader, num_classes=self.num_classes)
+        final = self.ckpt_dir / "student.pt"
+        if final.exists():
+            state = safe_load(final)
+            final_acc, seconds = state["final_acc"], float(state.get("seconds", 0.0))
+            task.best_acc, task.best_epoch, task.best_state = state["best_acc"], state["best_epoch"], state["best"]
+            self.bus.log("student: already trained in this run, loaded its weights")
+        else:
+            history = self.fit(task, cfg.student.schedule)
+            final_acc = history[-1]["test_acc"] if history else None
+            seconds = time.perf_counter() - t0
+            if task.best_state is None:  # no epoch: the initial weights are the best we have
+                task.best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+            atomic_save({"arch": cfg.student.arch, "num_classes": self.num_classes,
+                         "in_channels": self.input_shape[0], "final": student.state_dict(), "best": task.best_state,
+                         "final_acc": final_acc, "best_acc": task.best_acc, "best_epoch": task.best_epoch,
+                         "seconds": seconds}, final)
+        t1 = time.perf_counter()
+        student.load_state_dict(task.best_state)
+        report = self.evaluate_and_report(student, "student", task.best_epoch)
+        seconds += time.perf_counter() - t1
+        self.summary["student"] = {"arch": cfg.student.arch, "params": count_parameters(student),
+                                   "test_acc": final_acc, "best_acc": report["test_acc"], "best_epoch": task.best_epoch,
+                                   "noise_curve": report["noise_curve"]}
+        self.finish_stage("student", seconds, {"test_acc": final_acc, "best_acc": report["test_acc"]})
+        return student
+
+    # -- export --------------------------------------------------------------------
+    def export(self, student) -> None:
+        from engine.export import export_model
+
+        cfg = self.cfg
+        if not cfg.export.enabled or not cfg.export.formats:
+            return
+        self.stage = "export"
+        out = Path(cfg.export.dir) if cfg.export.dir else self.run_dir / "export"
+        card = {
+            "teacher": {"arch": cfg.teacher.arch, "test_acc": self.summary["teacher"].get("test_acc")},
+            "accuracy": {"test_acc": self.summary["student"]["best_acc"],
+                         "final_test_acc": self.summary["student"]["test_acc"],
+                         "best_epoch": self.summary["student"]["best_epoch"]},
+            "noise_curve": self.summary["student"]["noise_curve"],
+            "mgd": {"mode": cfg.granularity.mode, "distiller": cfg.distiller.name,
+                    "heads": [{"dim": h.dim, "temperature": h.temperature} for h in cfg.granularity.heads]},
+            "config": to_dict(cfg),
+        }
+        try:
+            files = export_model(student, out, arch=cfg.student.arch, input_shape=self.input_shape,
+                                 classes=self.classes, mean=self.bundle.mean, std=self.bundle.std,
+                                 formats=cfg.export.formats, card_extra=card)
+        except Exception as exc:  # training is done and saved: report, do not lose the run
+            self.summary["export"] = {"error": f"{type(exc).__name__}: {exc}"}
+            self.bus.emit(Log(f"export failed: {exc}", "error"))
+            return
+        self.summary["export"] = {k: str(v) for k, v in files.items()}
+        self.bus.emit(Exported({k: str(v) for k, v in files.items()}))
+
+    # -- all -----------------------------------------------------------------------
+    def execute(self) -> dict:
+        t_start = time.perf_counter()
+        self.setup()
+        teacher = self.teacher_stage()
+        self.check_stop()
+        heads = None
+        if self.cfg.granularity.mode != "off":
+            heads = self.heads_stage(teacher)
+            self.check_stop()
+        student = self.student_stage(teacher, heads)
+        self.export(student)
+        self.summary["status"] = "finished"
+        self.summary["total_seconds"] = round(time.perf_counter() - t_start + self.summary.get("previous_seconds", 0), 3)
+        self.summary["finished"] = datetime.now().isoformat(timespec="seconds")
+        self.save_summary()
+        return self.summary
+
+    def check_stop(self) -> None:
+        if self.control.stop_requested:
+            raise StopRequested(f"stopped after the {self.stage} stage")
+
+
+def _oom_error(exc: BaseException) -> TrainingError | None:
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        return TrainingError(f"out of memory on the device ({text.splitlines()[0][:200]}); "
+                             "lower data.batch_size or use a smaller model", kind="oom")
+    return None
+
+
+def prepare_run(config: ExperimentConfig | None, run_dir: str | Path | None, runs_root: str | Path,
+                resume: bool) -> tuple[ExperimentConfig, Path]:
+    """Validate, resolve and place a run; returns the resolved config and the run folder."""
+    if resume:
+        if run_dir is None:
+            raise InputError("resume needs the run folder")
+        run_dir = Path(run_dir)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+        cfg = load_config(run_dir / CONFIG_FILE)
+        validate(cfg)
+        return cfg, run_dir
+    if config is None:
+        raise InputError("no experiment config given")
+    validate(config)
+    cfg = resolve(config)
+    validate(cfg)
+    path = Path(run_dir) if run_dir else default_run_dir(cfg, runs_root)
+    if path.exists() and any(path.iterdir()):
+        raise InputError(f"{path}: the run folder exists and is not empty; choose another or resume it")
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path / CONFIG_FILE)
+    return cfg, path
+
+
+def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Path | None = None,
+                   runs_root: str | Path = "runs", subscribers: Iterable[Subscriber] = (),
+                   control: RunControl | None = None, resume: bool = False) -> dict:
+    """Run (or resume) an experiment and return its summary.
+
+    Raises :class:`InputError` for bad input (before or during the run),
+    :class:`TrainingError` for a failure in training, and returns normally with
+    ``summary["status"] == "stopped"`` when ``control.stop()`` ended the run early.
+    Every outcome is also announced as an event (RunFinished or RunFailed).
+    """
+    bus = EventBus(list(subscribers))
+    control = control or RunControl()
+    cfg, path = prepare_run(config, run_dir, runs_root, resume)
+    writer = MetricsWriter(path / METRICS_FILE)
+    bus.subscribe(writer)
+    run = ExperimentRun(cfg, path, bus, control, resumed=resume)
+    if resume and (path / SUMMARY_FILE).exists():
+        try:
+            old = json.loads((path / SUMMARY_FILE).read_text())
+            run.summary["previous_seconds"] = float(old.get("total_seconds", 0) or 0)
+        except (ValueError, OSError):
+            pass
+    try:
+        summary = run.execute()
+        bus.emit(RunFinished(str(path), copy.deepcopy(summary)))
+        return summary
+    except StopRequested as exc:
+        run.summary["status"] = "stopped"
+        run.summary["stopped_in"] = run.stage
+        run.save_summary()
+        bus.log(f"{exc}; resume with: mgd-train --resume {path}")
+        bus.emit(RunFinished(str(path), copy.deepcopy(run.summary), stopped=True))
+        return run.summary
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised
+        error: BaseException = _oom_error(exc) or exc
+        if isinstance(error, InputError):
+            kind = "input"
+        elif isinstance(error, TrainingError):
+            kind = error.kind
+        elif isinstance(error, KeyboardInterrupt):
+            kind = "interrupted"
+        else:
+            kind = "error"
+        message = str(error) if isinstance(error, MGDError) else f"{type(error).__name__}: {error}"
+        run.summary["status"] = "failed"
+        run.summary["failed_in"] = run.stage
+        run.summary["error"] = message
+        try:
+            run.save_summary()
+        finally:
+            bus.emit(RunFailed(str(path), run.stage, message, kind, traceback.format_exc()))
+        if error is not exc:
+            raise error from exc
+        raise
+    finally:
+        writer.close()
+
+
+__all__ = ["run_experiment", "prepare_run", "select_device", "RunControl", "CheckpointError"]

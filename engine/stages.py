@@ -1,0 +1,214 @@
+"""The three stages of MGD as tasks for the one training loop (METHOD.md, "Three stages").
+
+* :class:`TeacherTask`: an ordinary classifier trained with cross-entropy.
+* :class:`HeadsTask` (self-analysis): granularity heads on the frozen teacher's
+  penultimate features, each keeping the weights of its best test accuracy.
+* :class:`StudentTask`: the student against the frozen teacher, with the chosen baseline
+  and, unless the mode is ``off``, the granularity code terms and the MGD soft target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.distillers.base import Distiller, ModelOutput
+from engine.evaluate import accuracy, confusion_matrices
+from engine.mgd import GranularityHeads, code_losses, head_loss, soft_kl, stable_target
+from engine.trainer import StageTask, StepResult, cpu_state
+
+
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == y).sum()
+
+
+class TeacherTask(StageTask):
+    name = "teacher"
+    role = "teacher"
+
+    def __init__(self, model: nn.Module, test_loader, num_classes: int):
+        self.model = model
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+
+    def modules(self):
+        return {"model": self.model}
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def train_mode(self):
+        self.model.train()
+
+    def step(self, x, y, idx):
+        logits, _ = self.model(x)
+        ce = F.cross_entropy(logits, y)
+        return StepResult(ce, {"ce": ce.detach()}, _correct(logits, y))
+
+    def evaluate(self, epoch):
+        self.model.eval()
+        (conf,) = confusion_matrices(lambda x: self.model(x)[0], self.test_loader, self.num_classes)
+        return {"test_acc": accuracy(conf), "confusion": conf.tolist()}
+
+
+class HeadsTask(StageTask):
+    """Self-analysis: train every granularity head at once on the frozen teacher (summed losses)."""
+
+    name = "heads"
+    role = "teacher_heads"
+
+    def __init__(self, teacher: nn.Module, heads: GranularityHeads, test_loader, num_classes: int):
+        self.teacher = teacher
+        self.heads = heads
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+        self.best_acc = [-1.0] * len(heads)
+        self.best_epoch = [0] * len(heads)
+        self.best_state: list[dict | None] = [None] * len(heads)
+        self.names = heads.names()
+
+    def modules(self):
+        return {"heads": self.heads}
+
+    def parameters(self):
+        return list(self.heads.parameters())
+
+    def train_mode(self):
+        self.teacher.eval()
+        self.heads.train()
+
+    def step(self, x, y, idx):
+        with torch.no_grad():
+            t_logits, t_feats = self.teacher(x)
+        _, decoded = self.heads(t_feats[-1])
+        terms = [head_loss(r, t_logits, y, h.temperature) for r, h in zip(decoded, self.heads.heads)]
+        total = torch.stack(terms).sum()
+        correct = torch.stack([_correct(r, y) for r in decoded]).float().mean()
+        losses = {f"head{i + 1}_d{h.dim}": t.detach() for i, (t, h) in enumerate(zip(terms, self.heads.heads))}
+        return StepResult(total, losses, correct)
+
+    def evaluate(self, epoch):
+        self.teacher.eval()
+        self.heads.eval()
+        confs = confusion_matrices(lambda x: self.heads(self.teacher(x)[1][-1])[1],
+                                   self.test_loader, self.num_classes)
+        accs = [accuracy(c) for c in confs]
+        for i, acc in enumerate(accs):
+            if acc > self.best_acc[i]:
+                self.best_acc[i], self.best_epoch[i] = acc, epoch
+                self.best_state[i] = cpu_state(self.heads.heads[i])
+        metrics: dict[str, Any] = {f"head{i + 1}_d{h.dim}": a for i, (a, h) in enumerate(zip(accs, self.heads.heads))}
+        metrics["head_accs"] = accs
+        return {"test_acc": sum(accs) / len(accs), **metrics}
+
+    def extra_state(self):
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_extra_state(self, state):
+        if state:
+            self.best_acc = list(state["best_acc"])
+            self.best_epoch = list(state["best_epoch"])
+            self.best_state = list(state["best_state"])
+
+    def restore_best(self) -> None:
+        """Load each head's best weights (METHOD.md: keep, per head, the best test accuracy)."""
+        for head, state in zip(self.heads.heads, self.best_state):
+            if state is not None:
+                head.load_state_dict(state)
+
+
+class StudentTask(StageTask):
+    """Distillation: ``w_ce CE + w_div T^2 KL(q || z_S) + w_kd baseline + sum_g code terms``."""
+
+    name = "student"
+    role = "student"
+
+    def __init__(self, *, student: nn.Module, teacher: nn.Module, distiller: Distiller, mode: str,
+                 teacher_heads: GranularityHeads | None, student_heads: GranularityHeads | None,
+                 weights: tuple[float, float, float], temperature: float, test_loader, num_classes: int):
+        if mode not in ("off", "granularity", "stable"):
+            raise ValueError(f"unknown MGD mode {mode!r}")
+        if mode != "off" and (teacher_heads is None or student_heads is None):
+            raise ValueError(f"MGD mode {mode!r} needs teacher and student granularity heads")
+        self.student = student
+        self.teacher = teacher
+        self.distiller = distiller
+        self.mode = mode
+        self.teacher_heads = teacher_heads if mode != "off" else None
+        self.student_heads = student_heads if mode != "off" else None
+        self.w_ce, self.w_div, self.w_kd = weights
+        self.temperature = temperature
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+        self.preact = bool(distiller.needs_preact)
+        self.best_acc = -1.0
+        self.best_epoch = 0
+        self.best_state: dict | None = None
+
+    def modules(self):
+        mods = {"student": self.student, "distiller": self.distiller}
+        if self.student_heads is not None:
+            mods["student_heads"] = self.student_heads
+        return mods
+
+    def parameters(self):
+        params = list(self.student.parameters()) + list(self.distiller.parameters())
+        if self.student_heads is not None:
+            params += self.student_heads.encoder_parameters()  # the decoders play no part in the loss
+        return params
+
+    def train_mode(self):
+        self.student.train()
+        self.distiller.train()
+        self.teacher.eval()
+        if self.student_heads is not None:
+            self.student_heads.train()
+            self.teacher_heads.eval()
+
+    def step(self, x, y, idx):
+        with torch.no_grad():
+            t_logits, t_feats = self.teacher(x, preact=self.preact)
+            if self.teacher_heads is not None:
+                t_codes, t_decoded = self.teacher_heads(t_feats[-1])
+        s_logits, s_feats = self.student(x, preact=self.preact)
+
+        losses: dict[str, torch.Tensor] = {}
+        ce = F.cross_entropy(s_logits, y)
+        target = stable_target(t_logits, t_decoded) if self.mode == "stable" else t_logits
+        kd = soft_kl(s_logits, target, self.temperature)
+        total = self.w_ce * ce + self.w_div * kd
+        losses["ce"], losses["kd"] = ce.detach(), kd.detach()
+
+        terms = self.distiller(ModelOutput(s_logits, s_feats), ModelOutput(t_logits, t_feats), y, idx)
+        for name, term in terms.items():
+            total = total + self.w_kd * term
+            losses[name] = term.detach()
+
+        if self.student_heads is not None:
+            s_codes = self.student_heads.encode(s_feats[-1])
+            codes = code_losses(s_codes, t_codes, self.student_heads.temperatures)
+            for name, term in zip(self.student_heads.names(), codes):
+                total = total + term
+                losses[name] = term.detach()
+        return StepResult(total, losses, _correct(s_logits, y))
+
+    def evaluate(self, epoch):
+        self.student.eval()
+        (conf,) = confusion_matrices(lambda x: self.student(x)[0], self.test_loader, self.num_classes)
+        acc = accuracy(conf)
+        if acc > self.best_acc:
+            self.best_acc, self.best_epoch = acc, epoch
+            self.best_state = cpu_state(self.student)
+        return {"test_acc": acc, "confusion": conf.tolist(), "best_acc": self.best_acc}
+
+    def extra_state(self):
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_extra_state(self, state):
+        if state:
+            self.best_acc = float(state["best_acc"])
+            self.best_epoch = int(state["best_epoch"])
+            self.best_state = state["best_state"]

@@ -1,0 +1,30 @@
+"""Shared helpers of the engine tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import ExperimentConfig, load_config, set_value
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "presets" / "demo.yaml"
+
+
+def tiny_config(**settings) -> ExperimentConfig:
+    """The demo preset shrunk to seconds: resnet8 teacher and student, one or two epochs."""
+    cfg = load_config(DEMO)
+    base = {
+        "teacher.arch": "resnet8",
+        "student.arch": "resnet8",
+        "teacher.schedule.epochs": 2,
+        "teacher.schedule.milestones": [1],
+        "granularity.schedule.epochs": 1,
+        "granularity.schedule.milestones": [1],
+        "student.schedule.epochs": 1,
+        "student.schedule.milestones": [1],
+        "export.formats": ["weights"],
+        "evaluation.noise_levels": [0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
+    }
+    base.update(settings)
+    for key, value in base.items():
+        cfg = set_value(cfg, key, value)
+    return cfg

@@ -1,0 +1,152 @@
+"""Whole runs on the bundled demo set: teacher -> heads -> student, resume, stop, NaN, determinism."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from engine.config import load_config, set_value
+from engine.control import RunControl
+from engine.errors import CheckpointError, TrainingError
+from engine.events import event_from_dict
+from engine.run import run_experiment
+from engine.trainer import safe_load
+from tests.engine.conftest import tiny_config
+
+
+def run(cfg, tmp_path, name="run", **kw):
+    events = []
+    summary = run_experiment(cfg, run_dir=tmp_path / name, subscribers=[events.append], **kw)
+    return summary, events
+
+
+def test_full_run_writes_the_run_folder(tmp_path):
+    summary, events = run(tiny_config(), tmp_path)
+    d = tmp_path / "run"
+    assert summary["status"] == "finished"
+    for key in ("teacher", "heads", "student", "stages"):
+        assert key in summary
+    assert 0 <= summary["teacher"]["test_acc"] <= 100
+    assert len(summary["heads"]) == 2 and all("test_acc" in h for h in summary["heads"])
+    s = summary["student"]
+    assert s["test_acc"] is not None and s["best_acc"] >= s["test_acc"] - 1e-9
+    assert [lv for lv, _ in s["noise_curve"]] == [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]
+    assert set(summary["stages"]) == {"teacher", "heads", "student"}
+    assert all(v["seconds"] > 0 for v in summary["stages"].values())
+    assert json.loads((d / "summary.json").read_text()) == summary
+    assert (d / "config.yaml").is_file()
+    for name in ("teacher.pt", "heads.pt", "student.pt"):
+        assert (d / "checkpoints" / name).is_file()
+    # metrics.jsonl holds every event the subscribers saw, and reads back
+    lines = (d / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == [e.type for e in events]
+    assert event_from_dict(json.loads(lines[0])) == events[0]
+    kinds = {e.type for e in events}
+    for kind in ("RunStarted", "StageStarted", "StepLosses", "EpochEnd", "Evaluation", "HeadAccuracies",
+                 "NoiseCurve", "CheckpointWritten", "StageFinished", "RunFinished", "Exported"):
+        assert kind in kinds
+    step_names = set().union(*(e.losses for e in events if e.type == "StepLosses" and e.stage == "student"))
+    assert {"ce", "kd", "code1_d64", "code2_d256", "total"} <= step_names
+
+
+def test_mode_off_skips_self_analysis(tmp_path):
+    cfg = set_value(tiny_config(), "granularity.mode", "off")
+    summary, events = run(cfg, tmp_path)
+    assert summary["heads"] == [] and "heads" not in summary["stages"]
+    names = set().union(*(e.losses for e in events if e.type == "StepLosses" and e.stage == "student"))
+    assert not any(n.startswith("code") for n in names)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    cfg = set_value(tiny_config(), "export.enabled", False)
+    a, _ = run(cfg, tmp_path, "a")
+    b, _ = run(cfg, tmp_path, "b")
+    for key in ("teacher", "student"):
+        assert a[key]["test_acc"] == b[key]["test_acc"]
+        assert a[key]["noise_curve"] == b[key]["noise_curve"]
+    wa = safe_load(tmp_path / "a" / "checkpoints" / "student.pt")["final"]
+    wb = safe_load(tmp_path / "b" / "checkpoints" / "student.pt")["final"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_stop_then_resume_matches_uninterrupted_run(tmp_path):
+    cfg = set_value(tiny_config(), "export.enabled", False)
+    cfg = set_value(cfg, "student.schedule.epochs", 2)
+    reference, _ = run(cfg, tmp_path, "ref")
+
+    control = RunControl()
+
+    def stop_mid_student(event):
+        if event.type == "StepLosses" and event.stage == "student" and event.epoch == 2 and event.step >= 3:
+            control.stop()
+
+    stopped, events = run(cfg, tmp_path, "cut", control=control, subscribers=[stop_mid_student])
+    assert stopped["status"] == "stopped" and stopped["stopped_in"] == "student"
+    assert events[-1].type == "RunFinished" and events[-1].stopped
+    last = safe_load(tmp_path / "cut" / "checkpoints" / "student_last.pt")
+    assert last["epoch"] == 1 and last["step"] >= 3  # a usable mid-epoch checkpoint
+
+    resumed, _ = run(None, tmp_path, "cut", resume=True)
+    assert resumed["status"] == "finished"
+    assert resumed["teacher"]["test_acc"] == reference["teacher"]["test_acc"]
+    wa = safe_load(tmp_path / "ref" / "checkpoints" / "student.pt")["final"]
+    wb = safe_load(tmp_path / "cut" / "checkpoints" / "student.pt")["final"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+
+
+def test_pause_and_resume_from_another_thread(tmp_path):
+    cfg = set_value(tiny_config(), "export.enabled", False)
+    control = RunControl()
+    seen = []
+
+    def on_event(event):
+        seen.append(event.type)
+        if event.type == "StageStarted" and event.stage == "student":
+            control.pause()
+            threading.Timer(0.3, control.resume).start()
+
+    summary, _ = run(cfg, tmp_path, control=control, subscribers=[on_event])
+    assert summary["status"] == "finished"
+    assert "Paused" in seen and "Resumed" in seen and seen.index("Paused") < seen.index("Resumed")
+
+
+def test_nan_loss_fails_cleanly(tmp_path):
+    cfg = set_value(tiny_config(), "teacher.schedule.lr", 1e30)
+    events = []
+    with pytest.raises(TrainingError) as err:
+        run_experiment(cfg, run_dir=tmp_path / "nan", subscribers=[events.append])
+    assert err.value.kind == "nan"
+    assert events[-1].type == "RunFailed" and events[-1].kind == "nan" and events[-1].stage == "teacher"
+    summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss became" in summary["error"]
+
+
+def test_teacher_checkpoint_for_other_architecture_is_refused(tmp_path):
+    from engine.models import build_model
+
+    path = tmp_path / "wrong.pth"
+    torch.save({"model": build_model("resnet20", 10, 1).state_dict()}, path)
+    cfg = set_value(tiny_config(), "teacher.checkpoint", str(path))
+    with pytest.raises(CheckpointError):
+        run_experiment(cfg, run_dir=tmp_path / "r")
+
+
+def test_teacher_checkpoint_is_used(tmp_path):
+    from engine.models import build_model
+
+    torch.manual_seed(123)
+    model = build_model("resnet8", 10, 1)
+    path = tmp_path / "teacher.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    cfg = set_value(tiny_config(), "teacher.checkpoint", str(path))
+    summary, events = run(cfg, tmp_path)
+    assert summary["teacher"]["source"].startswith("checkpoint")
+    assert not [e for e in events if e.type == "StageStarted" and e.stage == "teacher"]
+
+
+def test_demo_preset_is_valid():
+    cfg = load_config("resources/presets/demo.yaml")
+    assert cfg.data.dataset == "demo"
