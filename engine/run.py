@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import time
 import traceback
 from datetime import datetime
@@ -140,6 +141,7 @@ class ExperimentRun:
 
     # -- setup -------------------------------------------------------------------
     def setup(self) -> None:
+        """Check every input before anything is trained: device, data, teacher checkpoint."""
         import torch
 
         from engine.data import BatchLoader, load_dataset
@@ -147,15 +149,23 @@ class ExperimentRun:
         cfg = self.cfg
         self.device, device_text = select_device(cfg.device)
         self.summary["device"] = device_text
-        self.bus.emit(RunStarted(str(self.run_dir), to_dict(cfg), device_text, resumed=self.resumed))
-
         d = cfg.data
-        self.bundle = load_dataset(d.dataset, root=d.root, download=d.download, image_size=d.image_size,
+        root = str(Path(d.root).expanduser()) if d.root else None
+        self.bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
                                    test_fraction=d.test_fraction, split_seed=0)
         b = self.bundle
         self.num_classes = b.num_classes
         self.classes = list(b.classes)
         self.input_shape = (b.in_channels, *b.image_size)
+        self.loaded_teacher = None
+        if cfg.teacher.checkpoint:  # refuse a checkpoint of another architecture before any training
+            from engine.models.checkpoint import load_weights
+
+            teacher = self.build(cfg.teacher.arch, 0)
+            load_weights(teacher, str(Path(cfg.teacher.checkpoint).expanduser()), cfg.teacher.arch)
+            self.loaded_teacher = teacher
+
+        self.bus.emit(RunStarted(str(self.run_dir), to_dict(cfg), device_text, resumed=self.resumed))
         self.bus.emit(DatasetInfo(b.name, self.classes, len(b.train_labels), len(b.test_labels), list(self.input_shape)))
         self.summary["data"] = {"dataset": b.name, "classes": len(self.classes), "train_size": len(b.train_labels),
                                 "test_size": len(b.test_labels), "input_shape": list(self.input_shape)}
@@ -215,22 +225,21 @@ class ExperimentRun:
         cfg = self.cfg
         self.stage = "teacher"
         t0 = time.perf_counter()
-        teacher = self.build(cfg.teacher.arch, 0)
         final = self.ckpt_dir / "teacher.pt"
         seconds_before = 0.0
-        if cfg.teacher.checkpoint:
-            from engine.models.checkpoint import load_weights
-
-            load_weights(teacher, cfg.teacher.checkpoint, cfg.teacher.arch)
+        if self.loaded_teacher is not None:
+            teacher = self.loaded_teacher
             source = f"checkpoint {cfg.teacher.checkpoint}"
             self.bus.log(f"teacher: loaded {cfg.teacher.arch} from {cfg.teacher.checkpoint}")
         elif final.exists():
+            teacher = self.build(cfg.teacher.arch, 0)
             state = safe_load(final)
             teacher.load_state_dict(state["model"])
             seconds_before = float(state.get("seconds", 0.0))
             source = "trained (this run)"
             self.bus.log("teacher: already trained in this run, loaded its weights")
         else:
+            teacher = self.build(cfg.teacher.arch, 0)
             history = self.fit(TeacherTask(teacher, self.test_loader, self.num_classes), cfg.teacher.schedule)
             seconds_before = time.perf_counter() - t0
             atomic_save({"arch": cfg.teacher.arch, "num_classes": self.num_classes,
@@ -486,6 +495,9 @@ def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Pat
             run.save_summary()
         finally:
             bus.emit(RunFailed(str(path), run.stage, message, kind, traceback.format_exc()))
+        if kind == "input" and run.stage == "setup" and not resume:
+            writer.close()
+            shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave no half-made run behind
         if error is not exc:
             raise error from exc
         raise

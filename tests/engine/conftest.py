@@ -28,3 +28,24 @@ def tiny_config(**settings) -> ExperimentConfig:
     for key, value in base.items():
         cfg = set_value(cfg, key, value)
     return cfg
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def nan_in_teacher(monkeypatch):
+    """Make the teacher's loss NaN from its fifth step on (a diverging run, deterministically)."""
+    from engine import stages
+
+    original = stages.TeacherTask.step
+    calls = {"n": 0}
+
+    def step(self, x, y, idx):
+        result = original(self, x, y, idx)
+        calls["n"] += 1
+        if calls["n"] >= 5:
+            result.total = result.total * float("nan")
+        return result
+
+    monkeypatch.setattr(stages.TeacherTask, "step", step)

@@ -66,9 +66,8 @@ def test_unreadable_checkpoint_exits_2(tmp_path, capsys):
     assert "teacher.pth" in one_line_error(capsys)
 
 
-def test_nan_exits_1(tmp_path, capsys):
-    cfg = set_value(tiny_config(), "teacher.schedule.lr", 1e30)
-    assert main([write(cfg, tmp_path), "--out", str(tmp_path / "r"), "-q"]) == EXIT_TRAINING
+def test_nan_exits_1(tmp_path, capsys, nan_in_teacher):
+    assert main([write(tiny_config(), tmp_path), "--out", str(tmp_path / "r"), "-q"]) == EXIT_TRAINING
     assert "loss became" in capsys.readouterr().err
 
 

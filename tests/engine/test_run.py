@@ -17,9 +17,9 @@ from engine.trainer import safe_load
 from tests.engine.conftest import tiny_config
 
 
-def run(cfg, tmp_path, name="run", **kw):
+def run(cfg, tmp_path, name="run", subscribers=(), **kw):
     events = []
-    summary = run_experiment(cfg, run_dir=tmp_path / name, subscribers=[events.append], **kw)
+    summary = run_experiment(cfg, run_dir=tmp_path / name, subscribers=[events.append, *subscribers], **kw)
     return summary, events
 
 
@@ -113,8 +113,8 @@ def test_pause_and_resume_from_another_thread(tmp_path):
     assert "Paused" in seen and "Resumed" in seen and seen.index("Paused") < seen.index("Resumed")
 
 
-def test_nan_loss_fails_cleanly(tmp_path):
-    cfg = set_value(tiny_config(), "teacher.schedule.lr", 1e30)
+def test_nan_loss_fails_cleanly(tmp_path, nan_in_teacher):
+    cfg = tiny_config()
     events = []
     with pytest.raises(TrainingError) as err:
         run_experiment(cfg, run_dir=tmp_path / "nan", subscribers=[events.append])

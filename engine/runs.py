@@ -1,0 +1,227 @@
+"""Run folders as a collection: list them, read their metrics, export their student.
+
+A run folder (written by :func:`engine.run.run_experiment`) holds ``config.yaml``,
+``metrics.jsonl``, ``summary.json``, ``checkpoints/`` and ``export/``. This module reads
+them without Qt, for the GUI's runs panel and for scripts. Listing runs imports no torch;
+:func:`export_run` does (it rebuilds the student).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from engine.errors import CheckpointError, InputError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+CARD_FILE = "model_card.yaml"
+
+#: statuses after which ``run_experiment(resume=True)`` can continue the run
+RESUMABLE = ("stopped", "failed", "running", "unknown")
+
+
+@dataclass
+class RunInfo:
+    """Key figures of one run folder (``None`` where the run has not got that far)."""
+
+    path: Path
+    name: str
+    status: str  # running (or killed while running), finished, stopped, failed, unknown (no summary yet)
+    started: str = ""
+    mode: str = ""
+    distiller: str = ""
+    dataset: str = ""
+    teacher_arch: str = ""
+    teacher_acc: float | None = None
+    student_arch: str = ""
+    student_acc: float | None = None  # best test accuracy of the student
+    best_epoch: int | None = None
+    heads: list[dict] = field(default_factory=list)
+    total_seconds: float | None = None
+    error: str = ""
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def has_student(self) -> bool:
+        return (self.path / CHECKPOINT_DIR / "student.pt").is_file()
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in RESUMABLE and (self.path / CONFIG_FILE).is_file()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def run_info(run_dir: str | Path) -> RunInfo:
+    """The key figures of one run folder (tolerates a missing or partial summary)."""
+    path = Path(run_dir)
+    config = _read_yaml(path / CONFIG_FILE)
+    summary = _read_json(path / SUMMARY_FILE)
+    teacher = summary.get("teacher") or {}
+    student = summary.get("student") or {}
+    cfg_teacher = config.get("teacher") or {}
+    cfg_student = config.get("student") or {}
+    best_epoch = student.get("best_epoch")
+    return RunInfo(
+        path=path,
+        name=str(summary.get("name") or config.get("name") or path.name),
+        status=str(summary.get("status") or "unknown"),
+        started=str(summary.get("started") or ""),
+        mode=str(summary.get("mode") or (config.get("granularity") or {}).get("mode") or ""),
+        distiller=str(summary.get("distiller") or (config.get("distiller") or {}).get("name") or ""),
+        dataset=str((summary.get("data") or {}).get("dataset") or (config.get("data") or {}).get("dataset") or ""),
+        teacher_arch=str(teacher.get("arch") or cfg_teacher.get("arch") or ""),
+        teacher_acc=_number(teacher.get("test_acc")),
+        student_arch=str(student.get("arch") or cfg_student.get("arch") or ""),
+        student_acc=_number(student.get("best_acc")),
+        best_epoch=best_epoch if isinstance(best_epoch, int) else None,
+        heads=list(summary.get("heads") or []),
+        total_seconds=_number(summary.get("total_seconds")),
+        error=str(summary.get("error") or ""),
+        summary=summary,
+        config=config,
+    )
+
+
+def list_runs(root: str | Path) -> list[RunInfo]:
+    """Every run folder directly under ``root`` (a folder with a ``config.yaml``), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for child in root.iterdir():
+        if child.is_dir() and (child / CONFIG_FILE).is_file():
+            runs.append(run_info(child))
+
+    def started(info: RunInfo) -> tuple[str, float]:
+        try:
+            mtime = (info.path / CONFIG_FILE).stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        return info.started, mtime
+
+    runs.sort(key=started, reverse=True)
+    return runs
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The events of ``metrics.jsonl`` as dicts, in order.
+
+    A run killed while writing leaves a truncated last line: lines that are not a JSON
+    object are skipped, so a partial file still gives every complete event.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and "event" in item:
+            events.append(item)
+    return events
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _data_description(run_dir: Path, config, summary: dict) -> tuple[list[str], tuple, tuple, tuple]:
+    """(classes, mean, std, input shape) of the run's data set: from the model card the run
+    wrote if there is one, else by loading the data set named in its config (the same
+    statistics the run used)."""
+    card = _read_yaml(run_dir / "export" / CARD_FILE)
+    norm = card.get("normalization") or {}
+    shape = card.get("input_shape") or (summary.get("data") or {}).get("input_shape")
+    if card.get("classes") and norm.get("mean") and norm.get("std") and shape and len(shape) == 3:
+        return list(card["classes"]), tuple(norm["mean"]), tuple(norm["std"]), tuple(int(v) for v in shape)
+    from engine.data import load_dataset
+
+    d = config.data
+    bundle = load_dataset(d.dataset, root=d.root, download=False, image_size=d.image_size,
+                          test_fraction=d.test_fraction, split_seed=0)
+    return (list(bundle.classes), tuple(bundle.mean), tuple(bundle.std),
+            (bundle.in_channels, *bundle.image_size))
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, formats: Iterable[str] | str = ("weights", "torchscript", "onnx")
+               ) -> dict[str, Path]:
+    """Export the best student of a run folder to ``out_dir`` in ``formats``, with its model card.
+
+    Returns ``{format: path}`` (plus ``"card"``). Raises :class:`InputError` when the folder
+    has no trained student, and the exporter's errors (``ExportError``) when a format fails.
+    """
+    from engine.config import load_config
+    from engine.export import export_model
+    from engine.models import build_model
+    from engine.trainer import safe_load
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    ckpt = run_dir / CHECKPOINT_DIR / "student.pt"
+    if not ckpt.is_file():
+        raise InputError(f"{run_dir}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
+                         "finish or resume the run first")
+    config = load_config(run_dir / CONFIG_FILE)
+    state = safe_load(ckpt)
+    try:
+        arch, num_classes, in_channels = state["arch"], int(state["num_classes"]), int(state["in_channels"])
+        weights = state.get("best") or state["final"]
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt}: not a student checkpoint of MGD Studio (keys: arch, num_classes, "
+                              "in_channels, best)") from None
+    model = build_model(arch, num_classes, in_channels)
+    model.load_state_dict(weights)
+    model.eval()
+
+    info = run_info(run_dir)
+    classes, mean, std, input_shape = _data_description(run_dir, config, info.summary)
+    student = info.summary.get("student") or {}
+    card = {
+        "teacher": {"arch": config.teacher.arch, "test_acc": (info.summary.get("teacher") or {}).get("test_acc")},
+        "accuracy": {"test_acc": state.get("best_acc", student.get("best_acc")),
+                     "final_test_acc": state.get("final_acc", student.get("test_acc")),
+                     "best_epoch": state.get("best_epoch", student.get("best_epoch"))},
+        "noise_curve": student.get("noise_curve"),
+        "mgd": {"mode": config.granularity.mode, "distiller": config.distiller.name,
+                "heads": [{"dim": h.dim, "temperature": h.temperature} for h in config.granularity.heads]},
+        "run_dir": str(run_dir),
+    }
+    return export_model(model, out_dir, arch=arch, input_shape=input_shape, classes=classes, mean=mean, std=std,
+                        formats=formats, card_extra=card)
+
+
+__all__ = ["RunInfo", "list_runs", "run_info", "read_metrics", "export_run"]
