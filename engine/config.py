@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -301,6 +302,22 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
 # ----------------------------------------------------------------------------- YAML
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false are booleans, so ``mode: off`` stays the string "off"."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(source: str | Path | dict) -> ExperimentConfig:
     """Read an experiment from a YAML file (or a dict); raises InputError/ConfigError."""
     if isinstance(source, dict):
@@ -309,7 +326,7 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -325,7 +342,7 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
 
 def loads_config(text: str) -> ExperimentConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"malformed YAML: {str(exc).splitlines()[0]}") from None
     return from_dict(ExperimentConfig, data)
@@ -405,7 +422,7 @@ def apply_override(cfg: ExperimentConfig, assignment: str) -> ExperimentConfig:
         raise InputError(f"--set {assignment!r}: expected dotted.key=value")
     key, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return set_value(cfg, key.strip(), value)

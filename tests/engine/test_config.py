@@ -141,3 +141,13 @@ def test_config_import_does_not_import_torch():
            "assert 'resnet8' in model_names() and 'kd' in distiller_names(); " \
            "assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_yaml_off_is_a_string_not_false(tmp_path):
+    path = tmp_path / "off.yaml"
+    path.write_text("granularity:\n  mode: off\n")
+    cfg = load_config(path)
+    assert cfg.granularity.mode == "off"
+    assert apply_override(ExperimentConfig(), "granularity.mode=off").granularity.mode == "off"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
