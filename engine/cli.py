@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("mgd-train: aborted\n")
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: short message, details in the run folder
+        sys.stderr.write(f"mgd-train: training failed: {type(exc).__name__}: {exc} "
+                         f"(the traceback is in the run folder's error.log)\n")
+        return EXIT_TRAINING
 
 
 def _print_result(summary: dict, out: TextIO) -> None:

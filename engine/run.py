@@ -491,10 +491,12 @@ def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Pat
         run.summary["status"] = "failed"
         run.summary["failed_in"] = run.stage
         run.summary["error"] = message
+        details = traceback.format_exc()
         try:
             run.save_summary()
+            (path / "error.log").write_text(details, encoding="utf-8")
         finally:
-            bus.emit(RunFailed(str(path), run.stage, message, kind, traceback.format_exc()))
+            bus.emit(RunFailed(str(path), run.stage, message, kind, details))
         if kind == "input" and run.stage == "setup" and not resume:
             writer.close()
             shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave no half-made run behind

@@ -129,7 +129,7 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def _unwrap(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip wrapper prefixes shared by all keys; pick a fitting sub-network if needed."""
     changed = True
-    while changed:
+    while changed and state:
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state) and prefix.rstrip(".") not in _top_names(expected):

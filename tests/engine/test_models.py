@@ -51,6 +51,21 @@ PARAMETER_COUNTS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_and_cleanup():
+    """Run this file's forwards on one intra-op thread; free the cached models after.
+
+    On a 2-core machine shared with other jobs, torch's default of one OpenMP thread per
+    core spin-waits on the busy core: this file took 60-120 s that way against ~5 s on
+    one thread, for tensors this small one thread loses nothing.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    cifar100_model.cache_clear()
+
+
 @functools.lru_cache(maxsize=None)
 def cifar100_model(name: str) -> nn.Module:
     """One eval-mode 100-class model per name, shared by the tests of this file."""
@@ -203,6 +218,15 @@ def test_load_plain_state_dict_file_and_mapping(tmp_path, trained_resnet8x4):
     again = build_model("resnet8x4", num_classes=100)
     load_weights(again, {"state_dict": trained_resnet8x4.state_dict()}, "resnet8x4")
     assert outputs_equal(again, trained_resnet8x4)
+
+
+def test_load_legacy_serialization_format(tmp_path, trained_resnet8x4):
+    # RepDistiller's published teachers predate torch 1.6's zip format.
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": trained_resnet8x4.state_dict()}, path, _use_new_zipfile_serialization=False)
+    fresh = build_model("resnet8x4", num_classes=100)
+    load_weights(fresh, path, "resnet8x4")
+    assert outputs_equal(fresh, trained_resnet8x4)
 
 
 def test_load_old_checkpoint_without_batch_counters(tmp_path, trained_resnet8x4):
