@@ -333,6 +333,10 @@ class ExperimentRun:
                            weights=(d.w_ce, d.w_div, d.w_kd), temperature=d.temperature,
                            test_loader=self.test_loader, num_classes=self.num_classes)
         final = self.ckpt_dir / "student.pt"
+        if distiller.pretrain_epochs() > 0 and not final.exists():
+            self.pretrain_stage(student, teacher, distiller)
+            self.stage = "student"
+            t0 = time.perf_counter()
         if final.exists():
             state = safe_load(final)
             final_acc, seconds = state["final_acc"], float(state.get("seconds", 0.0))
@@ -357,6 +361,31 @@ class ExperimentRun:
                                    "noise_curve": report["noise_curve"]}
         self.finish_stage("student", seconds, {"test_acc": final_acc, "best_acc": report["test_acc"]})
         return student
+
+    def pretrain_stage(self, student, teacher, distiller) -> None:
+        """The baseline's own pre-training (AB, FT, FSP), as a stage with events and checkpoints."""
+        from engine.stages import PretrainTask
+        from engine.trainer import atomic_save, safe_load
+
+        self.stage = "pretrain"
+        t0 = time.perf_counter()
+        final = self.ckpt_dir / "pretrain.pt"
+        if final.exists():
+            state = safe_load(final)
+            student.load_state_dict(state["student"])
+            distiller.load_state_dict(state["distiller"])
+            seconds = float(state.get("seconds", 0.0))
+            self.bus.log("pretrain: already done in this run, loaded its weights")
+        else:
+            sched = self.cfg.student.schedule
+            task = PretrainTask(student=student, teacher=teacher, distiller=distiller, test_loader=self.test_loader,
+                                num_classes=self.num_classes)
+            self.trainer().fit(task, epochs=distiller.pretrain_epochs(), lr=sched.lr, momentum=sched.momentum,
+                               weight_decay=sched.weight_decay, milestones=[], gamma=sched.gamma)
+            seconds = time.perf_counter() - t0
+            atomic_save({"student": student.state_dict(), "distiller": distiller.state_dict(), "seconds": seconds},
+                        final)
+        self.finish_stage("pretrain", seconds, {})
 
     # -- export --------------------------------------------------------------------
     def export(self, student) -> None:

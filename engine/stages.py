@@ -168,6 +168,9 @@ class StudentTask(StageTask):
             self.student_heads.train()
             self.teacher_heads.eval()
 
+    def begin_epoch(self, epoch, epochs):
+        self.distiller.begin_epoch(epoch, epochs)
+
     def step(self, x, y, idx):
         with torch.no_grad():
             t_logits, t_feats = self.teacher(x, preact=self.preact)
@@ -212,3 +215,43 @@ class StudentTask(StageTask):
             self.best_acc = float(state["best_acc"])
             self.best_epoch = int(state["best_epoch"])
             self.best_state = state["best_state"]
+
+
+class PretrainTask(StageTask):
+    """A baseline's own pre-training stage (AB, FT, FSP in RepDistiller): minimise the sum
+    of ``distiller.pretrain_loss`` over the parameters the baseline names."""
+
+    name = "pretrain"
+    role = "student"
+
+    def __init__(self, *, student: nn.Module, teacher: nn.Module, distiller: Distiller, test_loader, num_classes: int):
+        self.student = student
+        self.teacher = teacher
+        self.distiller = distiller
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+        self.preact = bool(distiller.needs_preact)
+
+    def modules(self):
+        return {"student": self.student, "distiller": self.distiller}
+
+    def parameters(self):
+        return self.distiller.pretrain_parameters(self.student)
+
+    def train_mode(self):
+        self.student.train()
+        self.distiller.train()
+        self.teacher.eval()
+
+    def step(self, x, y, idx):
+        with torch.no_grad():
+            t_logits, t_feats = self.teacher(x, preact=self.preact)
+        s_logits, s_feats = self.student(x, preact=self.preact)
+        terms = self.distiller.pretrain_loss(ModelOutput(s_logits, s_feats), ModelOutput(t_logits, t_feats))
+        total = torch.stack(list(terms.values())).sum()
+        return StepResult(total, {k: v.detach() for k, v in terms.items()}, _correct(s_logits, y))
+
+    def evaluate(self, epoch):
+        self.student.eval()
+        (conf,) = confusion_matrices(lambda x: self.student(x)[0], self.test_loader, self.num_classes)
+        return {"test_acc": accuracy(conf)}

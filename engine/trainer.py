@@ -95,6 +95,9 @@ class StageTask:
         """Put trained modules in train mode and frozen ones in eval mode."""
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based)."""
+
     def step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> StepResult:
         raise NotImplementedError
 
@@ -156,6 +159,7 @@ class Trainer:
             epoch_lr = lr_at(lr, milestones, gamma, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = epoch_lr
+            task.begin_epoch(epoch, epochs)
             task.train_mode()
             t0 = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}

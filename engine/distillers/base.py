@@ -58,6 +58,27 @@ class Distiller(nn.Module):
             raise ConfigError(f"distiller.options.{unknown[0]}", f"unknown option of this baseline; allowed: {allowed}")
         return {**cls.option_defaults, **options}
 
+    # -- the student stage ----------------------------------------------------------
     def forward(self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor,
                 indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named, unweighted loss terms of the baseline (the stage multiplies them by w_kd)."""
+        raise NotImplementedError
+
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each student epoch (0-based), e.g. for loss warm-up schedules."""
+        self.epoch, self.epochs = epoch, epochs
+
+    # -- an optional pre-training stage (AB, FT, FSP) --------------------------------
+    #: option holding the number of pre-training epochs; None: the baseline has no such stage
+    pretrain_epochs_option: ClassVar[str | None] = None
+
+    def pretrain_epochs(self) -> int:
+        return int(self.options.get(self.pretrain_epochs_option, 0)) if self.pretrain_epochs_option else 0
+
+    def pretrain_parameters(self, student: nn.Module) -> list[nn.Parameter]:
+        """What the pre-training stage optimises (some of the student's and/or the baseline's modules)."""
+        return list(self.parameters())
+
+    def pretrain_loss(self, student: ModelOutput, teacher: ModelOutput) -> dict[str, torch.Tensor]:
+        """Named terms of the pre-training loss; their sum is minimised."""
         raise NotImplementedError
