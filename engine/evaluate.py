@@ -62,3 +62,23 @@ def noise_robustness(forward: Forward, loader, num_classes: int, levels: Sequenc
         (conf,) = confusion_matrices(forward, loader, num_classes, noise_std=float(level), noise_seed=seed)
         curve.append([float(level), accuracy(conf)])
     return curve
+
+
+@torch.no_grad()
+def output_noise(forward: Forward, loader) -> float:
+    """How unevenly a model spreads the probability it does not give to its top class
+    (the authors' "output noise", METHOD.md): for each test image with softmax ``p``,
+    ``b = (1 - p_max) / (C - 1)`` and the noise is ``sum over non-top classes |p_c - b|``;
+    the result is the mean over images."""
+    total, count = 0.0, 0
+    for x, _, _ in loader.epoch(0):
+        p = torch.softmax(forward(x).double(), dim=1)
+        top = p.argmax(dim=1, keepdim=True)
+        p_max = p.gather(1, top)
+        c = p.shape[1]
+        b = (1.0 - p_max) / max(1, c - 1)
+        spread = (p - b).abs()
+        spread.scatter_(1, top, 0.0)  # the top class is not part of the noise
+        total += float(spread.sum())
+        count += p.shape[0]
+    return total / max(1, count)

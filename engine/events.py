@@ -102,6 +102,7 @@ class NoiseCurve(Event):
     model: str  # "teacher" or "student"
     levels: list
     accuracies: list
+    output_noise: float | None = None  # mean spread of the non-top probabilities on clean inputs
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class ExperimentRun:
         return build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
 
     def evaluate_and_report(self, model, role: str, epoch: int) -> dict[str, Any]:
-        from engine.evaluate import evaluate_model, noise_robustness
+        from engine.evaluate import evaluate_model, noise_robustness, output_noise
 
         model.eval()
         forward = lambda x: model(x)[0]  # noqa: E731
@@ -209,8 +209,9 @@ class ExperimentRun:
         self.bus.emit(Evaluation(role, role, epoch, acc, self.classes, confusion))
         ev = self.cfg.evaluation
         curve = noise_robustness(forward, self.test_loader, self.num_classes, ev.noise_levels, ev.noise_seed)
-        self.bus.emit(NoiseCurve(role, [c[0] for c in curve], [c[1] for c in curve]))
-        return {"test_acc": acc, "noise_curve": curve}
+        spread = output_noise(forward, self.test_loader)
+        self.bus.emit(NoiseCurve(role, [c[0] for c in curve], [c[1] for c in curve], output_noise=spread))
+        return {"test_acc": acc, "noise_curve": curve, "output_noise": spread}
 
     def finish_stage(self, name: str, seconds: float, result: dict) -> None:
         self.summary["stages"][name] = {"seconds": round(seconds, 3)}
@@ -358,7 +359,7 @@ class ExperimentRun:
         seconds += time.perf_counter() - t1
         self.summary["student"] = {"arch": cfg.student.arch, "params": count_parameters(student),
                                    "test_acc": final_acc, "best_acc": report["test_acc"], "best_epoch": task.best_epoch,
-                                   "noise_curve": report["noise_curve"]}
+                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"]}
         self.finish_stage("student", seconds, {"test_acc": final_acc, "best_acc": report["test_acc"]})
         return student
 

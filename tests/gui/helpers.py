@@ -1,0 +1,21 @@
+"""Helpers shared by the GUI tests."""
+
+from __future__ import annotations
+
+TINY = {  # a run of a few seconds on 2 CPU cores
+    "teacher.arch": "resnet8",
+    "student.arch": "resnet8",
+    "teacher.schedule.epochs": 1,
+    "granularity.schedule.epochs": 1,
+    "student.schedule.epochs": 1,
+    "export.enabled": False,
+}
+
+
+def apply(window, settings: dict) -> None:
+    for key, value in settings.items():
+        window.form.set_field(key, value)
+
+
+def wait_idle(qtbot, window, timeout: float = 90.0) -> None:
+    qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=int(timeout * 1000))
