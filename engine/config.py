@@ -156,6 +156,14 @@ class StudentConfig:
 
 
 @dataclass
+class OnlineConfig:
+    enabled: bool = setting(
+        False, help="Online MGD: train peer students together from scratch, no teacher (mutual learning with granularity codes).")
+    peers: list[str] = setting(
+        help="Peer architectures (empty: two copies of the student architecture).", factory=list, choices="models")
+
+
+@dataclass
 class DistillerConfig:
     name: str = setting("kd", help="Baseline distiller that MGD is added to.", choices="distillers")
     temperature: float = setting(4.0, help="Temperature T of the logit KD term.", minimum=0.01, maximum=1000.0)
@@ -191,6 +199,8 @@ class ExperimentConfig:
     granularity: GranularityConfig = setting(help="Granularity heads and MGD mode.", factory=GranularityConfig)
     student: StudentConfig = setting(help="Student architecture and schedule.", factory=StudentConfig)
     distiller: DistillerConfig = setting(help="Baseline distiller and loss weights.", factory=DistillerConfig)
+    online: OnlineConfig = setting(help="Online variant: peers learn from each other instead of a teacher.",
+                                   factory=OnlineConfig)
     evaluation: EvaluationConfig = setting(help="Evaluation: noise robustness.", factory=EvaluationConfig)
     export: ExportConfig = setting(help="Export of the trained student.", factory=ExportConfig)
 
@@ -483,7 +493,13 @@ def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
         errors.append(ConfigError("granularity.heads", f"mode {cfg.granularity.mode!r} needs at least one head"))
     if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
         errors.append(ConfigError("data.root", f"the {cfg.data.dataset} data set needs a folder"))
-    if cfg.teacher.checkpoint is None and cfg.teacher.schedule.epochs < 1:
+    if cfg.online.enabled:
+        if cfg.granularity.mode == "stable":
+            errors.append(ConfigError("granularity.mode", "'stable' needs a teacher's trained heads; "
+                                      "online MGD supports 'off' (plain mutual learning) and 'granularity'"))
+        if len(cfg.online.peers) == 1:
+            errors.append(ConfigError("online.peers", "online MGD needs at least two peers (or none: two students)"))
+    elif cfg.teacher.checkpoint is None and cfg.teacher.schedule.epochs < 1:
         errors.append(ConfigError("teacher.schedule.epochs", "must be at least 1 when no teacher checkpoint is given"))
     dev = cfg.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -516,6 +532,8 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     for key, value in zip(("w_ce", "w_div", "w_kd"), defaults):
         if getattr(out.distiller, key) is None:
             setattr(out.distiller, key, float(value))
+    if out.online.enabled and not out.online.peers:
+        out.online.peers = [out.student.arch, out.student.arch]
     if out.data.image_size is None and out.data.dataset == "imagefolder":
         out.data.image_size = 32
     return out

@@ -158,7 +158,7 @@ class ExperimentRun:
         self.classes = list(b.classes)
         self.input_shape = (b.in_channels, *b.image_size)
         self.loaded_teacher = None
-        if cfg.teacher.checkpoint:  # refuse a checkpoint of another architecture before any training
+        if cfg.teacher.checkpoint and not cfg.online.enabled:  # refuse a checkpoint of another architecture before any training
             from engine.models.checkpoint import load_weights
 
             teacher = self.build(cfg.teacher.arch, 0)
@@ -363,6 +363,55 @@ class ExperimentRun:
         self.finish_stage("student", seconds, {"test_acc": final_acc, "best_acc": report["test_acc"]})
         return student
 
+    # -- online variant --------------------------------------------------------------
+    def online_stage(self):
+        """Peers trained together from scratch (no teacher); returns the best peer at its best epoch."""
+        import torch
+
+        from engine.mgd import GranularityHeads
+        from engine.stages import OnlineTask
+        from engine.trainer import atomic_save, safe_load
+
+        cfg = self.cfg
+        self.stage = "online"
+        t0 = time.perf_counter()
+        peers = [self.build(arch, 10 + i) for i, arch in enumerate(cfg.online.peers)]
+        heads = None
+        if cfg.granularity.mode != "off":
+            torch.manual_seed(cfg.seed + 3)
+            heads = [GranularityHeads(p.feature_dim, self.num_classes, cfg.granularity.heads).to(self.device)
+                     for p in peers]
+        task = OnlineTask(peers=peers, heads=heads, test_loader=self.test_loader, num_classes=self.num_classes)
+        final = self.ckpt_dir / "online.pt"
+        if final.exists():
+            state = safe_load(final)
+            task.load_extra_state(state)
+            final_accs, seconds = state["final_acc"], float(state.get("seconds", 0.0))
+            self.bus.log("online: already trained in this run, loaded the peers")
+        else:
+            history = self.fit(task, cfg.student.schedule)
+            final_accs = [history[-1]["metrics"][f"peer{i + 1}"] for i in range(len(peers))] if history else \
+                [None] * len(peers)
+            seconds = time.perf_counter() - t0
+            for i, peer in enumerate(peers):
+                if task.best_state[i] is None:
+                    task.best_state[i] = {k: v.detach().cpu().clone() for k, v in peer.state_dict().items()}
+            atomic_save({**task.extra_state(), "final_acc": final_accs, "seconds": seconds}, final)
+        best = max(range(len(peers)), key=lambda i: task.best_acc[i])
+        t1 = time.perf_counter()
+        peers[best].load_state_dict(task.best_state[best])
+        report = self.evaluate_and_report(peers[best], "student", task.best_epoch[best])
+        seconds += time.perf_counter() - t1
+        self.summary["teacher"] = {"arch": None, "source": "none (online MGD)"}
+        self.summary["peers"] = [{"arch": a, "test_acc": f, "best_acc": b, "best_epoch": e}
+                                 for a, f, b, e in zip(cfg.online.peers, final_accs, task.best_acc, task.best_epoch)]
+        self.summary["student"] = {"arch": cfg.online.peers[best], "peer": best + 1,
+                                   "params": count_parameters(peers[best]), "test_acc": final_accs[best],
+                                   "best_acc": report["test_acc"], "best_epoch": task.best_epoch[best],
+                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"]}
+        self.finish_stage("online", seconds, {"peers": self.summary["peers"]})
+        return peers[best]
+
     def pretrain_stage(self, student, teacher, distiller) -> None:
         """The baseline's own pre-training (AB, FT, FSP), as a stage with events and checkpoints."""
         from engine.stages import PretrainTask
@@ -398,7 +447,7 @@ class ExperimentRun:
         self.stage = "export"
         out = Path(cfg.export.dir) if cfg.export.dir else self.run_dir / "export"
         card = {
-            "teacher": {"arch": cfg.teacher.arch, "test_acc": self.summary["teacher"].get("test_acc")},
+            "teacher": {"arch": self.summary["teacher"].get("arch"), "test_acc": self.summary["teacher"].get("test_acc")},
             "accuracy": {"test_acc": self.summary["student"]["best_acc"],
                          "final_test_acc": self.summary["student"]["test_acc"],
                          "best_epoch": self.summary["student"]["best_epoch"]},
@@ -408,7 +457,7 @@ class ExperimentRun:
             "config": to_dict(cfg),
         }
         try:
-            files = export_model(student, out, arch=cfg.student.arch, input_shape=self.input_shape,
+            files = export_model(student, out, arch=self.summary["student"]["arch"], input_shape=self.input_shape,
                                  classes=self.classes, mean=self.bundle.mean, std=self.bundle.std,
                                  formats=cfg.export.formats, card_extra=card)
         except Exception as exc:  # training is done and saved: report, do not lose the run
@@ -422,13 +471,16 @@ class ExperimentRun:
     def execute(self) -> dict:
         t_start = time.perf_counter()
         self.setup()
-        teacher = self.teacher_stage()
-        self.check_stop()
-        heads = None
-        if self.cfg.granularity.mode != "off":
-            heads = self.heads_stage(teacher)
+        if self.cfg.online.enabled:
+            student = self.online_stage()
+        else:
+            teacher = self.teacher_stage()
             self.check_stop()
-        student = self.student_stage(teacher, heads)
+            heads = None
+            if self.cfg.granularity.mode != "off":
+                heads = self.heads_stage(teacher)
+                self.check_stop()
+            student = self.student_stage(teacher, heads)
         self.export(student)
         self.summary["status"] = "finished"
         self.summary["total_seconds"] = round(time.perf_counter() - t_start + self.summary.get("previous_seconds", 0), 3)

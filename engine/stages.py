@@ -255,3 +255,89 @@ class PretrainTask(StageTask):
         self.student.eval()
         (conf,) = confusion_matrices(lambda x: self.student(x)[0], self.test_loader, self.num_classes)
         return {"test_acc": accuracy(conf)}
+
+
+class OnlineTask(StageTask):
+    """Online MGD (METHOD.md, "Online variant"): peers trained together from scratch.
+
+    Peer k minimises ``CE(z_k, y) + 1/(N-1) sum_{j != k} [KL(z_j || z_k) + sum_g T_g^2 KL(e_j,g/T_g || e_k,g/T_g)]``
+    with the other peers' outputs detached; without heads (mode ``off``) this is plain
+    deep mutual learning. Each peer keeps its best weights.
+    """
+
+    name = "online"
+    role = "student"
+
+    def __init__(self, *, peers: list[nn.Module], heads: list[GranularityHeads] | None, test_loader, num_classes: int):
+        if len(peers) < 2:
+            raise ValueError("online MGD needs at least two peers")
+        self.peers = peers
+        self.heads = heads
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+        self.best_acc = [-1.0] * len(peers)
+        self.best_epoch = [0] * len(peers)
+        self.best_state: list[dict | None] = [None] * len(peers)
+
+    def modules(self):
+        mods = {f"peer{i + 1}": p for i, p in enumerate(self.peers)}
+        if self.heads is not None:
+            mods.update({f"heads{i + 1}": h for i, h in enumerate(self.heads)})
+        return mods
+
+    def parameters(self):
+        params = [p for peer in self.peers for p in peer.parameters()]
+        if self.heads is not None:
+            params += [p for h in self.heads for p in h.encoder_parameters()]
+        return params
+
+    def train_mode(self):
+        for m in self.modules().values():
+            m.train()
+
+    def step(self, x, y, idx):
+        outs = [peer(x) for peer in self.peers]
+        logits = [o[0] for o in outs]
+        codes = [h.encode(o[1][-1]) for h, o in zip(self.heads, outs)] if self.heads is not None else None
+        n = len(self.peers)
+        ce_sum = dml_sum = 0
+        code_sums: list = [0] * (len(self.heads[0]) if self.heads is not None else 0)
+        for k in range(n):
+            ce_sum = ce_sum + F.cross_entropy(logits[k], y)
+            for j in range(n):
+                if j == k:
+                    continue
+                dml_sum = dml_sum + soft_kl(logits[k], logits[j], 1.0) / (n - 1)
+                if codes is not None:
+                    parts = code_losses(codes[k], codes[j], self.heads[k].temperatures)
+                    code_sums = [c + p / (n - 1) for c, p in zip(code_sums, parts)]
+        total = ce_sum + dml_sum + sum(code_sums)
+        losses = {"ce": ce_sum.detach() / n, "dml": dml_sum.detach() / n}
+        if codes is not None:
+            for name, c in zip(self.heads[0].names(), code_sums):
+                losses[name] = c.detach() / n
+        return StepResult(total, losses, _correct(logits[0], y))
+
+    def evaluate(self, epoch):
+        accs, confusion = [], None
+        for i, peer in enumerate(self.peers):
+            peer.eval()
+            (conf,) = confusion_matrices(lambda x, p=peer: p(x)[0], self.test_loader, self.num_classes)
+            acc = accuracy(conf)
+            accs.append(acc)
+            if i == 0:
+                confusion = conf.tolist()
+            if acc > self.best_acc[i]:
+                self.best_acc[i], self.best_epoch[i] = acc, epoch
+                self.best_state[i] = cpu_state(peer)
+        metrics: dict[str, Any] = {f"peer{i + 1}": a for i, a in enumerate(accs)}
+        return {"test_acc": accs[0], "confusion": confusion, **metrics}
+
+    def extra_state(self):
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_extra_state(self, state):
+        if state:
+            self.best_acc = list(state["best_acc"])
+            self.best_epoch = list(state["best_epoch"])
+            self.best_state = list(state["best_state"])

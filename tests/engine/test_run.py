@@ -150,3 +150,25 @@ def test_teacher_checkpoint_is_used(tmp_path):
 def test_demo_preset_is_valid():
     cfg = load_config("resources/presets/demo.yaml")
     assert cfg.data.dataset == "demo"
+
+
+@pytest.mark.parametrize("mode", ["granularity", "off"])
+def test_online_mgd_trains_peers_without_teacher(tmp_path, mode):
+    cfg = set_value(tiny_config(), "online.enabled", True)
+    cfg = set_value(cfg, "granularity.mode", mode)
+    cfg = set_value(cfg, "online.peers", ["resnet8", "wrn_16_1"])
+    summary, events = run(cfg, tmp_path)
+    assert summary["status"] == "finished"
+    assert [p["arch"] for p in summary["peers"]] == ["resnet8", "wrn_16_1"]
+    assert summary["teacher"]["arch"] is None and summary["heads"] == []
+    assert {e.stage for e in events if e.type == "StageStarted"} == {"online"}
+    names = set().union(*(e.losses for e in events if e.type == "StepLosses"))
+    assert "dml" in names and (("code1_d64" in names) == (mode == "granularity"))
+    assert summary["student"]["best_acc"] == max(p["best_acc"] for p in summary["peers"])
+
+
+def test_online_refuses_stable_mode():
+    from engine.config import validation_errors
+
+    cfg = set_value(tiny_config(), "online.enabled", True)
+    assert [e.field for e in validation_errors(cfg)] == ["granularity.mode"]
