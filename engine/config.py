@@ -183,6 +183,18 @@ class EvaluationConfig:
 
 
 @dataclass
+class TransferConfig:
+    enabled: bool = setting(False, help="After distillation, measure fine-tuning ability: train only a new linear classifier on a second data set.")
+    data: DataConfig = setting(help="The second data set (its channel count must match the first).", factory=DataConfig)
+    schedule: Schedule = setting(
+        help="Linear-probe schedule (the authors: 50 epochs, lr 0.02, decay at 20 and 25).",
+        factory=lambda: Schedule(epochs=50, lr=0.02, milestones=[20, 25]),
+    )
+    adapt_batchnorm: bool = setting(
+        True, help="Keep the frozen backbone in training mode so its batch-norm statistics adapt to the new data (as the authors' code does).")
+
+
+@dataclass
 class ExportConfig:
     enabled: bool = setting(True, help="Export the best student at the end of the run.")
     formats: list[str] = setting(help="Export formats.", factory=lambda: list(EXPORT_FORMATS), choices=EXPORT_FORMATS)
@@ -202,6 +214,8 @@ class ExperimentConfig:
     online: OnlineConfig = setting(help="Online variant: peers learn from each other instead of a teacher.",
                                    factory=OnlineConfig)
     evaluation: EvaluationConfig = setting(help="Evaluation: noise robustness.", factory=EvaluationConfig)
+    transfer: TransferConfig = setting(help="Fine-tuning ability of the distilled student (a linear probe).",
+                                       factory=TransferConfig)
     export: ExportConfig = setting(help="Export of the trained student.", factory=ExportConfig)
 
 
@@ -484,15 +498,17 @@ def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
         if problem:
             errors.append(ConfigError(path, problem))
 
-    for stage in ("teacher", "granularity", "student"):
+    for stage in ("teacher", "granularity", "student", "transfer"):
         sched: Schedule = getattr(cfg, stage).schedule
         ms = sched.milestones
         if ms != sorted(ms) or len(set(ms)) != len(ms):
             errors.append(ConfigError(f"{stage}.schedule.milestones", f"must be increasing, got {ms}"))
     if not cfg.granularity.heads and cfg.granularity.mode != "off":
         errors.append(ConfigError("granularity.heads", f"mode {cfg.granularity.mode!r} needs at least one head"))
-    if cfg.data.dataset in ("cifar10", "cifar100", "imagefolder") and not cfg.data.root:
-        errors.append(ConfigError("data.root", f"the {cfg.data.dataset} data set needs a folder"))
+    for prefix, data in (("data", cfg.data), ("transfer.data", cfg.transfer.data)):
+        if (prefix == "data" or cfg.transfer.enabled) and data.dataset in ("cifar10", "cifar100", "imagefolder") \
+                and not data.root:
+            errors.append(ConfigError(f"{prefix}.root", f"the {data.dataset} data set needs a folder"))
     if cfg.online.enabled:
         if cfg.granularity.mode == "stable":
             errors.append(ConfigError("granularity.mode", "'stable' needs a teacher's trained heads; "
@@ -534,6 +550,7 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
             setattr(out.distiller, key, float(value))
     if out.online.enabled and not out.online.peers:
         out.online.peers = [out.student.arch, out.student.arch]
-    if out.data.image_size is None and out.data.dataset == "imagefolder":
-        out.data.image_size = 32
+    for data in (out.data, out.transfer.data):
+        if data.image_size is None and data.dataset == "imagefolder":
+            data.image_size = 32
     return out

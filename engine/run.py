@@ -96,9 +96,8 @@ def select_device(name: str):
     return torch.device("cpu"), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def augmentation(cfg: ExperimentConfig, bundle) -> tuple[int, bool]:
-    """(crop padding, flip) for the configured augmentation and this data set."""
-    mode = cfg.data.augment
+def augmentation(mode: str, bundle) -> tuple[int, bool]:
+    """(crop padding, flip) for a configured augmentation mode and this data set."""
     if mode == "auto":
         return bundle.crop_padding, bundle.natural
     return (bundle.crop_padding if "crop" in mode else 0), ("flip" in mode)
@@ -144,7 +143,7 @@ class ExperimentRun:
         """Check every input before anything is trained: device, data, teacher checkpoint."""
         import torch
 
-        from engine.data import BatchLoader, load_dataset
+        from engine.data import load_dataset
 
         cfg = self.cfg
         self.device, device_text = select_device(cfg.device)
@@ -157,6 +156,17 @@ class ExperimentRun:
         self.num_classes = b.num_classes
         self.classes = list(b.classes)
         self.input_shape = (b.in_channels, *b.image_size)
+        self.transfer_bundle = None
+        t = cfg.transfer
+        if t.enabled:  # the second data set is checked now, not after hours of training
+            troot = str(Path(t.data.root).expanduser()) if t.data.root else None
+            self.transfer_bundle = load_dataset(t.data.dataset, root=troot, download=t.data.download,
+                                                image_size=t.data.image_size, test_fraction=t.data.test_fraction,
+                                                split_seed=0)
+            if self.transfer_bundle.in_channels != b.in_channels:
+                raise InputError(f"transfer.data: {self.transfer_bundle.name} has {self.transfer_bundle.in_channels} "
+                                 f"channel(s) but the student is trained on {b.in_channels}; choose a data set "
+                                 "with the same number of channels")
         self.loaded_teacher = None
         if cfg.teacher.checkpoint and not cfg.online.enabled:  # refuse a checkpoint of another architecture before any training
             from engine.models.checkpoint import load_weights
@@ -169,28 +179,35 @@ class ExperimentRun:
         self.bus.emit(DatasetInfo(b.name, self.classes, len(b.train_labels), len(b.test_labels), list(self.input_shape)))
         self.summary["data"] = {"dataset": b.name, "classes": len(self.classes), "train_size": len(b.train_labels),
                                 "test_size": len(b.test_labels), "input_shape": list(self.input_shape)}
-        padding, flip = augmentation(cfg, b)
-        n = len(b.train_labels)
-        # A last batch of one sample breaks batch norm on 1x1 feature maps: drop it then.
-        drop_last = n > d.batch_size and n % d.batch_size == 1
-        self.train_loader = BatchLoader(b.train_images, b.train_labels, batch_size=d.batch_size, device=self.device,
-                                        mean=b.mean, std=b.std, train=True, crop_padding=padding, flip=flip,
-                                        seed=cfg.seed, drop_last=drop_last)
-        self.test_loader = BatchLoader(b.test_images, b.test_labels, batch_size=d.eval_batch_size, device=self.device,
-                                       mean=b.mean, std=b.std, train=False)
+        self.train_loader, self.test_loader = self.loaders(d, b)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
 
-    def trainer(self):
+    def loaders(self, d, bundle):
+        """(train, test) batch loaders of a data set on the run's device."""
+        from engine.data import BatchLoader
+
+        padding, flip = augmentation(d.augment, bundle)
+        n = len(bundle.train_labels)
+        # A last batch of one sample breaks batch norm on 1x1 feature maps: drop it then.
+        drop_last = n > d.batch_size and n % d.batch_size == 1
+        train = BatchLoader(bundle.train_images, bundle.train_labels, batch_size=d.batch_size, device=self.device,
+                            mean=bundle.mean, std=bundle.std, train=True, crop_padding=padding, flip=flip,
+                            seed=self.cfg.seed, drop_last=drop_last)
+        test = BatchLoader(bundle.test_images, bundle.test_labels, batch_size=d.eval_batch_size, device=self.device,
+                           mean=bundle.mean, std=bundle.std, train=False)
+        return train, test
+
+    def trainer(self, train_loader=None, classes=None):
         from engine.trainer import Trainer
 
         return Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.ckpt_dir,
-                       train_loader=self.train_loader, classes=self.classes)
+                       train_loader=train_loader or self.train_loader, classes=classes or self.classes)
 
-    def fit(self, task, schedule) -> list[dict]:
-        return self.trainer().fit(task, epochs=schedule.epochs, lr=schedule.lr, momentum=schedule.momentum,
-                                  weight_decay=schedule.weight_decay, milestones=schedule.milestones,
-                                  gamma=schedule.gamma)
+    def fit(self, task, schedule, train_loader=None, classes=None) -> list[dict]:
+        return self.trainer(train_loader, classes).fit(
+            task, epochs=schedule.epochs, lr=schedule.lr, momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay, milestones=schedule.milestones, gamma=schedule.gamma)
 
     def build(self, arch: str, seed_offset: int):
         import torch
@@ -437,6 +454,35 @@ class ExperimentRun:
                         final)
         self.finish_stage("pretrain", seconds, {})
 
+    # -- fine-tuning ability ---------------------------------------------------------
+    def transfer_stage(self, student) -> None:
+        """Linear probe of the distilled student on a second data set (METHOD.md, "Fine-tuning ability")."""
+        import torch
+        from torch import nn
+
+        from engine.stages import TransferTask
+        from engine.trainer import atomic_save, safe_load
+
+        t = self.cfg.transfer
+        self.stage = "transfer"
+        t0 = time.perf_counter()
+        bundle = self.transfer_bundle
+        train_loader, test_loader = self.loaders(t.data, bundle)
+        model = copy.deepcopy(student)
+        torch.manual_seed(self.cfg.seed + 5)
+        model.replace_classifier(nn.Linear(model.feature_dim, bundle.num_classes).to(self.device))
+        task = TransferTask(model, test_loader, bundle.num_classes, adapt_batchnorm=t.adapt_batchnorm)
+        final = self.ckpt_dir / "transfer.pt"
+        if final.exists():
+            task.load_extra_state(safe_load(final))
+        else:
+            self.fit(task, t.schedule, train_loader=train_loader, classes=list(bundle.classes))
+            atomic_save(task.extra_state(), final)
+        seconds = time.perf_counter() - t0
+        self.summary["transfer"] = {"dataset": bundle.name, "classes": bundle.num_classes, "best_acc": task.best_acc,
+                                    "best_epoch": task.best_epoch, "adapt_batchnorm": t.adapt_batchnorm}
+        self.finish_stage("transfer", seconds, dict(self.summary["transfer"]))
+
     # -- export --------------------------------------------------------------------
     def export(self, student) -> None:
         from engine.export import export_model
@@ -482,6 +528,9 @@ class ExperimentRun:
                 self.check_stop()
             student = self.student_stage(teacher, heads)
         self.export(student)
+        if self.cfg.transfer.enabled:
+            self.check_stop()
+            self.transfer_stage(student)
         self.summary["status"] = "finished"
         self.summary["total_seconds"] = round(time.perf_counter() - t_start + self.summary.get("previous_seconds", 0), 3)
         self.summary["finished"] = datetime.now().isoformat(timespec="seconds")

@@ -172,3 +172,39 @@ def test_online_refuses_stable_mode():
 
     cfg = set_value(tiny_config(), "online.enabled", True)
     assert [e.field for e in validation_errors(cfg)] == ["granularity.mode"]
+
+
+def test_transfer_trains_only_a_new_classifier(tmp_path):
+    cfg = set_value(tiny_config(), "granularity.mode", "off")
+    cfg = set_value(cfg, "transfer.enabled", True)
+    cfg = set_value(cfg, "transfer.schedule.epochs", 2)
+    cfg = set_value(cfg, "transfer.schedule.milestones", [1])
+    summary, events = run(cfg, tmp_path)
+    t = summary["transfer"]
+    assert t["dataset"] == "demo" and t["classes"] == 10 and 0 <= t["best_acc"] <= 100
+    started = [e for e in events if e.type == "StageStarted" and e.stage == "transfer"]
+    assert started and started[0].parameters == 64 * 10 + 10  # resnet8's pooled width 64 -> 10 classes
+    # the exported student is the distilled one, untouched by the probe
+    assert (tmp_path / "run" / "export" / "student.safetensors").is_file()
+
+
+def test_transfer_refuses_other_channel_count(tmp_path):
+    from PIL import Image
+
+    from engine.errors import InputError
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "rgb" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 200 if cls == "a" else 10, 90)).save(folder / f"{i}.png")
+    cfg = set_value(tiny_config(), "granularity.mode", "off")
+    cfg = set_value(cfg, "transfer.enabled", True)
+    cfg = set_value(cfg, "transfer.data.dataset", "imagefolder")
+    cfg = set_value(cfg, "transfer.data.root", str(tmp_path / "rgb"))
+    events = []
+    with pytest.raises(InputError, match="channel"):
+        run_experiment(cfg, run_dir=tmp_path / "r", subscribers=[events.append])
+    assert not [e for e in events if e.type == "StageStarted"]  # refused before any training
+    assert not (tmp_path / "r").exists()
