@@ -82,3 +82,42 @@ def output_noise(forward: Forward, loader) -> float:
         total += float(spread.sum())
         count += p.shape[0]
     return total / max(1, count)
+
+
+@torch.no_grad()
+def expected_calibration_error(forward: Forward, loader, bins: int = 15) -> float:
+    """Expected calibration error in percent: the confidence-weighted gap between the top
+    softmax probability and the accuracy, over ``bins`` equal-width confidence bins."""
+    confs, hits = [], []
+    for x, y, _ in loader.epoch(0):
+        p = torch.softmax(forward(x).double(), dim=1)
+        conf, pred = p.max(dim=1)
+        confs.append(conf.cpu())
+        hits.append((pred == y).double().cpu())
+    conf, hit = torch.cat(confs), torch.cat(hits)
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += float(inside.double().mean()) * abs(float(conf[inside].mean()) - float(hit[inside].mean()))
+    return 100.0 * ece
+
+
+@torch.no_grad()
+def cpu_latency_ms(model, input_shape, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one single-image forward pass on the CPU, in milliseconds."""
+    import copy
+    import time
+
+    m = copy.deepcopy(model).to("cpu").eval()
+    x = torch.randn(1, *input_shape)
+    for _ in range(warmup):
+        m(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m(x)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000.0 * times[len(times) // 2]

@@ -218,7 +218,7 @@ class ExperimentRun:
         return build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
 
     def evaluate_and_report(self, model, role: str, epoch: int) -> dict[str, Any]:
-        from engine.evaluate import evaluate_model, noise_robustness, output_noise
+        from engine.evaluate import evaluate_model, expected_calibration_error, noise_robustness, output_noise
 
         model.eval()
         forward = lambda x: model(x)[0]  # noqa: E731
@@ -228,7 +228,8 @@ class ExperimentRun:
         curve = noise_robustness(forward, self.test_loader, self.num_classes, ev.noise_levels, ev.noise_seed)
         spread = output_noise(forward, self.test_loader)
         self.bus.emit(NoiseCurve(role, [c[0] for c in curve], [c[1] for c in curve], output_noise=spread))
-        return {"test_acc": acc, "noise_curve": curve, "output_noise": spread}
+        return {"test_acc": acc, "noise_curve": curve, "output_noise": spread,
+                "ece": expected_calibration_error(forward, self.test_loader)}
 
     def finish_stage(self, name: str, seconds: float, result: dict) -> None:
         self.summary["stages"][name] = {"seconds": round(seconds, 3)}
@@ -338,7 +339,7 @@ class ExperimentRun:
             probe = next(iter(self.test_loader.epoch(0)))[0][:2]
             student.eval()
             s_feats = student(probe, preact=cls.needs_preact)[1]
-            t_feats = teacher(probe, preact=cls.needs_preact)[1]
+            t_feats = teacher(probe, preact=cls.needs_preact)[1] if teacher is not None else []
         context = DistillerContext(
             student_shapes=[tuple(f.shape[1:]) for f in s_feats], teacher_shapes=[tuple(f.shape[1:]) for f in t_feats],
             num_classes=self.num_classes, train_size=len(self.bundle.train_labels), student_arch=cfg.student.arch,
@@ -376,7 +377,8 @@ class ExperimentRun:
         seconds += time.perf_counter() - t1
         self.summary["student"] = {"arch": cfg.student.arch, "params": count_parameters(student),
                                    "test_acc": final_acc, "best_acc": report["test_acc"], "best_epoch": task.best_epoch,
-                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"]}
+                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"],
+                                   "ece": report["ece"]}
         self.finish_stage("student", seconds, {"test_acc": final_acc, "best_acc": report["test_acc"]})
         return student
 
@@ -425,7 +427,8 @@ class ExperimentRun:
         self.summary["student"] = {"arch": cfg.online.peers[best], "peer": best + 1,
                                    "params": count_parameters(peers[best]), "test_acc": final_accs[best],
                                    "best_acc": report["test_acc"], "best_epoch": task.best_epoch[best],
-                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"]}
+                                   "noise_curve": report["noise_curve"], "output_noise": report["output_noise"],
+                                   "ece": report["ece"]}
         self.finish_stage("online", seconds, {"peers": self.summary["peers"]})
         return peers[best]
 
@@ -511,6 +514,7 @@ class ExperimentRun:
             self.bus.emit(Log(f"export failed: {exc}", "error"))
             return
         self.summary["export"] = {k: str(v) for k, v in files.items()}
+        self.summary["export"]["bytes"] = {k: Path(v).stat().st_size for k, v in files.items()}
         self.bus.emit(Exported({k: str(v) for k, v in files.items()}))
 
     # -- all -----------------------------------------------------------------------
@@ -520,13 +524,22 @@ class ExperimentRun:
         if self.cfg.online.enabled:
             student = self.online_stage()
         else:
-            teacher = self.teacher_stage()
+            from engine.distillers import distiller_class
+
+            teacher = None
+            if distiller_class(self.cfg.distiller.name).uses_teacher or self.cfg.granularity.mode != "off":
+                teacher = self.teacher_stage()
+            else:
+                self.summary["teacher"] = {"arch": None, "source": "none (student trained alone)"}
             self.check_stop()
             heads = None
             if self.cfg.granularity.mode != "off":
                 heads = self.heads_stage(teacher)
                 self.check_stop()
             student = self.student_stage(teacher, heads)
+        from engine.evaluate import cpu_latency_ms
+
+        self.summary["student"]["cpu_latency_ms"] = cpu_latency_ms(student, self.input_shape)
         self.export(student)
         if self.cfg.transfer.enabled:
             self.check_stop()

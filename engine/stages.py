@@ -144,6 +144,7 @@ class StudentTask(StageTask):
         self.test_loader = test_loader
         self.num_classes = num_classes
         self.preact = bool(distiller.needs_preact)
+        self.uses_teacher = bool(distiller.uses_teacher) or mode != "off"
         self.best_acc = -1.0
         self.best_epoch = 0
         self.best_state: dict | None = None
@@ -163,7 +164,8 @@ class StudentTask(StageTask):
     def train_mode(self):
         self.student.train()
         self.distiller.train()
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         if self.student_heads is not None:
             self.student_heads.train()
             self.teacher_heads.eval()
@@ -172,18 +174,21 @@ class StudentTask(StageTask):
         self.distiller.begin_epoch(epoch, epochs)
 
     def step(self, x, y, idx):
+        s_logits, s_feats = self.student(x, preact=self.preact)
+        ce = F.cross_entropy(s_logits, y)
+        losses: dict[str, torch.Tensor] = {"ce": ce.detach()}
+        total = self.w_ce * ce
+        if not self.uses_teacher:  # the student-alone reference
+            return StepResult(total, losses, _correct(s_logits, y))
+
         with torch.no_grad():
             t_logits, t_feats = self.teacher(x, preact=self.preact)
             if self.teacher_heads is not None:
                 t_codes, t_decoded = self.teacher_heads(t_feats[-1])
-        s_logits, s_feats = self.student(x, preact=self.preact)
-
-        losses: dict[str, torch.Tensor] = {}
-        ce = F.cross_entropy(s_logits, y)
         target = stable_target(t_logits, t_decoded) if self.mode == "stable" else t_logits
         kd = soft_kl(s_logits, target, self.temperature)
-        total = self.w_ce * ce + self.w_div * kd
-        losses["ce"], losses["kd"] = ce.detach(), kd.detach()
+        total = total + self.w_div * kd
+        losses["kd"] = kd.detach()
 
         terms = self.distiller(ModelOutput(s_logits, s_feats), ModelOutput(t_logits, t_feats), y, idx)
         for name, term in terms.items():

@@ -43,6 +43,8 @@ class Distiller(nn.Module):
     default_weights: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
     option_defaults: ClassVar[dict[str, Any]] = {}
     needs_preact: ClassVar[bool] = False
+    #: False for the "student alone" reference: the stage then skips the teacher entirely
+    uses_teacher: ClassVar[bool] = True
 
     def __init__(self, context: DistillerContext):
         super().__init__()

@@ -59,3 +59,19 @@ def test_noise_curve_is_repeatable_and_falls():
     assert a[0] == [0.0, 100.0]
     assert a[2][1] < a[0][1]
     assert noise_robustness(forward, loader, 4, [5.0], seed=8) != a[2:]
+
+
+def test_ece_by_hand():
+    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right): bins (0.8667, 0.9333] and (0.5333, 0.6]
+    import math as m
+
+    def logits_for(conf):  # two classes: softmax top probability = conf
+        return [m.log(conf / (1 - conf)), 0.0]
+
+    logits = torch.tensor([logits_for(0.9), logits_for(0.9), logits_for(0.6)], dtype=torch.float64)
+    y = torch.tensor([0, 1, 0])
+    from engine.evaluate import expected_calibration_error
+
+    ece = expected_calibration_error(lambda x: x, ListLoader([(logits, y, None)]))
+    expected = (2 / 3) * abs(0.9 - 0.5) + (1 / 3) * abs(0.6 - 1.0)
+    assert ece == pytest.approx(100 * expected, rel=1e-9)

@@ -208,3 +208,15 @@ def test_transfer_refuses_other_channel_count(tmp_path):
         run_experiment(cfg, run_dir=tmp_path / "r", subscribers=[events.append])
     assert not [e for e in events if e.type == "StageStarted"]  # refused before any training
     assert not (tmp_path / "r").exists()
+
+
+def test_student_alone_skips_the_teacher(tmp_path):
+    cfg = set_value(tiny_config(), "distiller.name", "none")
+    cfg = set_value(cfg, "granularity.mode", "off")
+    summary, events = run(cfg, tmp_path)
+    assert summary["teacher"]["arch"] is None
+    assert {e.stage for e in events if e.type == "StageStarted"} == {"student"}
+    names = set().union(*(e.losses for e in events if e.type == "StepLosses"))
+    assert names == {"ce", "total"}
+    s = summary["student"]
+    assert 0 <= s["ece"] <= 100 and s["cpu_latency_ms"] > 0 and s["output_noise"] >= 0

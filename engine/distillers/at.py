@@ -1,0 +1,38 @@
+"""Attention transfer (Zagoruyko & Komodakis 2017), as in RepDistiller's ``attention``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.distillers import register_distiller
+from engine.distillers._pairing import match_spatial, number, stage_pairs
+from engine.distillers.base import Distiller
+
+
+def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
+    """``normalize(mean_c f^p)``: the L2-normalised spatial attention of a ``(N, C, H, W)`` map, ``(N, H*W)``."""
+    return F.normalize(f.pow(p).mean(1).flatten(1), dim=1)
+
+
+@register_distiller("at")
+class AT(Distiller):
+    """AT (Zagoruyko & Komodakis 2017): the student matches the teacher's normalised spatial attention maps at every stage output."""
+
+    # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1000); p = 2 (RepDistiller).
+    default_weights = (1.0, 1.0, 1000.0)
+    option_defaults = {"p": 2.0}
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.p = number(self.options, "p", above=0.0)
+        # stage outputs features[1:-1], aligned from the last stage backwards (see _pairing)
+        self.pairs = stage_pairs(context.student_shapes, context.teacher_shapes)
+
+    def forward(self, student, teacher, labels, indices):
+        loss = 0.0
+        for i_s, i_t in self.pairs:
+            # a larger map is average-pooled to the smaller size before the attention is taken
+            f_s, f_t = match_spatial(student.features[i_s], teacher.features[i_t].detach())
+            loss = loss + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
+        return {"at": loss}
