@@ -171,6 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+            if cfg is not None and cfg.comparison.baselines:
+                from engine.compare import run_comparison, to_markdown
+                from engine.run import default_run_dir
+
+                folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
+                table = run_comparison(cfg, folder, subscribers=[printer], control=control)
+                out.write(to_markdown(table))
+                out.write(f"tables: {table['files']['markdown']}, {table['files']['csv']}\n")
+                if not table["complete"]:
+                    out.write(f"incomplete: run the same command with --out {folder} to continue\n")
+                return EXIT_OK
             summary = run_experiment(cfg, run_dir=args.resume or args.out, runs_root=args.runs_root,
                                      subscribers=[printer], control=control, resume=bool(args.resume))
         finally:

@@ -195,6 +195,18 @@ class TransferConfig:
 
 
 @dataclass
+class ComparisonConfig:
+    baselines: list[str] = setting(
+        help="Baselines to compare, each run with every MGD mode below (empty: one ordinary run).",
+        factory=list, choices="distillers")
+    modes: list[str] = setting(help="MGD modes each baseline is run with.",
+                               factory=lambda: ["off", "granularity", "stable"], choices=MGD_MODES)
+    seeds: list[int] = setting(help="Seeds; with several, the table shows mean and standard deviation.",
+                               factory=lambda: [0], minimum=0)
+    student_alone: bool = setting(True, help="Also train the student alone (no teacher) at the same budget.")
+
+
+@dataclass
 class ExportConfig:
     enabled: bool = setting(True, help="Export the best student at the end of the run.")
     formats: list[str] = setting(help="Export formats.", factory=lambda: list(EXPORT_FORMATS), choices=EXPORT_FORMATS)
@@ -217,6 +229,8 @@ class ExperimentConfig:
     transfer: TransferConfig = setting(help="Fine-tuning ability of the distilled student (a linear probe).",
                                        factory=TransferConfig)
     export: ExportConfig = setting(help="Export of the trained student.", factory=ExportConfig)
+    comparison: ComparisonConfig = setting(help="A comparison table: several baselines with MGD off and on.",
+                                           factory=ComparisonConfig)
 
 
 # ----------------------------------------------------------------------------- conversion
