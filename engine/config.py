@@ -214,6 +214,17 @@ class ExportConfig:
 
 
 @dataclass
+class SpeedConfig:
+    amp: str = setting(
+        "auto", help="Mixed precision: auto (bf16 on GPUs that support it, else fp16 with a grad scaler; off on the CPU), off, bf16 or fp16.",
+        choices=("auto", "off", "bf16", "fp16"))
+    channels_last: str = setting(
+        "auto", help="Channels-last memory format for convolutions: auto (on for GPUs), on or off.",
+        choices=("auto", "on", "off"))
+    compile: bool = setting(False, help="torch.compile the models (slow to start; pays off on long GPU runs).")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = setting("experiment", help="Name of the experiment, used in the run folder's name.")
     seed: int = setting(0, help="Random seed: the same config and seed give the same numbers on the CPU.", minimum=0)
@@ -229,6 +240,7 @@ class ExperimentConfig:
     transfer: TransferConfig = setting(help="Fine-tuning ability of the distilled student (a linear probe).",
                                        factory=TransferConfig)
     export: ExportConfig = setting(help="Export of the trained student.", factory=ExportConfig)
+    speed: SpeedConfig = setting(help="Speed options for GPUs.", factory=SpeedConfig)
     comparison: ComparisonConfig = setting(help="A comparison table: several baselines with MGD off and on.",
                                            factory=ComparisonConfig)
 

@@ -103,6 +103,33 @@ def augmentation(mode: str, bundle) -> tuple[int, bool]:
     return (bundle.crop_padding if "crop" in mode else 0), ("flip" in mode)
 
 
+def speed_settings(speed, device) -> tuple[str, bool]:
+    """(precision, channels_last) for the config's speed options on this device."""
+    import torch
+
+    cuda = device.type == "cuda"
+    if speed.amp == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    else:
+        precision = {"off": "fp32"}.get(speed.amp, speed.amp)
+    if precision == "fp16" and not cuda:
+        raise InputError("speed.amp: fp16 needs a CUDA GPU (use bf16 or off on this device)")
+    channels_last = cuda if speed.channels_last == "auto" else speed.channels_last == "on"
+    return precision, channels_last
+
+
+def peak_memory(device) -> dict[str, float]:
+    """Peak memory so far: CUDA max allocated on a GPU, the process's peak resident set size otherwise."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -148,6 +175,9 @@ class ExperimentRun:
         cfg = self.cfg
         self.device, device_text = select_device(cfg.device)
         self.summary["device"] = device_text
+        self.precision, self.channels_last = speed_settings(cfg.speed, self.device)
+        self.summary["speed"] = {"precision": self.precision, "channels_last": self.channels_last,
+                                 "compile": cfg.speed.compile}
         d = cfg.data
         root = str(Path(d.root).expanduser()) if d.root else None
         self.bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
@@ -202,7 +232,8 @@ class ExperimentRun:
         from engine.trainer import Trainer
 
         return Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.ckpt_dir,
-                       train_loader=train_loader or self.train_loader, classes=classes or self.classes)
+                       train_loader=train_loader or self.train_loader, classes=classes or self.classes,
+                       precision=self.precision, channels_last=self.channels_last)
 
     def fit(self, task, schedule, train_loader=None, classes=None) -> list[dict]:
         return self.trainer(train_loader, classes).fit(
@@ -215,7 +246,13 @@ class ExperimentRun:
         from engine.models import build_model
 
         torch.manual_seed(self.cfg.seed + seed_offset)  # each model's init depends on the seed alone
-        return build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
+        model = build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.cfg.speed.compile:
+            # compiles on first call; the module keeps its state-dict names (checkpoints stay plain)
+            model.compile()
+        return model
 
     def evaluate_and_report(self, model, role: str, epoch: int) -> dict[str, Any]:
         from engine.evaluate import evaluate_model, expected_calibration_error, noise_robustness, output_noise
@@ -232,7 +269,11 @@ class ExperimentRun:
                 "ece": expected_calibration_error(forward, self.test_loader)}
 
     def finish_stage(self, name: str, seconds: float, result: dict) -> None:
-        self.summary["stages"][name] = {"seconds": round(seconds, 3)}
+        self.summary["stages"][name] = {"seconds": round(seconds, 3), **peak_memory(self.device)}
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.save_summary()
         self.bus.emit(StageFinished(name, seconds, result))
 

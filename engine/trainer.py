@@ -121,8 +121,10 @@ class Trainer:
     """Runs a :class:`StageTask` for a schedule, with events, checkpoints and control."""
 
     def __init__(self, *, bus: EventBus, control: RunControl, checkpoint_dir: Path, train_loader,
-                 classes: list[str], log_points: int = 25):
+                 classes: list[str], log_points: int = 25, precision: str = "fp32", channels_last: bool = False):
         self.classes = classes
+        self.precision = precision  # "fp32", "bf16" or "fp16" (autocast; fp16 with a grad scaler)
+        self.channels_last = channels_last
         self.bus = bus
         self.control = control
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -137,6 +139,9 @@ class Trainer:
         """Train ``task`` (resuming from its last checkpoint if one exists); returns the epoch history."""
         params = task.parameters()
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        device_type = params[0].device.type if params else "cpu"
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        scaler = torch.amp.GradScaler(device_type, enabled=self.precision == "fp16")
         history: list[dict] = []
         start_epoch, start_step = 0, 0
         ckpt_path = self.checkpoint_path(task)
@@ -180,10 +185,15 @@ class Trainer:
                     self._save(task, optimizer, history, epoch, step - 1)
                     raise StopRequested(f"stopped in {task.name} epoch {epoch + 1}")
 
-                result = task.step(x, y, idx)
+                if self.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    result = task.step(x, y, idx)
                 optimizer.zero_grad(set_to_none=True)
-                result.total.backward()
-                optimizer.step()
+                scaler.scale(result.total).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
                 for name, value in {"total": result.total.detach(), **result.losses}.items():
                     window[name] = window.get(name, 0) + value.detach()

@@ -54,7 +54,7 @@ def ab_criterion(source: torch.Tensor, target: torch.Tensor, margin: float) -> t
 
 @register_distiller("ab")
 class AB(Distiller):
-    """AB: pre-trains the student to match the teacher's activation boundaries (pre-activation signs), then CE+KD."""
+    """AB (Heo et al. 2019): a pre-training stage teaches the student the teacher's activation boundaries (pre-activation signs)."""
 
     # METHOD.md: AB 1 with its pre-training stage (the main stage adds no AB term by default, see above)
     default_weights = (1.0, 1.0, 1.0)

@@ -73,7 +73,7 @@ def nce_loss(p: torch.Tensor, n_data: int) -> torch.Tensor:
 
 @register_distiller("crd")
 class CRD(Distiller):
-    """CRD: contrastive loss between pooled embeddings with a momentum memory bank of 16384 negatives."""
+    """CRD (Tian et al. 2020): contrastive loss between embedded pooled features, 16384 negatives from a momentum memory bank."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 0.8)
     default_weights = (1.0, 1.0, 0.8)

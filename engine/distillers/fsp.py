@@ -47,7 +47,7 @@ def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
 
 @register_distiller("fsp")
 class FSP(Distiller):
-    """FSP: pre-trains the student to match the teacher's FSP (layer-to-layer Gram) matrices, then CE+KD."""
+    """FSP (Yim et al. 2017): a pre-training stage matches the teacher's FSP matrices (Gram matrices of consecutive stage outputs)."""
 
     # METHOD.md: FSP 50 with its pre-training (the main stage adds no FSP term by default, see above)
     default_weights = (1.0, 1.0, 50.0)

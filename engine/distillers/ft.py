@@ -88,7 +88,7 @@ def ft_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: float) -> torch.T
 
 @register_distiller("ft")
 class FT(Distiller):
-    """FT: a translator on the student's last stage matches the factors of a pre-trained teacher paraphraser."""
+    """FT (Kim et al. 2018): a translator on the student's last stage output matches the factors of a pre-trained teacher paraphraser."""
 
     # METHOD.md: FT 200 with its paraphraser pre-training
     default_weights = (1.0, 1.0, 200.0)

@@ -58,7 +58,7 @@ class VariationalRegressor(nn.Module):
 
 @register_distiller("vid")
 class VID(Distiller):
-    """VID: a variational regressor per stage maximises the student-teacher mutual information (Gaussian NLL)."""
+    """VID (Ahn et al. 2019): per stage output, a variational regressor with learned variance maximises student-teacher mutual information."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1)
     default_weights = (1.0, 1.0, 1.0)

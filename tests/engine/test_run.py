@@ -220,3 +220,13 @@ def test_student_alone_skips_the_teacher(tmp_path):
     assert names == {"ce", "total"}
     s = summary["student"]
     assert 0 <= s["ece"] <= 100 and s["cpu_latency_ms"] > 0 and s["output_noise"] >= 0
+
+
+def test_bf16_autocast_runs_the_three_stages(tmp_path):
+    cfg = set_value(tiny_config(), "speed.amp", "bf16")
+    cfg = set_value(cfg, "speed.channels_last", "on")
+    summary, _ = run(cfg, tmp_path)
+    assert summary["status"] == "finished" and summary["speed"]["precision"] == "bf16"
+    assert set(summary["stages"]) == {"teacher", "heads", "student"}
+    assert all(st["peak_rss_mib"] > 0 for st in summary["stages"].values())
+    assert 0 <= summary["student"]["best_acc"] <= 100
