@@ -105,6 +105,11 @@ class DataConfig:
     image_size: int | None = setting(None, help="Side in pixels that image-folder images are resized to (empty: 32).", minimum=4, maximum=1024)
     test_fraction: float = setting(0.2, help="Share of an image folder without train/test split held out for testing.", minimum=0.01, maximum=0.9)
     augment: str = setting("auto", help="Training augmentation; auto: random crop with padding, plus horizontal flip for natural images.", choices=AUGMENT_CHOICES)
+    in_memory: str = setting(
+        "auto", help="Hold the data set in memory (fast, augmented on the device) or stream it from disk with "
+                     "worker processes; auto streams image folders too large for memory.",
+        choices=("auto", "on", "off"))
+    workers: int = setting(4, help="Worker processes that decode images when streaming from disk.", minimum=0, maximum=64)
     batch_size: int = setting(64, help="Training batch size of every stage.", minimum=1, maximum=65536)
     eval_batch_size: int = setting(256, help="Batch size for test evaluation.", minimum=1, maximum=65536)
 

@@ -215,17 +215,17 @@ class ExperimentRun:
 
     def loaders(self, d, bundle):
         """(train, test) batch loaders of a data set on the run's device."""
-        from engine.data import BatchLoader
+        from engine.data import make_loader
 
         padding, flip = augmentation(d.augment, bundle)
         n = len(bundle.train_labels)
         # A last batch of one sample breaks batch norm on 1x1 feature maps: drop it then.
         drop_last = n > d.batch_size and n % d.batch_size == 1
-        train = BatchLoader(bundle.train_images, bundle.train_labels, batch_size=d.batch_size, device=self.device,
-                            mean=bundle.mean, std=bundle.std, train=True, crop_padding=padding, flip=flip,
-                            seed=self.cfg.seed, drop_last=drop_last)
-        test = BatchLoader(bundle.test_images, bundle.test_labels, batch_size=d.eval_batch_size, device=self.device,
-                           mean=bundle.mean, std=bundle.std, train=False)
+        train = make_loader(bundle, "train", batch_size=d.batch_size, device=self.device, train=True,
+                            crop_padding=padding, flip=flip, seed=self.cfg.seed, drop_last=drop_last,
+                            workers=d.workers)
+        test = make_loader(bundle, "test", batch_size=d.eval_batch_size, device=self.device, train=False,
+                           workers=d.workers)
         return train, test
 
     def trainer(self, train_loader=None, classes=None):

@@ -28,6 +28,7 @@ _LAZY = {
     "random_flip": "engine.data.augment",
     "draw_augmentation": "engine.data.augment",
     "digits_path": "engine.data.demo",
+    "make_loader": "engine.data.factory",
 }
 
 __all__ = ["DATASETS", *_LAZY]
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from engine.data.bundle import DatasetBundle, channel_stats
     from engine.data.demo import digits_path
     from engine.data.load import load_dataset
+    from engine.data.factory import make_loader
     from engine.data.loader import BatchLoader
 
 

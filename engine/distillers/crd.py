@@ -91,7 +91,8 @@ class CRD(Distiller):
         n_data = int(context.train_size)
         if n_data < 2:
             raise ConfigError(FIELD, f"CRD needs at least 2 training samples for its negatives, got {n_data}")
-        s_dim, t_dim = (math.prod(int(d) for d in shapes[-1]) for shapes in (context.student_shapes, context.teacher_shapes))
+        s_dim, t_dim = (math.prod(int(d) for d in shapes[-1])
+                        for shapes in (context.student_shapes, context.teacher_shapes))
         self.n_data = n_data
         self.num_negatives = min(nce_k, n_data - 1)  # a small set: every other sample at most
         self.embed_s = Embed(s_dim, feat_dim)

@@ -1,0 +1,15 @@
+"""One place that picks the loader for a data set: in memory (BatchLoader) or streamed."""
+
+from __future__ import annotations
+
+
+def make_loader(bundle, split: str, *, batch_size: int, device, train: bool, crop_padding: int = 0,
+                flip: bool = False, seed: int = 0, drop_last: bool = False, workers: int = 0):
+    """A loader over ``split`` ("train" or "test") of ``bundle`` with BatchLoader's interface:
+    ``len(loader)`` batches per epoch and ``loader.epoch(e, start_step)`` yielding ``(x, y, idx)``."""
+    from engine.data.loader import BatchLoader
+
+    images = bundle.train_images if split == "train" else bundle.test_images
+    labels = bundle.train_labels if split == "train" else bundle.test_labels
+    return BatchLoader(images, labels, batch_size=batch_size, device=device, mean=bundle.mean, std=bundle.std,
+                       train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last)
