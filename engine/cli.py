@@ -213,12 +213,20 @@ def _print_result(summary: dict, out: TextIO) -> None:
         out.write(f"stopped in the {summary.get('stopped_in')} stage; resume with: "
                   f"mgd-train --resume {summary['run_dir']}\n")
         return
-    lines = [f"run folder: {summary['run_dir']}",
-             f"teacher {t.get('arch')}: {t.get('test_acc', float('nan')):.2f}%"]
+    def pct(value) -> str:
+        return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
+
+    lines = [f"run folder: {summary['run_dir']}"]
+    if t.get("arch"):
+        lines.append(f"teacher {t['arch']}: {pct(t.get('test_acc'))}")
     for i, h in enumerate(summary.get("heads", [])):
-        lines.append(f"head {i + 1} (d={h['dim']}, T={h['temperature']:g}): {h['test_acc']:.2f}%")
+        lines.append(f"head {i + 1} (d={h['dim']}, T={h['temperature']:g}): {pct(h['test_acc'])}")
+    for i, p in enumerate(summary.get("peers", [])):
+        lines.append(f"peer {i + 1} {p['arch']}: final {pct(p['test_acc'])}, best {pct(p['best_acc'])}")
     lines.append(f"student {s.get('arch')} ({summary.get('distiller')}, MGD {summary.get('mode')}): "
-                 f"final {s.get('test_acc', float('nan')):.2f}%, best {s.get('best_acc', float('nan')):.2f}%")
+                 f"final {pct(s.get('test_acc'))}, best {pct(s.get('best_acc'))}")
+    if "transfer" in summary:
+        lines.append(f"fine-tuning on {summary['transfer']['dataset']}: {pct(summary['transfer']['best_acc'])}")
     out.write("\n".join(lines) + "\n")
 
 

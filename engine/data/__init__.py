@@ -8,6 +8,9 @@ first use (PEP 562), so the GUI can list the data sets without paying for ``impo
 * :class:`BatchLoader` yields normalised, augmented batches with deterministic shuffling
   and augmentation derived from ``(seed, epoch, step)``, so a run resumed mid-epoch sees
   exactly the batches it would have seen.
+* :class:`StreamLoader` does the same for an image folder too large for memory (a
+  file-backed bundle): DataLoader workers decode the files, the augmentation is the same.
+  :func:`make_loader` picks the right one for a bundle.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _LAZY = {
     "draw_augmentation": "engine.data.augment",
     "digits_path": "engine.data.demo",
     "make_loader": "engine.data.factory",
+    "StreamLoader": "engine.data.stream",
+    "FileImages": "engine.data.stream",
 }
 
 __all__ = ["DATASETS", *_LAZY]
@@ -40,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from engine.data.load import load_dataset
     from engine.data.factory import make_loader
     from engine.data.loader import BatchLoader
+    from engine.data.stream import FileImages, StreamLoader
 
 
 def __getattr__(name: str) -> Any:

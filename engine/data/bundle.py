@@ -11,7 +11,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class DatasetBundle:
-    """A whole data set in memory: uint8 ``N x C x H x W`` images on the CPU and int64 labels."""
+    """A whole data set: uint8 ``N x C x H x W`` images on the CPU and int64 labels.
+
+    A *file-backed* bundle (``streamed``) holds :class:`~engine.data.stream.FileImages`
+    instead of tensors: the same ``shape``, ``len`` and ``[i]``, decoded from disk on demand.
+    """
 
     name: str
     train_images: "torch.Tensor"  # uint8, N x C x H x W, CPU
@@ -23,6 +27,11 @@ class DatasetBundle:
     std: tuple[float, ...]
     natural: bool  # True: horizontal flip is a valid augmentation
     crop_padding: int  # default padding of the random crop
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images stay on disk and are streamed (see :mod:`engine.data.stream`)."""
+        return bool(getattr(self.train_images, "streamed", False))
 
     @property
     def num_classes(self) -> int:

@@ -1,11 +1,33 @@
 """Image folders: ``root/train/<class>/*`` + ``root/test/<class>/*`` (or ``val``), or one
-folder of class sub-folders split into train and test with a seeded stratified fraction."""
+folder of class sub-folders split into train and test with a seeded stratified fraction.
+
+A folder is decoded into memory (uint8 tensors) unless its decoded size exceeds
+:func:`in_memory_budget` (``in_memory="auto"``) or streaming is asked for
+(``in_memory="off"``): the bundle then holds :class:`~engine.data.stream.FileImages`
+(file names only) and its normalisation statistics come from a seeded sample of
+:data:`STATS_SAMPLE` training images.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.errors import DataError
+
+#: ``in_memory="auto"`` streams a folder whose decoded uint8 size (counted as RGB) exceeds
+#: this many bytes; ``None``: :data:`IN_MEMORY_FRACTION` of the RAM available at load time.
+#: The environment variable ``MGD_IN_MEMORY_BUDGET_MB`` overrides it too (tests, benchmarks).
+IN_MEMORY_BUDGET: int | None = None
+#: Share of the available RAM an in-memory data set may take. Loading needs about twice the
+#: decoded size for a moment (the decoded images and their stacked copy), and a GPU run
+#: keeps a copy on the device as well, hence a quarter.
+IN_MEMORY_FRACTION = 0.25
+#: Training images decoded to compute mean/std (and to check the images) of a streamed set.
+STATS_SAMPLE = 2048
+#: Test images also decoded up front for a streamed set (to see whether the set is gray).
+TEST_SAMPLE = 256
+IN_MEMORY_CHOICES = ("auto", "on", "off")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -115,9 +137,93 @@ def _stack(arrays: list, labels: list[int], gray: bool):
     return torch.from_numpy(np.ascontiguousarray(batch)), torch.tensor(labels, dtype=torch.int64)
 
 
+def _available_ram() -> int:
+    """Bytes of RAM available now (MemAvailable on Linux), or a conservative 4 GiB if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 4 << 30
+
+
+def in_memory_budget() -> int:
+    """Bytes of decoded images ``in_memory="auto"`` keeps in memory (see :data:`IN_MEMORY_BUDGET`)."""
+    if IN_MEMORY_BUDGET is not None:
+        return int(IN_MEMORY_BUDGET)
+    env = os.environ.get("MGD_IN_MEMORY_BUDGET_MB", "").strip()
+    if env:
+        try:
+            return int(float(env) * 2**20)
+        except ValueError:
+            raise DataError(f"MGD_IN_MEMORY_BUDGET_MB: expected a number of MiB, got {env!r}") from None
+    return int(_available_ram() * IN_MEMORY_FRACTION)
+
+
+def _in_memory_choice(in_memory) -> str:
+    if isinstance(in_memory, bool):
+        return "on" if in_memory else "off"
+    choice = str(in_memory).strip().lower() if in_memory is not None else "auto"
+    if choice not in IN_MEMORY_CHOICES:
+        raise DataError(f"in_memory: expected one of {', '.join(IN_MEMORY_CHOICES)}, got {in_memory!r}")
+    return choice
+
+
+def _decode_many(paths: list[Path], size: int) -> list:
+    """``_read_image`` of many files on a thread pool (PIL releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(paths) < 16:
+        return [_read_image(p, size) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda p: _read_image(p, size), paths))
+
+
+def _streamed_bundle(classes, train_items, test_items, size: int, split_seed: int):
+    """A file-backed bundle: file names, labels, and mean/std from a seeded sample of training images."""
+    import numpy as np
+    import torch
+
+    from engine.data.bundle import DatasetBundle, channel_stats
+    from engine.data.stream import FileImages
+
+    rng = np.random.default_rng([int(split_seed), len(train_items), 7919])
+    n_train = len(train_items)
+    train_pick = sorted(rng.choice(n_train, size=min(STATS_SAMPLE, n_train), replace=False).tolist())
+    test_pick = sorted(rng.choice(len(test_items), size=min(TEST_SAMPLE, len(test_items)), replace=False).tolist())
+    train_sample = _decode_many([train_items[i][0] for i in train_pick], size)
+    test_sample = _decode_many([test_items[i][0] for i in test_pick], size)
+    gray = all(g for _, g in train_sample) and all(g for _, g in test_sample)
+    channels = 1 if gray else 3
+    images, _ = _stack([a for a, _ in train_sample], [0] * len(train_sample), gray)
+    mean, std = channel_stats(images)
+    return DatasetBundle(
+        name="imagefolder",
+        train_images=FileImages([f for f, _ in train_items], size, channels),
+        train_labels=torch.tensor([c for _, c in train_items], dtype=torch.int64),
+        test_images=FileImages([f for f, _ in test_items], size, channels),
+        test_labels=torch.tensor([c for _, c in test_items], dtype=torch.int64),
+        classes=classes,
+        mean=mean,
+        std=std,
+        natural=True,
+        crop_padding=size // 8,
+    )
+
+
 def load_imagefolder(root: str | Path | None, image_size: int | None = None,
-                     test_fraction: float = 0.2, split_seed: int = 0):
-    """An image-folder data set as a DatasetBundle (images resized to ``image_size`` square)."""
+                     test_fraction: float = 0.2, split_seed: int = 0, in_memory: str = "auto"):
+    """An image-folder data set as a DatasetBundle (images resized to ``image_size`` square).
+
+    ``in_memory``: ``"on"`` decodes every image into memory; ``"off"`` keeps them on disk
+    (a file-backed bundle, streamed by :class:`~engine.data.stream.StreamLoader`); ``"auto"``
+    streams when the decoded size exceeds :func:`in_memory_budget`.
+    """
     from engine.data.bundle import DatasetBundle, channel_stats
 
     if root is None or str(root).strip() == "":
@@ -128,6 +234,7 @@ def load_imagefolder(root: str | Path | None, image_size: int | None = None,
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
+    choice = _in_memory_choice(in_memory)
 
     train_dir = _subdir(root, "train")
     if train_dir is not None:
@@ -157,6 +264,10 @@ def load_imagefolder(root: str | Path | None, image_size: int | None = None,
             test_items += [(files[c][i], c) for i in te]
         if not test_items:
             raise DataError(f"{root}: too few images to split off a test set (each class needs at least 2)")
+
+    decoded_bytes = (len(train_items) + len(test_items)) * 3 * size * size  # as RGB: gray is not known yet
+    if choice == "off" or (choice == "auto" and decoded_bytes > in_memory_budget()):
+        return _streamed_bundle(classes, train_items, test_items, size, split_seed)
 
     train = [_read_image(f, size) for f, _ in train_items]
     test = [_read_image(f, size) for f, _ in test_items]

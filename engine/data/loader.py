@@ -9,6 +9,60 @@ import torch
 from engine.data.augment import draw_augmentation, generator, random_crop, random_flip
 
 
+def check_batch_size(batch_size: int) -> None:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch: the last partial batch counts unless ``drop_last``."""
+    return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
+
+
+def epoch_order(num_samples: int, train: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The sample indices of an epoch in batch order (int64, on the CPU): a permutation drawn
+    from ``(seed, epoch)`` for training, ``0..n-1`` otherwise. Every loader uses this one."""
+    if not train:
+        return torch.arange(num_samples)
+    return torch.randperm(num_samples, generator=generator("perm", int(seed), int(epoch)))
+
+
+class BatchAugment:
+    """The batch transform every loader applies on the device: uint8 -> [0, 1], random crop
+    with zero padding and flip drawn from ``(seed, epoch, step)`` (training only), then
+    ``(x - mean) / std``. In-memory and streamed loaders share it, so they give equal batches."""
+
+    def __init__(self, channels: int, device: str | torch.device, *, mean: Sequence[float], std: Sequence[float],
+                 train: bool, crop_padding: int = 0, flip: bool = False, seed: int = 0):
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values (one per channel)")
+        if any(float(s) <= 0 for s in std):
+            raise ValueError("std values must be positive")
+        if int(crop_padding) < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        self.device = torch.device(device)
+        self.train = bool(train)
+        self.crop_padding = int(crop_padding) if self.train else 0
+        self.flip = bool(flip) and self.train
+        self.seed = int(seed)
+        shape = (1, channels, 1, 1)
+        self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float32, device=self.device).view(shape)
+        inv_std = (1.0 / torch.tensor([float(s) for s in std], dtype=torch.float64)).float()
+        self.inv_std = inv_std.to(self.device).view(shape)
+
+    def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """Normalised float32 batch from a uint8 ``B x C x H x W`` batch already on the device."""
+        x = images.float().div_(255.0)
+        if self.crop_padding > 0 or self.flip:
+            offsets, flips = draw_augmentation(generator("aug", self.seed, int(epoch), int(step)),
+                                               x.shape[0], self.crop_padding, self.flip)
+            if offsets is not None:
+                x = random_crop(x, offsets, self.crop_padding)
+            if flips is not None:
+                x = random_flip(x, flips)
+        return x.sub_(self.mean).mul_(self.inv_std)
+
+
 class BatchLoader:
     """In-memory batches with augmentation done on whole batches on the training device.
 
@@ -28,44 +82,29 @@ class BatchLoader:
             raise ValueError("images must be a uint8 tensor of shape N x C x H x W")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be a 1-D tensor of {images.shape[0]} entries")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        channels = images.shape[1]
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} values (one per channel)")
-        if any(float(s) <= 0 for s in std):
-            raise ValueError("std values must be positive")
-        if int(crop_padding) < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
-
+        check_batch_size(batch_size)
         self.device = torch.device(device)
+        self.augment = BatchAugment(images.shape[1], self.device, mean=mean, std=std, train=train,
+                                    crop_padding=crop_padding, flip=flip, seed=seed)
         self.images = images.to(self.device)  # uint8 copy on the device
         self.labels = labels.to(device=self.device, dtype=torch.int64)
         self.batch_size = int(batch_size)
         self.train = bool(train)
-        self.crop_padding = int(crop_padding) if self.train else 0
-        self.flip = bool(flip) and self.train
+        self.crop_padding = self.augment.crop_padding
+        self.flip = self.augment.flip
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
-        shape = (1, channels, 1, 1)
-        self._mean = torch.tensor([float(m) for m in mean], dtype=torch.float32, device=self.device).view(shape)
-        self._inv_std = (1.0 / torch.tensor([float(s) for s in std], dtype=torch.float64)).float().to(self.device)
-        self._inv_std = self._inv_std.view(shape)
 
     @property
     def num_samples(self) -> int:
         return int(self.images.shape[0])
 
     def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
 
     def order(self, epoch: int) -> torch.Tensor:
         """The sample indices of epoch ``epoch`` in batch order (int64, on the device)."""
-        if not self.train:
-            return torch.arange(self.num_samples, device=self.device)
-        perm = torch.randperm(self.num_samples, generator=generator("perm", self.seed, int(epoch)))
-        return perm.to(self.device)
+        return epoch_order(self.num_samples, self.train, self.seed, epoch).to(self.device)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y, idx)`` for the batches ``start_step..`` of epoch ``epoch``.
@@ -87,12 +126,4 @@ class BatchLoader:
             yield self._batch(idx, epoch, step), self.labels[idx], idx
 
     def _batch(self, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        x = self.images[idx].float().div_(255.0)
-        if self.crop_padding > 0 or self.flip:
-            offsets, flips = draw_augmentation(generator("aug", self.seed, int(epoch), int(step)),
-                                               x.shape[0], self.crop_padding, self.flip)
-            if offsets is not None:
-                x = random_crop(x, offsets, self.crop_padding)
-            if flips is not None:
-                x = random_flip(x, flips)
-        return x.sub_(self._mean).mul_(self._inv_std)
+        return self.augment(self.images[idx], epoch, step)

@@ -115,7 +115,8 @@ class CRD(Distiller):
         if dense is None:
             dense = idx.numel() > memory.shape[0]
         if dense:
-            full = v @ memory.t()  # B x N
+            # a copy: the bank is updated in place after scoring, and backward needs these values
+            full = v @ memory.clone().t()  # B x N
             return torch.gather(full, 1, idx)
         rows = memory.index_select(0, idx.reshape(-1)).view(idx.shape[0], idx.shape[1], -1)
         return torch.bmm(rows, v.unsqueeze(2)).squeeze(2)
