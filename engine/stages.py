@@ -190,7 +190,9 @@ class StudentTask(StageTask):
         total = total + self.w_div * kd
         losses["kd"] = kd.detach()
 
-        terms = self.distiller(ModelOutput(s_logits, s_feats), ModelOutput(t_logits, t_feats), y, idx)
+        # The baseline sees the MGD soft target as the teacher's logits (stable excitation replaces
+        # the teacher logits wherever they serve as a target, e.g. in DKD); features stay the teacher's.
+        terms = self.distiller(ModelOutput(s_logits, s_feats), ModelOutput(target, t_feats), y, idx)
         for name, term in terms.items():
             total = total + self.w_kd * term
             losses[name] = term.detach()

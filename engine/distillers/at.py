@@ -11,8 +11,13 @@ from engine.distillers.base import Distiller
 
 
 def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
-    """``normalize(mean_c f^p)``: the L2-normalised spatial attention of a ``(N, C, H, W)`` map, ``(N, H*W)``."""
-    return F.normalize(f.pow(p).mean(1).flatten(1), dim=1)
+    """``normalize(mean_c |f|^p)``: the L2-normalised spatial attention of a ``(N, C, H, W)`` map, ``(N, H*W)``.
+
+    The paper's ``sum_c |A_c|^p`` (the mean differs by a constant that the normalisation
+    removes); RepDistiller's ``f.pow(p)`` is the same for its p = 2, and the absolute value
+    keeps other p defined on stage outputs that can be negative (MobileNetV2's linear
+    bottlenecks)."""
+    return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
 @register_distiller("at")

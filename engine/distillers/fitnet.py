@@ -63,6 +63,8 @@ class FitNet(Distiller):
         n = len(shapes)
         index = hint + n if hint < 0 else hint
         maps = [i for i, s in enumerate(shapes) if is_map(s)]
+        if not maps:
+            raise ConfigError("distiller.name", f"fitnet needs a spatial feature map of the {who}, which has none")
         if index not in maps:
             allowed = f"{maps[0]}..{maps[-1]} (or {maps[0] - n}..{maps[-1] - n})"
             raise ConfigError("distiller.options.hint_layer",

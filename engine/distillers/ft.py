@@ -18,10 +18,14 @@ authors' weight ``w_kd = 200`` was tuned for). Maps of different sizes: the larg
 average-pooled to the smaller one's size; channel counts differ freely (the translator maps
 the student's to the factor width).
 
-Not reproduced: RepDistiller pre-trains with its own learning rate 0.01 for ResNet/WRN
-students (the engine uses the student schedule's rate) and keeps the student in eval mode
-meanwhile (the engine's pretrain stage puts it in train mode; the student is not optimised
-there, only its batch-norm statistics move).
+Pre-training rate: RepDistiller pre-trains the paraphraser at 0.01 when the student is a
+CIFAR ResNet or WRN and at the student's rate otherwise; :meth:`FT.pretrain_lr` states that
+rule (the MSE gradient scales with the teacher's feature magnitude, and 0.05 can diverge).
+It takes effect where the engine's pretrain stage asks the baseline for its rate
+(``distiller.pretrain_lr(schedule.lr)``); otherwise the student schedule's rate is used.
+Not reproduced: RepDistiller keeps the student in eval mode during the pre-training (the
+engine's pretrain stage puts it in train mode; the student is not optimised there, only its
+batch-norm statistics move).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ from engine.distillers._feature_adapt import (
 )
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
+
+# RepDistiller's helper/pretrain.py: these students pre-train FT's paraphraser at lr 0.01
+_LR_001_STUDENTS = frozenset({
+    "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
+    "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
+})
 
 
 def _encoder(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
@@ -110,6 +120,10 @@ class FT(Distiller):
 
     def pretrain_parameters(self, student):
         return list(self.paraphraser.parameters())
+
+    def pretrain_lr(self, lr: float) -> float:
+        """The paraphraser's pre-training rate given the student schedule's (RepDistiller's rule)."""
+        return 0.01 if self.context.student_arch in _LR_001_STUDENTS else lr
 
     def pretrain_loss(self, student, teacher):
         target = teacher.features[-2].detach()
