@@ -491,7 +491,8 @@ class ExperimentRun:
             sched = self.cfg.student.schedule
             task = PretrainTask(student=student, teacher=teacher, distiller=distiller, test_loader=self.test_loader,
                                 num_classes=self.num_classes)
-            self.trainer().fit(task, epochs=distiller.pretrain_epochs(), lr=sched.lr, momentum=sched.momentum,
+            self.trainer().fit(task, epochs=distiller.pretrain_epochs(), lr=distiller.pretrain_lr(sched.lr),
+                               momentum=sched.momentum,
                                weight_decay=sched.weight_decay, milestones=[], gamma=sched.gamma)
             seconds = time.perf_counter() - t0
             atomic_save({"student": student.state_dict(), "distiller": distiller.state_dict(), "seconds": seconds},

@@ -5,11 +5,10 @@ skips it). It holds the conventions those baselines share for pairs whose featur
 
 * **Option checks**: :func:`check_int`, :func:`check_float`, :func:`check_bool` raise
   :class:`~engine.errors.ConfigError` naming ``distiller.options.<key>``.
-* **Stage lists of different lengths** (:func:`pair_stages`): equal lengths pair one to one
-  (RepDistiller's ``zip``). Otherwise every stage of the shorter list is used and paired with
-  the stage of the longer list at the same relative depth: stage ``k`` (0-based) of ``n``
-  meets stage ``floor((k + 1) * L / n + 0.5) - 1`` of ``L``, so the last stages always meet
-  and the pairs keep their order (3 against 4 stages: 1-1, 2-3, 3-4).
+* **Stage lists of different lengths** (:func:`pair_stages`): the lists are aligned from the
+  last stage backwards, ``min(K_s, K_t)`` pairs (3 against 4 stages: 1-2, 2-3, 3-4), the
+  convention of ``_pairing.stage_pairs`` used by FitNet, AT, NST and KDSVD; equal lengths
+  pair one to one, which is RepDistiller's ``zip``.
 * **Spatial sizes** (:func:`pool_to_common`): the larger map is average-pooled (adaptive) to
   the smaller one's height and width, as RepDistiller's VID, FT and FSP do.
 * **Channel counts**: 1x1 convolutions (:func:`conv1x1`), built by each baseline.
@@ -36,8 +35,18 @@ def _field(key: str) -> str:
     return f"distiller.options.{key}"
 
 
+def _numeric(value: Any) -> Any:
+    """A number written as text (a form field, a ``--set`` value) is read as that number."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def check_int(options: dict, key: str, minimum: int | None = None) -> int:
-    value: Any = options[key]
+    value: Any = _numeric(options[key])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
         raise ConfigError(_field(key), f"must be a whole number, not {value!r}")
     value = int(value)
@@ -48,7 +57,7 @@ def check_int(options: dict, key: str, minimum: int | None = None) -> int:
 
 def check_float(options: dict, key: str, minimum: float | None = None, maximum: float | None = None,
                 exclusive_minimum: bool = False) -> float:
-    value: Any = options[key]
+    value: Any = _numeric(options[key])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         raise ConfigError(_field(key), f"must be a finite number, not {value!r}")
     value = float(value)
@@ -61,6 +70,8 @@ def check_float(options: dict, key: str, minimum: float | None = None, maximum: 
 
 def check_bool(options: dict, key: str) -> bool:
     value: Any = options[key]
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
     if not isinstance(value, bool):
         raise ConfigError(_field(key), f"must be true or false, not {value!r}")
     return value
@@ -88,16 +99,10 @@ def feature_map(shape, who: str, name: str, what: str) -> tuple[int, int, int]:
 
 
 def pair_stages(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
-    """Pairs ``(student index, teacher index)`` of two stage lists (see the module docstring)."""
-    if n_student <= 0 or n_teacher <= 0:
-        return []
-    if n_student == n_teacher:
-        return [(i, i) for i in range(n_student)]
-    n, long = min(n_student, n_teacher), max(n_student, n_teacher)
-    picked = [int(math.floor((k + 1) * long / n + 0.5)) - 1 for k in range(n)]
-    if n_student < n_teacher:
-        return list(zip(range(n), picked))
-    return list(zip(picked, range(n)))
+    """Pairs ``(student stage, teacher stage)`` (0-based into ``features[1:-1]``), shallowest
+    first, of two stage lists aligned from the last stage backwards (see the module docstring)."""
+    n = max(0, min(n_student, n_teacher))
+    return [(n_student - n + k, n_teacher - n + k) for k in range(n)]
 
 
 def common_size(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int]:

@@ -19,7 +19,8 @@ main stage then adds **no** AB term (RepDistiller's ``train_distill`` sets ``los
 (+ MGD). METHOD.md's weight 1 is kept as ``w_kd``; set ``main_stage_loss: true`` to also add
 ``L`` during the main stage. Pairs that differ: the larger map is average-pooled to the
 smaller one's size before the connector (RepDistiller uses strided / transposed convs and
-fails for other ratios); stage lists of different lengths are paired by relative depth.
+fails for other ratios); stage lists of different lengths are aligned from the last stage
+backwards (``_feature_adapt.pair_stages``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class AB(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        check_int(self.options, "init_epochs", minimum=0)
+        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
         self.margin = check_float(self.options, "margin", minimum=0.0)
         self.main_stage_loss = check_bool(self.options, "main_stage_loss")
         s_maps = stage_maps(context.student_shapes, "student", "AB")

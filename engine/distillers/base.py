@@ -77,6 +77,10 @@ class Distiller(nn.Module):
     def pretrain_epochs(self) -> int:
         return int(self.options.get(self.pretrain_epochs_option, 0)) if self.pretrain_epochs_option else 0
 
+    def pretrain_lr(self, lr: float) -> float:
+        """Learning rate of the pre-training stage, given the student's (RepDistiller's rules differ per baseline)."""
+        return lr
+
     def pretrain_parameters(self, student: nn.Module) -> list[nn.Parameter]:
         """What the pre-training stage optimises (some of the student's and/or the baseline's modules)."""
         return list(self.parameters())

@@ -16,7 +16,7 @@ METHOD.md's weight 50 is kept as ``w_kd``; set ``main_stage_loss: true`` to also
 term during the main stage.
 
 Pairs that differ (RepDistiller refuses them: it needs equal list lengths and equal channel
-counts): the stem meets the stem and the stages are paired by relative depth
+counts): the stem meets the stem and the stages are aligned from the last one backwards
 (``_feature_adapt.pair_stages``); a student map whose channel count differs from its
 teacher partner's goes through a 1x1 conv connector (no bias; trained with the student in
 the pre-training stage) before its FSP matrices are formed. Pairs that already agree use no
@@ -56,7 +56,7 @@ class FSP(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        check_int(self.options, "init_epochs", minimum=0)
+        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
         self.main_stage_loss = check_bool(self.options, "main_stage_loss")
         s_stem = feature_map(context.student_shapes[0], "student", "FSP", "stem output")
         t_stem = feature_map(context.teacher_shapes[0], "teacher", "FSP", "stem output")

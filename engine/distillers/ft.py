@@ -107,7 +107,7 @@ class FT(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        check_int(self.options, "init_epochs", minimum=0)
+        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
         rate = check_float(self.options, "rate", minimum=0.0, maximum=1.0, exclusive_minimum=True)
         self.p = check_float(self.options, "p", minimum=0.0, exclusive_minimum=True)
         s_c = feature_map(context.student_shapes[-2], "student", "FT", "last stage output")[0]

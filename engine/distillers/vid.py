@@ -12,7 +12,7 @@ which lower-bounds (up to constants) the mutual information between the two maps
 
 Pairs that differ: the larger map is average-pooled to the smaller one's size (RepDistiller
 does the same for square maps); channels are handled by the regressor; stage lists of
-different lengths are paired by relative depth (``_feature_adapt.pair_stages``).
+different lengths are aligned from the last stage backwards (``_feature_adapt.pair_stages``).
 """
 
 from __future__ import annotations
