@@ -1,14 +1,14 @@
-"""Shared helpers of the feature-based baselines VID, CRD, AB, FT and FSP.
+"""Shared helpers of the baselines (FitNet, AT, NST, KDSVD, VID, CRD, AB, FT, FSP and the rest).
 
 This module registers nothing (its name starts with ``_``, so the registry's source scan
 skips it). It holds the conventions those baselines share for pairs whose features differ:
 
-* **Option checks**: :func:`check_int`, :func:`check_float`, :func:`check_bool` raise
+* **Option checks**: :func:`number` and :func:`check_bool` raise
   :class:`~engine.errors.ConfigError` naming ``distiller.options.<key>``.
 * **Stage lists of different lengths** (:func:`pair_stages`): the lists are aligned from the
   last stage backwards, ``min(K_s, K_t)`` pairs (3 against 4 stages: 1-2, 2-3, 3-4), the
-  convention of ``_pairing.stage_pairs`` used by FitNet, AT, NST and KDSVD; equal lengths
-  pair one to one, which is RepDistiller's ``zip``.
+  deepest stages being the most alike across families; equal lengths pair one to one, which
+  is RepDistiller's ``zip``. :func:`stage_pairs` gives the same pairs as feature-list indices.
 * **Spatial sizes** (:func:`pool_to_common`): the larger map is average-pooled (adaptive) to
   the smaller one's height and width, as RepDistiller's VID, FT and FSP do.
 * **Channel counts**: 1x1 convolutions (:func:`conv1x1`), built by each baseline.
@@ -35,36 +35,33 @@ def _field(key: str) -> str:
     return f"distiller.options.{key}"
 
 
-def _numeric(value: Any) -> Any:
-    """A number written as text (a form field, a ``--set`` value) is read as that number."""
+def number(options: dict, key: str, *, integer: bool = False, minimum: float | None = None,
+           above: float | None = None, maximum: float | None = None) -> Any:
+    """Read a numeric option (a number written as text, from a form field or ``--set``, counts),
+    refusing other types and out-of-range values with a ConfigError naming ``distiller.options.<key>``."""
+    field = _field(key)
+    value = options[key]
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            value = float(value.strip())
         except ValueError:
-            return value
-    return value
-
-
-def check_int(options: dict, key: str, minimum: int | None = None) -> int:
-    value: Any = _numeric(options[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-        raise ConfigError(_field(key), f"must be a whole number, not {value!r}")
-    value = int(value)
+            raise ConfigError(field, f"expected a number, got {options[key]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(field, f"expected a finite number, got {value!r}")
+    if integer:
+        if float(value) != int(value):
+            raise ConfigError(field, f"expected a whole number, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
     if minimum is not None and value < minimum:
-        raise ConfigError(_field(key), f"must be at least {minimum}, not {value}")
-    return value
-
-
-def check_float(options: dict, key: str, minimum: float | None = None, maximum: float | None = None,
-                exclusive_minimum: bool = False) -> float:
-    value: Any = _numeric(options[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ConfigError(_field(key), f"must be a finite number, not {value!r}")
-    value = float(value)
-    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
-        raise ConfigError(_field(key), f"must be {'above' if exclusive_minimum else 'at least'} {minimum}, not {value}")
+        raise ConfigError(field, f"must be at least {minimum:g}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(field, f"must be greater than {above:g}, got {value!r}")
     if maximum is not None and value > maximum:
-        raise ConfigError(_field(key), f"must be at most {maximum}, not {value}")
+        raise ConfigError(field, f"must be at most {maximum:g}, got {value!r}")
     return value
 
 
@@ -98,11 +95,21 @@ def feature_map(shape, who: str, name: str, what: str) -> tuple[int, int, int]:
     return s
 
 
+def is_map(shape) -> bool:
+    """Whether a per-sample feature shape is a spatial map ``(C, H, W)``."""
+    return len(tuple(shape)) == 3
+
+
 def pair_stages(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     """Pairs ``(student stage, teacher stage)`` (0-based into ``features[1:-1]``), shallowest
     first, of two stage lists aligned from the last stage backwards (see the module docstring)."""
     n = max(0, min(n_student, n_teacher))
     return [(n_student - n + k, n_teacher - n + k) for k in range(n)]
+
+
+def stage_pairs(student_shapes: list, teacher_shapes: list) -> list[tuple[int, int]]:
+    """:func:`pair_stages` as indices into the whole feature lists ``[stem, stages..., pooled]``."""
+    return [(1 + s, 1 + t) for s, t in pair_stages(len(student_shapes) - 2, len(teacher_shapes) - 2)]
 
 
 def common_size(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from torch import nn
 
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    backbone_parameters, check_bool, check_float, check_int, common_size, conv1x1, pair_stages, pool_to, stage_maps,
+    backbone_parameters, check_bool, number, common_size, conv1x1, pair_stages, pool_to, stage_maps,
 )
 from engine.distillers.base import Distiller
 
@@ -65,8 +65,8 @@ class AB(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
-        self.margin = check_float(self.options, "margin", minimum=0.0)
+        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
+        self.margin = number(self.options, "margin", minimum=0.0)
         self.main_stage_loss = check_bool(self.options, "main_stage_loss")
         s_maps = stage_maps(context.student_shapes, "student", "AB")
         t_maps = stage_maps(context.teacher_shapes, "teacher", "AB")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import match_spatial, number, stage_pairs
+from engine.distillers._feature_adapt import pool_to_common, number, stage_pairs
 from engine.distillers.base import Distiller
 
 
@@ -31,13 +31,13 @@ class AT(Distiller):
     def __init__(self, context):
         super().__init__(context)
         self.p = number(self.options, "p", above=0.0)
-        # stage outputs features[1:-1], aligned from the last stage backwards (see _pairing)
+        # stage outputs features[1:-1], aligned from the last stage backwards (see _feature_adapt)
         self.pairs = stage_pairs(context.student_shapes, context.teacher_shapes)
 
     def forward(self, student, teacher, labels, indices):
         loss = 0.0
         for i_s, i_t in self.pairs:
             # a larger map is average-pooled to the smaller size before the attention is taken
-            f_s, f_t = match_spatial(student.features[i_s], teacher.features[i_t].detach())
+            f_s, f_t = pool_to_common(student.features[i_s], teacher.features[i_t].detach())
             loss = loss + (attention_map(f_s, self.p) - attention_map(f_t, self.p)).pow(2).mean()
         return {"at": loss}

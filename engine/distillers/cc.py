@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import number
+from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import FIELD, check_float, check_int
+from engine.distillers._feature_adapt import FIELD, number
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -83,10 +83,10 @@ class CRD(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        feat_dim = check_int(self.options, "feat_dim", minimum=1)
-        nce_k = check_int(self.options, "nce_k", minimum=1)
-        self.nce_t = check_float(self.options, "nce_t", minimum=0.0, exclusive_minimum=True)
-        self.nce_m = check_float(self.options, "nce_m", minimum=0.0, maximum=1.0)
+        feat_dim = number(self.options, "feat_dim", integer=True, minimum=1)
+        nce_k = number(self.options, "nce_k", integer=True, minimum=1)
+        self.nce_t = number(self.options, "nce_t", above=0.0)
+        self.nce_m = number(self.options, "nce_m", minimum=0.0, maximum=1.0)
         n_data = int(context.train_size)
         if n_data < 2:
             raise ConfigError(FIELD, f"CRD needs at least 2 training samples for its negatives, got {n_data}")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import is_map, number
+from engine.distillers._feature_adapt import is_map, number
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 

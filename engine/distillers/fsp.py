@@ -30,7 +30,7 @@ from torch import nn
 
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    backbone_parameters, check_bool, check_int, conv1x1, feature_map, pair_stages, pool_to_common, stage_maps,
+    backbone_parameters, check_bool, number, conv1x1, feature_map, pair_stages, pool_to_common, stage_maps,
 )
 from engine.distillers.base import Distiller
 
@@ -56,7 +56,7 @@ class FSP(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
+        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
         self.main_stage_loss = check_bool(self.options, "main_stage_loss")
         s_stem = feature_map(context.student_shapes[0], "student", "FSP", "stem output")
         t_stem = feature_map(context.teacher_shapes[0], "teacher", "FSP", "stem output")

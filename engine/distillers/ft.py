@@ -36,7 +36,7 @@ from torch import nn
 
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    FIELD, check_float, check_int, feature_map, pool_to_common,
+    FIELD, number, feature_map, pool_to_common,
 )
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
@@ -107,9 +107,9 @@ class FT(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = check_int(self.options, "init_epochs", minimum=0)
-        rate = check_float(self.options, "rate", minimum=0.0, maximum=1.0, exclusive_minimum=True)
-        self.p = check_float(self.options, "p", minimum=0.0, exclusive_minimum=True)
+        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
+        rate = number(self.options, "rate", above=0.0, maximum=1.0)
+        self.p = number(self.options, "p", above=0.0)
         s_c = feature_map(context.student_shapes[-2], "student", "FT", "last stage output")[0]
         t_c = feature_map(context.teacher_shapes[-2], "teacher", "FT", "last stage output")[0]
         factor_c = int(t_c * rate)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import number, stage_pairs
+from engine.distillers._feature_adapt import number, stage_pairs
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -58,7 +58,7 @@ class KDSVD(Distiller):
     def __init__(self, context):
         super().__init__(context)
         self.k = number(self.options, "k", integer=True, minimum=1)
-        # stage outputs features[1:-1], aligned from the last stage backwards (see _pairing)
+        # stage outputs features[1:-1], aligned from the last stage backwards (see _feature_adapt)
         self.pairs = stage_pairs(context.student_shapes, context.teacher_shapes)
         if len(self.pairs) < 2:
             raise ConfigError("distiller.name", "kdsvd compares consecutive stage outputs and needs at least "

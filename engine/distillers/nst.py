@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import match_spatial, stage_pairs
+from engine.distillers._feature_adapt import pool_to_common, stage_pairs
 from engine.distillers.base import Distiller
 
 
@@ -18,7 +18,7 @@ def poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def nst_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """Squared MMD with a polynomial kernel between the channels' spatial distributions."""
-    f_s, f_t = match_spatial(f_s, f_t)
+    f_s, f_t = pool_to_common(f_s, f_t)
     s = F.normalize(f_s.flatten(2), dim=2)
     t = F.normalize(f_t.flatten(2), dim=2)
     return poly_kernel_mean(t, t).detach() + poly_kernel_mean(s, s) - 2 * poly_kernel_mean(s, t)

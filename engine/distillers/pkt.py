@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from engine.distillers import register_distiller
-from engine.distillers._pairing import number
+from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    check_float, common_size, conv1x1, pair_stages, pool_to, stage_maps,
+    common_size, conv1x1, number, pair_stages, pool_to, stage_maps,
 )
 from engine.distillers.base import Distiller
 
@@ -66,8 +66,8 @@ class VID(Distiller):
 
     def __init__(self, context):
         super().__init__(context)
-        eps = check_float(self.options, "eps", minimum=0.0, exclusive_minimum=True)
-        init_pred_var = check_float(self.options, "init_pred_var", minimum=eps, exclusive_minimum=True)
+        eps = number(self.options, "eps", above=0.0)
+        init_pred_var = number(self.options, "init_pred_var", above=eps)
         s_maps = stage_maps(context.student_shapes, "student", "VID")
         t_maps = stage_maps(context.teacher_shapes, "teacher", "VID")
         self.pairs = pair_stages(len(s_maps), len(t_maps))

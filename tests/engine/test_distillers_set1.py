@@ -375,7 +375,7 @@ def test_kdsvd_refuses_a_single_stage():
 
 
 def test_stage_pairing_from_the_end():
-    from engine.distillers._pairing import stage_pairs
+    from engine.distillers._feature_adapt import stage_pairs
     s = [(1, 1, 1)] * 6 + [(1,)]  # 5 stages
     t = [(1, 1, 1)] * 4 + [(1,)]  # 3 stages
     assert stage_pairs(s, t) == [(3, 1), (4, 2), (5, 3)]

@@ -113,8 +113,9 @@ def test_stage_pairing():
     assert pair_stages(3, 4) == [(0, 1), (1, 2), (2, 3)]
     assert pair_stages(4, 3) == [(1, 0), (2, 1), (3, 2)]
     assert pair_stages(1, 4) == [(0, 3)]
-    # the same convention as the other feature baselines (FitNet, AT, NST, KDSVD)
-    stage_pairs = pytest.importorskip("engine.distillers._pairing").stage_pairs
+    # stage_pairs gives the same pairs as indices into the whole feature lists
+    from engine.distillers._feature_adapt import stage_pairs
+
     for ks in range(1, 5):
         for kt in range(1, 5):
             shapes_s, shapes_t = [None] * (ks + 2), [None] * (kt + 2)

@@ -17,5 +17,6 @@ def apply(window, settings: dict) -> None:
         window.form.set_field(key, value)
 
 
-def wait_idle(qtbot, window, timeout: float = 90.0) -> None:
+def wait_idle(qtbot, window, timeout: float = 300.0) -> None:
+    """Wait for the run to end (generous: a shared 2-core machine can be slow)."""
     qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=int(timeout * 1000))

@@ -58,7 +58,9 @@ def test_editing_the_form_changes_the_config(qtbot, window):
 
 
 def test_loading_a_config_changes_the_form(window, tmp_path):
-    cfg = load_config(window.form.config().__class__ and "resources/presets/demo.yaml")
+    from mgd_gui import paths
+
+    cfg = load_config(paths.demo_preset())
     for key, value in (("name", "pair"), ("teacher.arch", "wrn_40_2"), ("student.schedule.lr", None),
                        ("granularity.heads", [{"dim": 32, "temperature": 1.5}]), ("data.batch_size", 128),
                        ("evaluation.noise_levels", [0.0, 0.25]), ("distiller.options", {"hint_layer": 2})):

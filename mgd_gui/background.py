@@ -1,0 +1,158 @@
+"""What the window looks up in the background when the set-up changes: the devices,
+the data set's preview and class count, parameter counts, and whether a teacher
+checkpoint fits the chosen architecture (refused at the field before a run starts)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QTimer
+
+from engine.config import ExperimentConfig
+from mgd_gui import probes
+from mgd_gui.jobs import JobThread
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mgd_gui.main_window import MainWindow
+
+# class count and channels of a data set before it is loaded (for parameter counts)
+KNOWN_SHAPES = {"demo": (10, 1), "cifar10": (10, 3), "cifar100": (100, 3)}
+DEBOUNCE_MS = 400
+
+
+class Lookups(QObject):
+    def __init__(self, window: "MainWindow"):
+        super().__init__(window)
+        self.window = window
+        self.jobs = JobThread(self)
+        self.jobs.finished.connect(self._done)
+        self.started = False
+        self.warm = False  # the engine's modules are imported (a run starts without an import pause)
+        self.cfg: ExperimentConfig | None = None
+        self.data_key: Any = None
+        self.shape: tuple[int, int] | None = None  # (classes, channels) of the loaded data set
+        self.asked: dict[str, Any] = {}
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(DEBOUNCE_MS)
+        self.timer.timeout.connect(self._look_up)
+
+    def start(self) -> None:
+        """Begin looking things up (the first job imports torch, in the background)."""
+        if self.started:
+            return
+        self.started = True
+        self.jobs.submit("devices", probes.probe_devices)
+        self.jobs.submit("warm-up", probes.warm_up)
+        self._look_up()
+
+    def close(self) -> None:
+        self.timer.stop()
+        self.jobs.close(timeout=1.0)
+
+    def config_changed(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self._update_device_error()
+        comparison = getattr(cfg, "comparison", None)
+        self.window.form.set_external_error(
+            "comparison.baselines",
+            "the window trains one experiment at a time; clear this list, or run the comparison with "
+            "mgd-train and open its runs here" if comparison is not None and comparison.baselines else None)
+        if self.started:
+            self.timer.start()
+
+    # -- asking -------------------------------------------------------------------------
+    def _shape(self) -> tuple[int, int]:
+        if self.shape is not None:
+            return self.shape
+        return KNOWN_SHAPES.get(self.cfg.data.dataset if self.cfg else "demo", (10, 3))
+
+    def _ask(self, kind: str, key: Any, fn, *args) -> None:
+        if self.asked.get(kind) == key:
+            return
+        self.asked[kind] = key
+        self.jobs.submit(kind, fn, *args)
+
+    def _look_up(self) -> None:
+        cfg = self.cfg
+        if cfg is None:
+            return
+        d = cfg.data
+        data_key = (d.dataset, d.root, d.image_size, d.test_fraction)
+        if data_key != self.data_key:
+            self.data_key = data_key
+            self.shape = None
+            self.window.preview.show_loading()
+            self.jobs.submit("dataset", probes.dataset_overview,
+                             {"dataset": d.dataset, "root": d.root, "image_size": d.image_size,
+                              "test_fraction": d.test_fraction})
+        classes, channels = self._shape()
+        for role in ("teacher", "student"):
+            arch = getattr(cfg, role).arch
+            for summary in (self.window.teacher_summary, self.window.student_summary):
+                known = summary.counts.get(role)
+                if not known or known[0] != arch:
+                    summary.set_count(role, arch, None)
+            self._ask(f"params:{role}", (arch, classes, channels), _count, role, arch, classes, channels)
+        path = cfg.teacher.checkpoint
+        if path:
+            self._ask("checkpoint", (path, cfg.teacher.arch, classes, channels), _check, path, cfg.teacher.arch,
+                      classes, channels)
+        else:
+            self.asked.pop("checkpoint", None)
+            self.window.form.set_external_error("teacher.checkpoint", None)
+
+    def _update_device_error(self) -> None:
+        cfg = self.cfg
+        combo = self.window.devices
+        if cfg is None:
+            return
+        reason = None
+        if not combo.available(cfg.device):
+            reason = f"{cfg.device!r} is not available on this machine; choose auto, cpu or a GPU listed"
+        self.window.form.set_external_error("device", reason)
+
+    # -- answers ------------------------------------------------------------------------
+    def _done(self, kind: str, token: int, result: Any, error: Any) -> None:
+        w = self.window
+        if kind == "warm-up":
+            self.warm = True
+            return
+        if kind == "devices":
+            w.devices.set_found(result or [])
+            if error is not None:
+                w.log.add(f"Could not list the GPUs: {error}", "warning")
+            if self.cfg is not None:
+                w.devices.show_device(self.cfg.device)
+            self._update_device_error()
+            return
+        if not self.jobs.is_latest(kind, token):
+            return  # an answer to a question the user has moved on from
+        if kind == "dataset":
+            if error is not None:
+                w.preview.show_error(str(error))
+                return
+            w.preview.show_overview(result)
+            shape = (len(result["classes"]), int(result["in_channels"]))
+            if shape != self.shape:
+                self.shape = shape
+                self._look_up()
+        elif kind.startswith("params:"):
+            role, arch, count = result if result else (kind.split(":")[1], "", None)
+            for summary in (w.teacher_summary, w.student_summary):
+                if arch:
+                    summary.set_count(role, arch, count)
+        elif kind == "checkpoint":
+            if error is not None:
+                reason = f"cannot check the checkpoint: {error}"
+            else:
+                reason = result
+            w.form.set_external_error("teacher.checkpoint", reason)
+
+
+def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str, int]:
+    return role, arch, probes.parameter_count(arch, classes, channels)
+
+
+def _check(path: str, arch: str, classes: int, channels: int) -> str | None:
+    return probes.check_teacher_checkpoint(path, arch, classes, channels)

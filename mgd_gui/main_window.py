@@ -1,0 +1,553 @@
+"""The main window: docks, toolbar and menus around the form, the plots and the runs.
+
+It owns no training logic: it edits a config, hands it to :class:`EngineRunner`, and
+feeds the engine's events to a :class:`RunRecord` that the plots draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
+                               QWidget)
+
+from engine.config import ExperimentConfig, load_config, save_config, to_dict
+from engine.errors import MGDError
+from engine.runs import read_metrics, run_info
+from mgd_gui import paths, theme
+from mgd_gui.background import Lookups
+from mgd_gui.icons import icon
+from mgd_gui.plots.area import PlotArea
+from mgd_gui.run.error_dialog import error_dialog
+from mgd_gui.run.log_panel import LogPanel
+from mgd_gui.run.progress import ProgressModel, ProgressWidget, format_duration
+from mgd_gui.run.record import RunRecord
+from mgd_gui.run.worker import EngineRunner
+from mgd_gui.runs_panel import RunsPanel
+from mgd_gui.settings import Settings
+from mgd_gui.setup.form import ConfigForm
+from mgd_gui.setup.toolbar_widgets import DeviceCombo, PresetCombo
+
+WINDOW_TITLE = "MGD Studio"
+STYLE = """
+QLineEdit[invalid="true"], QTableWidget[invalid="true"], QComboBox[invalid="true"], QCheckBox[invalid="true"] {
+    border: 1px solid #e5484d; border-radius: 2px; }
+QListWidget#sections { font-weight: 500; }
+QListWidget#sections::item { padding: 5px 4px; }
+"""
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, config_path: str | Path | None = None, *, engine=None, probe: bool = True,
+                 settings: Settings | None = None):
+        super().__init__()
+        self.setWindowTitle(WINDOW_TITLE)
+        self.setWindowIcon(icon("app"))
+        self.setObjectName("MainWindow")
+        self.settings = settings or Settings()
+        self.runs_root = paths.runs_root()
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        self.state = "idle"  # idle, running, pausing, paused, stopping
+        self.current_file: Path | None = None
+        self.preset_path: str | None = None
+        self.live: RunRecord | None = None
+        self.progress_model: ProgressModel | None = None
+        self.last_failure: dict | None = None
+        self.error_box: QMessageBox | None = None
+        self.export_dialog = None
+        self._closing = False
+        self._records: dict[Path, tuple[float, RunRecord]] = {}
+
+        self.runner = EngineRunner(engine, self)
+        self.runner.event.connect(self._on_event)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+
+        self._build_widgets()
+        self._build_actions()
+        self._build_docks()
+        self.lookups = Lookups(self)
+        self.form.changed.connect(self._on_config_changed)
+        self.form.validity_changed.connect(lambda *_: self._update_actions())
+        self.setStyleSheet(STYLE)
+
+        self.load_path(Path(config_path) if config_path else paths.demo_preset(), initial=True)
+        self._restore_settings()
+        self._update_actions()
+        if probe:
+            QTimer.singleShot(200, self.lookups.start)
+
+    # -- building ----------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        from mgd_gui.setup.data_preview import DataPreview
+        from mgd_gui.setup.model_summary import ModelSummary
+
+        self.form = ConfigForm()
+        self.form.setMinimumWidth(370)
+        self.preview = DataPreview()
+        self.form.add_extra("data", self.preview)
+        self.teacher_summary = ModelSummary()
+        self.student_summary = ModelSummary()
+        self.form.add_extra("teacher", self.teacher_summary)
+        self.form.add_extra("student", self.student_summary)
+        self.plots = PlotArea()
+        self.setCentralWidget(self.plots)
+        self.log = LogPanel()
+        self.runs = RunsPanel(self.runs_root)
+        self.runs.selection_changed.connect(self._on_runs_selected)
+        self.runs.open_requested.connect(self.reopen_run)
+        self.runs.resume_requested.connect(self.resume_run)
+        self.runs.export_requested.connect(self.show_export)
+        self.progress = ProgressWidget()
+        self.statusBar().addWidget(self.progress, 1)
+        self.device_label = QLabel()
+        self.statusBar().addPermanentWidget(self.device_label)
+        self.presets = PresetCombo()
+        self.presets.preset_chosen.connect(self.load_preset)
+        self.devices = DeviceCombo()
+        self.devices.device_chosen.connect(lambda value: self.form.set_field("device", value))
+
+    def _action(self, key: str, text: str, slot, shortcuts=(), tip: str = "", icon_name: str | None = None) -> QAction:
+        action = QAction(icon(icon_name or key), text, self)
+        if shortcuts:
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.setToolTip(f"{tip or text} ({', '.join(QKeySequence(s).toString() for s in shortcuts)})"
+                          if shortcuts else (tip or text))
+        action.setStatusTip(tip or text)
+        action.triggered.connect(slot)
+        self.actions_[key] = action
+        return action
+
+    def _build_actions(self) -> None:
+        self.actions_: dict[str, QAction] = {}
+        a = self._action
+        a("run", "Run", self.start_run, ["Ctrl+R"], "Train the experiment: teacher, self-analysis, student")
+        a("pause", "Pause", self.toggle_pause, ["Ctrl+P"], "Pause the run after the current step, or resume it")
+        a("stop", "Stop", self.stop_run, ["Ctrl+.", "Esc"], "Stop the run; its checkpoint is kept for resuming")
+        a("open", "Open…", self.open_dialog, [QKeySequence.StandardKey.Open], "Open an experiment YAML file")
+        a("save", "Save", self.save, [QKeySequence.StandardKey.Save], "Save the experiment as YAML")
+        a("save_as", "Save As…", self.save_as, ["Ctrl+Shift+S"], "Save the experiment under a new name", "save")
+        a("export", "Export…", lambda: self.show_export(None), ["Ctrl+E"], "Export a run's student")
+        a("quit", "Quit", self.close, [QKeySequence.StandardKey.Quit], "Quit MGD Studio", "stop")
+        for act in self.actions_.values():
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+
+        bar = QToolBar("Main")
+        bar.setObjectName("toolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for key in ("run", "pause", "stop"):
+            bar.addAction(self.actions_[key])
+        bar.addSeparator()
+        for key in ("open", "save", "export"):
+            bar.addAction(self.actions_[key])
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Preset "))
+        bar.addWidget(self.presets)
+        bar.addWidget(QLabel("  Device "))
+        bar.addWidget(self.devices)
+        self.addToolBar(bar)
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        for key in ("open", "save", "save_as"):
+            file_menu.addAction(self.actions_[key])
+        file_menu.addSeparator()
+        file_menu.addAction(self.actions_["export"])
+        file_menu.addSeparator()
+        file_menu.addAction(self.actions_["quit"])
+        run_menu = menu.addMenu("&Run")
+        for key in ("run", "pause", "stop"):
+            run_menu.addAction(self.actions_[key])
+        self.view_menu = menu.addMenu("&View")
+        theme_menu = self.view_menu.addMenu("Theme")
+        group = QActionGroup(self)
+        self.theme_actions: dict[str, QAction] = {}
+        for name in theme.THEMES:
+            act = QAction(name.capitalize(), self, checkable=True)
+            act.triggered.connect(lambda _=False, n=name: self.set_theme(n))
+            group.addAction(act)
+            theme_menu.addAction(act)
+            self.theme_actions[name] = act
+        self.view_menu.addSeparator()
+        reset = QAction("Reset layout", self)
+        reset.triggered.connect(self.reset_layout)
+        self.view_menu.addAction(reset)
+        help_menu = menu.addMenu("&Help")
+        about = QAction("About MGD Studio", self)
+        about.triggered.connect(self.about)
+        help_menu.addAction(about)
+
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
+                         QDockWidget.DockWidgetFeature.DockWidgetFloatable |
+                         QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        self.view_menu.insertAction(self.view_menu.actions()[0], dock.toggleViewAction())
+        return dock
+
+    def _build_docks(self) -> None:
+        self.setDockNestingEnabled(True)
+        self.experiment_dock = self._dock("Experiment", "experimentDock", self.form, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.runs_dock = self._dock("Runs", "runsDock", self.runs, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.log_dock = self._dock("Log", "logDock", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.splitDockWidget(self.runs_dock, self.log_dock, Qt.Orientation.Horizontal)
+        self.resizeDocks([self.experiment_dock], [420], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.runs_dock, self.log_dock], [760, 420], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.runs_dock], [190], Qt.Orientation.Vertical)
+        self._default_state = self.saveState()
+
+    # -- settings ----------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        geometry = self.settings.get("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        state = self.settings.get("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        self.set_theme(self.settings.get("view/theme", "system", str), save=False)
+        self.form.sections.setCurrentRow(self.settings.get("view/section", 0, int))
+        self.plots.tabs.setCurrentIndex(self.settings.get("view/plot_tab", 0, int))
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.set("window/geometry", self.saveGeometry())
+        s.set("window/state", self.saveState())
+        s.set("view/section", self.form.sections.currentRow())
+        s.set("view/plot_tab", self.plots.tabs.currentIndex())
+        s.sync()
+
+    def set_theme(self, name: str, save: bool = True) -> None:
+        if name not in theme.THEMES:
+            name = "system"
+        theme.apply_theme(QApplication.instance(), name)
+        self.setStyleSheet("")  # widgets polished under a style sheet keep their old palette otherwise
+        self.setStyleSheet(STYLE)
+        self.theme_actions[name].setChecked(True)
+        self.plots.apply_theme()
+        self.form.restyle()
+        if save:
+            self.settings.set("view/theme", name)
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+        for dock in (self.experiment_dock, self.runs_dock, self.log_dock):
+            dock.show()
+
+    # -- files -------------------------------------------------------------------------
+    def load_path(self, path: Path, initial: bool = False) -> bool:
+        try:
+            cfg = load_config(path)
+        except MGDError as exc:
+            if initial:
+                self.log.add(f"Could not load {path}: {exc}", "error")
+                self.form.set_config(ExperimentConfig())
+            else:
+                QMessageBox.warning(self, "Cannot open the experiment", str(exc))
+            return False
+        is_preset = path.parent.resolve() == (paths.resources_dir() / "presets").resolve()
+        self.preset_path = str(path) if is_preset else None
+        self._preset_dict = to_dict(cfg) if is_preset else None
+        self.current_file = None if is_preset else path
+        self.form.set_config(cfg)
+        self.presets.show_preset(self.preset_path)
+        self.log.add(f"Loaded {'preset ' + path.stem if is_preset else path}")
+        return True
+
+    def load_preset(self, path: str) -> None:
+        self.load_path(Path(path))
+
+    def open_dialog(self) -> None:
+        start = self.settings.get("files/last_dir", str(Path.home()), str)
+        path, _ = QFileDialog.getOpenFileName(self, "Open an experiment", start, "Experiments (*.yaml *.yml)")
+        if path:
+            self.settings.set("files/last_dir", str(Path(path).parent))
+            self.load_path(Path(path))
+
+    def save(self) -> None:
+        if self.current_file is None:
+            self.save_as()
+        else:
+            self.save_to(self.current_file)
+
+    def save_as(self) -> None:
+        start = self.settings.get("files/last_dir", str(Path.home()), str)
+        name = f"{self.form.config().name or 'experiment'}.yaml"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the experiment", str(Path(start) / name),
+                                              "Experiments (*.yaml *.yml)")
+        if path:
+            self.settings.set("files/last_dir", str(Path(path).parent))
+            self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> None:
+        if self.form.errors():
+            self.log.add("Saving a set-up with problems: fields with unreadable text keep their last valid value",
+                         "warning")
+        try:
+            save_config(self.form.config(), path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Cannot save the experiment", f"{path}: {exc}")
+            return
+        self.current_file = path
+        self.log.add(f"Saved {path}")
+
+    # -- the form ----------------------------------------------------------------------
+    def _on_config_changed(self, cfg: ExperimentConfig) -> None:
+        if self.preset_path and getattr(self, "_preset_dict", None) != to_dict(cfg):
+            self.presets.show_preset(None)
+        elif self.preset_path:
+            self.presets.show_preset(self.preset_path)
+        self.devices.show_device(cfg.device)
+        teacher_sched = self.form.group("teacher.schedule")
+        loaded = bool(cfg.teacher.checkpoint)
+        teacher_sched.setEnabled(not loaded)
+        teacher_sched.setTitle("Schedule (not used: the teacher is loaded)" if loaded else "Schedule")
+        self.lookups.config_changed(cfg)
+        self._update_actions()
+
+    # -- run control -------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        busy = self.runner.active or self.state != "idle"
+        act = self.actions_
+        act["run"].setEnabled(not busy and self.form.is_valid())
+        act["pause"].setEnabled(self.state in ("running", "paused"))
+        paused = self.state in ("paused", "pausing")
+        act["pause"].setText("Resume" if paused else "Pause")
+        act["pause"].setIcon(icon("resume" if paused else "pause"))
+        act["stop"].setEnabled(self.state in ("running", "pausing", "paused"))
+        self.runs.set_busy(busy)
+        tip = "Train the experiment" if self.form.is_valid() else "Fix the marked fields first"
+        act["run"].setStatusTip(tip)
+
+    def start_run(self) -> None:
+        if self.runner.active or self.state != "idle" or not self.form.is_valid():
+            return
+        cfg = self.form.config()
+        self._begin(RunRecord(label=cfg.name), ProgressModel.plan_from_config(to_dict(cfg)))
+        self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
+                     f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
+        self.runner.start(cfg, runs_root=self.runs_root)
+
+    def resume_run(self, path: Path) -> None:
+        if self.runner.active or self.state != "idle":
+            QMessageBox.information(self, "A run is in progress", "Wait for the current run to end, or stop it.")
+            return
+        info = run_info(path)
+        if not info.resumable:
+            QMessageBox.information(self, "Nothing to resume", f"The run {info.name} is {info.status}.")
+            return
+        record = RunRecord.from_events(read_metrics(path), path, self._label(info))
+        record.status = "running"
+        self._begin(record, ProgressModel.plan_from_config(info.config))
+        self.log.add(f"Resuming {path}")
+        self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
+
+    def _begin(self, record: RunRecord, plan: dict) -> None:
+        self.live = record
+        self.last_failure = None
+        self.progress_model = ProgressModel(plan)
+        self.progress.begin(self.progress_model)
+        self.plots.set_records([record])
+        self._set_state("running")
+
+    def toggle_pause(self) -> None:
+        if self.state == "running":
+            self.runner.pause()
+            self._set_state("pausing")
+            self.progress.set_text("Pausing after the current step…")
+        elif self.state in ("paused", "pausing"):
+            self.runner.resume()
+            if self.progress_model:
+                self.progress_model.resumed()
+            self._set_state("running")
+
+    def stop_run(self) -> None:
+        if self.state in ("running", "pausing", "paused"):
+            self.runner.stop()
+            self._set_state("stopping")
+            self.progress.set_text("Stopping: writing the checkpoint…")
+            self.log.add("Stop requested; the run ends after the current step and keeps its checkpoint")
+
+    # -- engine events -----------------------------------------------------------------
+    def _on_event(self, e: dict) -> None:
+        record = self.live
+        if record is None:
+            return
+        record.feed(e)
+        kind = e.get("event")
+        model = self.progress_model
+        if kind == "StepLosses" and model:
+            model.step_done(e["stage"], e["epoch"], e["step"], e["steps"])
+            self.progress.refresh()
+        elif kind == "StageStarted" and model:
+            model.stage_started(e["stage"], e.get("steps_per_epoch", 0), e.get("start_epoch", 0))
+            self.progress.refresh()
+            self.log.add(f"{e['stage']}: {e['epochs']} epochs × {e['steps_per_epoch']} steps, "
+                         f"{e.get('parameters', 0):,} trainable parameters")
+        elif kind == "EpochEnd":
+            self.log.add(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}: loss {e['losses'].get('total', 0):.4f}, "
+                         f"train {e['train_acc']:.2f}%, test {e['test_acc']:.2f}% ({e['seconds']:.1f} s)")
+        elif kind == "Log":
+            self.log.add(e.get("message", ""), e.get("level", "info"))
+        elif kind == "RunStarted":
+            record.run_dir = Path(e["run_dir"])
+            self.device_label.setText(e.get("device", ""))
+            self.runs.set_active(record.run_dir)
+            self.runs.select([record.run_dir])
+            self.log.add(f"Run folder: {e['run_dir']}")
+        elif kind == "Paused":
+            if model:
+                model.paused()
+            if self.state == "pausing":
+                self._set_state("paused")
+            self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
+        elif kind == "Resumed":
+            if self.state in ("paused", "pausing"):
+                self._set_state("running")
+        elif kind == "StageFinished":
+            self.log.add(f"{e['stage']} stage finished in {format_duration(e['seconds'])}")
+            self.runs.refresh()
+        elif kind == "HeadAccuracies":
+            heads = ", ".join(f"d={h['dim']} T={h['temperature']:g}: {h['test_acc']:.2f}%" for h in e["heads"])
+            self.log.add(f"heads (best test accuracy): {heads}")
+        elif kind == "Exported":
+            self.log.add("exported: " + ", ".join(f"{k} {v}" for k, v in e["files"].items()))
+
+    def _on_finished(self, summary: dict) -> None:
+        stopped = summary.get("status") == "stopped"
+        if self.live:
+            self.live.status = "stopped" if stopped else "finished"
+            self.live.summary = summary
+        student = summary.get("student") or {}
+        if stopped:
+            text = f"Stopped in the {summary.get('stopped_in', '?')} stage; resume it from the Runs panel"
+        else:
+            acc = student.get("best_acc")
+            text = (f"Finished: student {student.get('arch')} {acc:.2f}% (best, epoch {student.get('best_epoch')})"
+                    if isinstance(acc, (int, float)) else "Finished")
+        self.progress.end(text, complete=not stopped)
+        self.log.add(text)
+        self._run_ended()
+
+    def _on_failed(self, info: dict) -> None:
+        self.last_failure = info
+        if self.live:
+            self.live.status = "failed"
+            self.live.failure = info
+        self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
+        self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
+        self._run_ended()
+        if not self._closing:
+            self.error_box = error_dialog(self, info)
+            self.error_box.open()
+
+    def _run_ended(self) -> None:
+        self._set_state("idle")
+        self.runs.set_active(None)
+        if self.live and self.live.run_dir:
+            self._records.pop(self.live.run_dir, None)
+        self.plots.refresh(force=True)
+        if self._closing:
+            QTimer.singleShot(0, self.close)
+
+    # -- runs --------------------------------------------------------------------------
+    def _label(self, info) -> str:
+        stamp = info.started[11:16] if len(info.started) >= 16 else info.path.name[:15]
+        return f"{info.name} {stamp}" if stamp else info.name
+
+    def record_for(self, path: Path) -> RunRecord:
+        path = Path(path)
+        if self.live is not None and self.live.run_dir == path and self.state != "idle":
+            return self.live
+        metrics = path / "metrics.jsonl"
+        mtime = metrics.stat().st_mtime if metrics.exists() else 0.0
+        cached = self._records.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        info = self.runs.infos.get(path) or run_info(path)
+        record = RunRecord.from_events(read_metrics(path), path, self._label(info))
+        record.status = self.runs.status_text(info)
+        self._records[path] = (mtime, record)
+        return record
+
+    def _on_runs_selected(self, selected: list) -> None:
+        if selected:
+            records = [self.record_for(p) for p in selected]
+        else:
+            records = [self.live] if self.live is not None else []
+        self.plots.set_records(records)
+
+    def reopen_run(self, path: Path) -> None:
+        path = Path(path)
+        self.runs.select([path])
+        try:
+            cfg = load_config(path / "config.yaml")
+        except MGDError as exc:
+            self.log.add(f"Could not read the run's set-up: {exc}", "warning")
+        else:
+            self.form.set_config(cfg)
+            self.preset_path = None
+            self.current_file = None
+            self.presets.show_preset(None)
+        record = self.record_for(path)
+        self.log.add(f"— opened {path} ({record.status}) —")
+        for level, message in record.log[-50:]:
+            self.log.add(message, level)
+
+    def show_export(self, path: Path | None) -> None:
+        from mgd_gui.export_dialog import ExportDialog
+        from engine.runs import list_runs
+
+        if path is None:
+            chosen = self.runs.selected_paths()
+            path = chosen[0] if len(chosen) == 1 else (self.live.run_dir if self.live else None)
+        runs = list_runs(self.runs_root)
+        if not any(r.has_student for r in runs):
+            QMessageBox.information(self, "Nothing to export", "No run has a trained student yet.")
+            return
+        self.export_dialog = ExportDialog(runs, path, self)
+        self.export_dialog.exported.connect(lambda files: self.log.add(f"Exported {len(files)} files"))
+        self.export_dialog.open()
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About MGD Studio",
+                          "<b>MGD Studio</b><br>Knowledge distillation with multi-granularity "
+                          "distillation (Shao and Chen, 2021).<br><br>"
+                          f"Runs are kept in {self.runs_root}")
+
+    # -- closing -----------------------------------------------------------------------
+    def confirm_close(self) -> bool:
+        """Ask whether to stop the running experiment and quit (tests replace this)."""
+        answer = QMessageBox.question(
+            self, "A run is in progress",
+            "Stop the run and quit? The run keeps its last checkpoint and can be resumed later.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        if self.runner.active:
+            if not self._closing:
+                if not self.confirm_close():
+                    event.ignore()
+                    return
+                self._closing = True
+                self.runner.stop()
+                self._set_state("stopping")
+                self.progress.set_text("Stopping the run, then closing…")
+            event.ignore()  # closes for real when the run has ended
+            return
+        self.save_settings()
+        self.lookups.close()
+        event.accept()

@@ -1,0 +1,1 @@
+"""Live plots (pyqtgraph): losses, accuracy, granularity heads, noise robustness, classes."""

@@ -1,0 +1,169 @@
+"""Per-class accuracy and the confusion matrix of the latest test evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QComboBox
+
+from mgd_gui.plots.base import PlotPanel
+from mgd_gui.run.record import RunRecord
+from mgd_gui.theme import series_color
+
+MODELS = ("student", "teacher")
+
+
+def per_class_accuracy(confusion: list[list[int]]) -> np.ndarray:
+    m = np.asarray(confusion, dtype=float)
+    if m.ndim != 2 or not m.size:
+        return np.zeros(0)
+    totals = m.sum(axis=1)
+    return np.where(totals > 0, 100.0 * np.diag(m) / np.maximum(totals, 1), np.nan)
+
+
+class _EvaluationPanel(PlotPanel):
+    """A panel showing one model's latest Evaluation, chosen with a drop-down."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.model = QComboBox()
+        self.model.addItem("student (else teacher)", "auto")
+        for m in MODELS:
+            self.model.addItem(m, m)
+        self.model.setToolTip("Whose latest test evaluation to show")
+        self.add_control(self.model)
+        self.model.currentIndexChanged.connect(lambda *_: self.refresh())
+
+    def control_state(self) -> Any:
+        return self.model.currentData()
+
+    def evaluation(self, record: RunRecord) -> tuple[str, dict] | None:
+        chosen = self.model.currentData()
+        for name in (MODELS if chosen == "auto" else (chosen,)):
+            ev = record.evaluations.get(name)
+            if ev and ev.get("confusion"):
+                return name, ev
+        return None
+
+    def data_key(self) -> Any:
+        return tuple((id(r), tuple((k, v.get("epoch"), v.get("accuracy")) for k, v in r.evaluations.items()))
+                     for r in self.records)
+
+
+class ClassAccuracyPanel(_EvaluationPanel):
+    title = "Per-class accuracy"
+    x_label = "class"
+    y_label = "test accuracy (%)"
+    empty_text = "Per-class accuracy appears after the first test evaluation"
+    bar_width = 0.8
+    classes: list[str] = []
+
+    def draw(self) -> None:
+        found = [(r, self.evaluation(r)) for r in self.records]
+        found = [(r, f) for r, f in found if f]
+        self._set_title(f"<b>{self.title}</b>")
+        if not found:
+            return
+        width = 0.8 / len(found)
+        self.bar_width = width
+        classes: list[str] = []
+        for i, (record, (model, ev)) in enumerate(found):
+            acc = per_class_accuracy(ev["confusion"])
+            x = np.arange(len(acc)) - 0.4 + width * (i + 0.5)
+            color = series_color(i if self.compare else (1 if model == "student" else 0))
+            name = self.label(record, f"{model}, epoch {ev.get('epoch')}")
+            self.extra(pg.BarGraphItem(x=x, height=np.nan_to_num(acc), width=width * 0.9, brush=pg.mkBrush(color),
+                                       pen=pg.mkPen(color)), name if self.compare else None)
+            if not self.compare:
+                self._set_title(f"<b>{self.title}</b> · {name}")
+            self.series.append((name, x, acc))
+            classes = classes or list(ev.get("classes") or record.classes) or [str(c) for c in range(len(acc))]
+        self.classes = classes
+        self.set_ticks("bottom", classes)
+        self.item.setXRange(-0.6, len(classes) - 0.4, padding=0)
+        self.item.setYRange(0, 105, padding=0)
+
+    def hover_at(self, x, y, px, py):
+        for name, xs, ys in self.series:
+            if not len(xs):
+                continue
+            i = int(np.argmin(np.abs(xs - x)))
+            if abs(xs[i] - x) <= self.bar_width / 2 and np.isfinite(ys[i]) and i < len(self.classes):
+                return xs[i], ys[i], f"{name}\nclass {self.classes[i]}: {ys[i]:.1f}%"
+        return None
+
+
+class ConfusionPanel(_EvaluationPanel):
+    title = "Confusion matrix"
+    x_label = "predicted class"
+    y_label = "true class"
+    empty_text = "The confusion matrix appears after the first test evaluation"
+    max_text_classes = 12
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.item.invertY(True)
+        self.item.setAspectLocked(False)
+        self.item.showGrid(x=False, y=False)
+        self.matrix = np.zeros((0, 0))
+        self.classes: list[str] = []
+        self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False,
+                                        width=12, label="share of the true class")
+        self._bar_attached = False
+
+    def draw(self) -> None:
+        self.matrix = np.zeros((0, 0))
+        self._set_title(f"<b>{self.title}</b>")
+        found = next(((r, f) for r in self.records if (f := self.evaluation(r))), None)
+        if not found:
+            return
+        record, (model, ev) = found
+        m = np.asarray(ev["confusion"], dtype=float)
+        self.matrix = m
+        self.classes = list(ev.get("classes") or record.classes) or [str(i) for i in range(len(m))]
+        rates = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        image = pg.ImageItem(rates.T)  # ImageItem is indexed [x][y]: x = predicted, y = true
+        image.setRect(-0.5, -0.5, m.shape[1], m.shape[0])
+        self.extra(image)
+        if not self._bar_attached:
+            self.colorbar.setImageItem(image, insert_in=self.item)
+            self._bar_attached = True
+        else:
+            self.colorbar.setImageItem(image)
+        if len(m) <= self.max_text_classes:
+            for t in range(m.shape[0]):
+                for p in range(m.shape[1]):
+                    if m[t, p]:
+                        text = pg.TextItem(str(int(m[t, p])), anchor=(0.5, 0.5),
+                                           color="k" if rates[t, p] > 0.6 else "w")
+                        text.setPos(p, t)
+                        self.extra(text)
+        self.set_ticks("bottom", self.classes)
+        self.set_ticks("left", self.classes)
+        self.item.setRange(xRange=(-0.5, m.shape[1] - 0.5), yRange=(-0.5, m.shape[0] - 0.5), padding=0)
+        prefix = f"{record.label} · " if self.compare else ""
+        self._set_title(f"<b>{self.title}</b> · {prefix}{model}, epoch {ev.get('epoch')}, "
+                                 f"{float(ev.get('accuracy') or 0):.1f}%")
+        # for CSV: one series per true class, x = predicted class index, y = count
+        for t in range(m.shape[0]):
+            self.series.append((f"true {self.classes[t]}", np.arange(m.shape[1], dtype=float), m[t]))
+
+    def hover_at(self, x, y, px, py):
+        m = self.matrix
+        p, t = int(round(x)), int(round(y))
+        if not m.size or not (0 <= t < m.shape[0] and 0 <= p < m.shape[1]):
+            return None
+        total = m[t].sum()
+        share = 100 * m[t, p] / total if total else 0.0
+        return p, t, (f"true {self.classes[t]} → predicted {self.classes[p]}\n"
+                      f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})")
+
+    def csv_rows(self) -> list[list[Any]]:
+        if not self.matrix.size:
+            return [["true \\ predicted"]]
+        rows: list[list[Any]] = [["true \\ predicted", *self.classes]]
+        for t, name in enumerate(self.classes):
+            rows.append([name, *[int(v) for v in self.matrix[t]]])
+        return rows

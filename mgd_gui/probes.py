@@ -1,0 +1,90 @@
+"""Look-ups that need torch, run in the background thread (:mod:`mgd_gui.jobs`).
+
+Plain functions without Qt: each returns plain data (numbers, strings, numpy arrays).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def probe_devices() -> list[tuple[str, str]]:
+    """``[(config value, label)]`` of the devices torch can use here: GPUs with name and memory."""
+    import torch
+
+    found: list[tuple[str, str]] = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            found.append((f"cuda:{i}", f"cuda:{i}  {props.name} ({props.total_memory / 2**30:.0f} GiB)"))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append(("mps", "mps  Apple GPU"))
+    return found
+
+
+def warm_up() -> None:
+    """Import the engine's training modules now, in the background, rather than when the
+    user presses Run (an import holds the interpreter lock, and the window would stutter)."""
+    import engine.evaluate  # noqa: F401
+    import engine.run  # noqa: F401
+    import engine.stages  # noqa: F401
+    import engine.trainer  # noqa: F401
+
+
+def dataset_overview(data: dict, samples: int = 16) -> dict[str, Any]:
+    """Class names, sizes and a few training images (uint8 H x W x C numpy arrays) of a data set."""
+    from engine.data import load_dataset
+
+    bundle = load_dataset(data.get("dataset"), root=data.get("root"), download=False,
+                          image_size=data.get("image_size"), test_fraction=data.get("test_fraction", 0.2),
+                          split_seed=0)
+    labels = bundle.train_labels
+    # one image of each class first, then more in file order, so the grid shows the variety
+    picked: list[int] = []
+    seen: set[int] = set()
+    for i, label in enumerate(labels.tolist()):
+        if label not in seen:
+            seen.add(label)
+            picked.append(i)
+        if len(picked) >= samples:
+            break
+    i = 0
+    while len(picked) < min(samples, len(labels)):
+        if i not in picked:
+            picked.append(i)
+        i += 1
+    images = [bundle.train_images[i].permute(1, 2, 0).contiguous().numpy() for i in picked]
+    return {
+        "name": bundle.name,
+        "classes": list(bundle.classes),
+        "in_channels": bundle.in_channels,
+        "image_size": list(bundle.image_size),
+        "train_size": len(bundle.train_labels),
+        "test_size": len(bundle.test_labels),
+        "samples": [(img, str(bundle.classes[int(labels[i])])) for img, i in zip(images, picked)],
+    }
+
+
+def parameter_count(arch: str, num_classes: int, in_channels: int) -> int:
+    from engine.models import build_model
+
+    model = build_model(arch, num_classes, in_channels)
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_teacher_checkpoint(path: str, arch: str, num_classes: int, in_channels: int) -> str | None:
+    """None when the checkpoint loads into ``arch``, else the engine's reason (the same check the run does)."""
+    from engine.errors import MGDError
+    from engine.models import build_model
+
+    try:
+        from engine.models.checkpoint import load_weights
+    except ImportError:
+        return None  # this engine has no checkpoint loader to ask: the run will tell
+    model = build_model(arch, num_classes, in_channels)
+    try:
+        load_weights(model, path, arch)
+    except MGDError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,1 @@
+"""Running the engine: the worker thread, progress, log and error reporting."""

@@ -1,0 +1,163 @@
+"""The engine in a background thread, its events delivered to the GUI thread as Qt signals.
+
+``run_experiment`` runs synchronously, so it gets a plain Python thread; the thread
+imports the engine's heavy parts (torch) itself. Each engine event is turned into a
+dict in the worker thread and emitted through ``event``; Qt queues it to the GUI thread
+(the runner lives there). Exactly one of ``finished`` or ``failed`` ends every run,
+after all of its events.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.control import RunControl
+
+Engine = Callable[..., dict]
+WORKER_NICE = 0  # nice value of the engine thread (0 normal, 19 lowest): 0 keeps its fair share
+NICE_ENV = "MGD_STUDIO_WORKER_NICE"  # overrides WORKER_NICE (0 keeps the normal priority)
+WORKER_BATCH = True  # SCHED_BATCH for the engine thread
+BATCH_ENV = "MGD_STUDIO_WORKER_BATCH"
+
+
+def _real_engine(*args: Any, **kwargs: Any) -> dict:
+    from engine.run import run_experiment  # torch loads here, in the worker thread
+
+    return run_experiment(*args, **kwargs)
+
+
+class EngineRunner(QObject):
+    event = Signal(object)  # an event as a dict
+    finished = Signal(object)  # the summary (status "finished" or "stopped")
+    failed = Signal(object)  # {"message", "kind", "stage", "details", "run_dir"}
+
+    def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.engine = engine or _real_engine
+        self.control: RunControl | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: dict | None = None
+        self._ended = threading.Event()
+        self.run_dir: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        """True from ``start`` until the run has ended (its last signal is on its way)."""
+        return self._thread is not None and self._thread.is_alive() and not self._ended.is_set()
+
+    def start(self, config=None, *, run_dir: str | Path | None = None, runs_root: str | Path,
+              resume: bool = False) -> None:
+        if self.active:
+            raise RuntimeError("a run is already in progress")
+        if self._thread is not None:
+            self._thread.join(5.0)  # the last run's thread is past its final signal: let it exit
+        self._ended.clear()
+        self.control = RunControl()
+        self._failure = None
+        self.run_dir = Path(run_dir) if run_dir else None
+        kwargs = dict(run_dir=run_dir, runs_root=str(runs_root), subscribers=[self._forward],
+                      control=self.control, resume=resume)
+        self._thread = threading.Thread(target=self._work, args=(config, kwargs), name="mgd-engine", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        if self.control:
+            self.control.pause()
+
+    def resume(self) -> None:
+        if self.control:
+            self.control.resume()
+
+    def stop(self) -> None:
+        if self.control:
+            self.control.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ends (for shutdown); True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- worker thread ------------------------------------------------------------------
+    def _forward(self, event: Any) -> None:
+        data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        if data.get("event") == "RunFailed":
+            self._failure = {k: data.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
+        elif data.get("event") == "RunStarted" and data.get("run_dir"):
+            self.run_dir = Path(data["run_dir"])
+        self._emit(self.event, data)
+
+    def _emit(self, signal: Any, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the window is gone; the run still ends cleanly
+            pass
+
+    def _work(self, config: Any, kwargs: dict) -> None:
+        lower_thread_priority()
+        try:
+            summary = self.engine(config, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes to the GUI, none kills it
+            failure = self._failure or {}
+            info = {
+                "message": failure.get("message") or f"{type(exc).__name__}: {exc}",
+                "kind": failure.get("kind") or ("input" if _is_input_error(exc) else "error"),
+                "stage": failure.get("stage") or "setup",
+                "details": failure.get("details") or traceback.format_exc(),
+                "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
+                "time": time.time(),
+            }
+            self._ended.set()
+            self._emit(self.failed, info)
+            return
+        self._ended.set()
+        self._emit(self.finished, summary if isinstance(summary, dict) else {})
+
+
+def lower_thread_priority(nice: int | None = None, batch: bool | None = None) -> None:
+    """Make the calling thread (and the compute threads it starts, which inherit it) yield
+    the CPU to the GUI thread, so that on a machine with few cores the window stays
+    responsive while the run uses every core.
+
+    Linux only, where a thread's nice value and scheduling policy are its own (elsewhere
+    they would slow the whole process). ``SCHED_BATCH`` keeps the run's fair share against
+    other programs but stops it preempting the GUI thread; a positive ``nice`` also lowers
+    that share. ``MGD_STUDIO_WORKER_NICE`` and ``MGD_STUDIO_WORKER_BATCH`` (0/1) override
+    the defaults.
+    """
+    if nice is None:
+        try:
+            nice = int(os.environ.get(NICE_ENV, WORKER_NICE))
+        except ValueError:
+            nice = WORKER_NICE
+    if batch is None:
+        batch = os.environ.get(BATCH_ENV, "1" if WORKER_BATCH else "0") not in ("0", "", "false", "no")
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    if batch and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass
+    if nice > 0 and hasattr(os, "setpriority"):
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, max(current, nice)))
+        except OSError:  # not allowed here: run at normal priority
+            pass
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    from engine.errors import InputError
+
+    return isinstance(exc, InputError)

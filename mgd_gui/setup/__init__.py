@@ -1,0 +1,1 @@
+"""Experiment set-up: the schema-driven form and the widgets around it."""
