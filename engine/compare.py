@@ -75,7 +75,11 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
         rows.append(row)
 
     students = []
-    for (baseline, mode), runs in sorted(groups.items()):
+    def order(key: tuple[str, str]) -> tuple:  # as the rows: the student alone last, then MGD off, on
+        baseline, mode = key
+        return (baseline == "none", baseline, MODES.index(mode) if mode in MODES else len(MODES), mode)
+
+    for (baseline, mode), runs in sorted(groups.items(), key=lambda item: order(item[0])):
         first = runs[0]
         sizes = [((r.get("export") or {}).get("bytes") or {}).get("weights") for r in runs]
         students.append({
@@ -91,27 +95,63 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
     return {"rows": rows, "students": students, "teacher": {"mean": t_mean, "std": t_std, "n": t_n}}
 
 
-def to_markdown(table: dict[str, Any]) -> str:
-    lines = ["| baseline | MGD off | + MGD granularity | + MGD stable | difference | beyond seed spread |",
-             "|---|---|---|---|---|---|"]
+#: column titles of the two tables (Markdown and the studio's comparison view)
+BASELINE_HEADERS = ("baseline", "MGD off", "+ MGD granularity", "+ MGD stable", "difference", "beyond seed spread")
+STUDENT_HEADERS = ("baseline", "mode", "student", "parameters", "exported (KiB)", "CPU ms / image", "ECE (%)",
+                   "output noise")
+STUDENT_ALONE = "student alone (no teacher)"
+
+
+def baseline_label(name: str) -> str:
+    """How a baseline is named in the tables (``none`` is the student trained alone)."""
+    return STUDENT_ALONE if name == "none" else name
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def table_cells(table: dict[str, Any]) -> dict[str, Any]:
+    """The table of :func:`comparison_table` as text cells: ``baselines`` and ``students``
+    (lists of rows, columns as in :data:`BASELINE_HEADERS` and :data:`STUDENT_HEADERS`) and
+    ``note`` (the teacher's accuracy and how to read the table; empty without a teacher).
+
+    :func:`to_markdown` and the studio's comparison view both show these cells."""
+    baselines = []
     for row in table["rows"]:
         cells = [_fmt(row[m]["mean"], row[m]["std"], row[m]["n"]) for m in MODES]
         diff = f"{row['difference']:+.2f}" if "difference" in row else "-"
         beyond = {True: "yes", False: "no", None: "- (one seed)"}.get(row.get("beyond_spread"), "-") \
             if "difference" in row else "-"
-        name = "student alone (no teacher)" if row["baseline"] == "none" else row["baseline"]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff} | {beyond} |")
-    t = table["teacher"]
-    if t["n"]:
-        lines.append(f"\nTeacher: {_fmt(t['mean'], t['std'], t['n'])} %. Accuracies are the best test top-1 "
-                     "in percent, mean ± standard deviation over seeds; the difference is the better MGD mode "
-                     "minus MGD off, and it exceeds the spread when larger than the two deviations combined.")
-    lines += ["", "| baseline | mode | student | parameters | exported (KiB) | CPU ms / image | ECE (%) | output noise |",
-              "|---|---|---|---|---|---|---|---|"]
+        baselines.append([baseline_label(row["baseline"]), *cells, diff, beyond])
+    students = []
     for s in table["students"]:
         kib = f"{s['exported_kib']:.0f}" if s["exported_kib"] else "-"
-        lines.append(f"| {s['baseline']} | {s['mode']} | {s['arch']} | {s['params']:,} | {kib} | "
-                     f"{s['cpu_latency_ms']:.2f} | {s['ece']:.2f} | {s['output_noise']:.4f} |")
+        students.append([baseline_label(s["baseline"]), s["mode"], str(s["arch"] or "-"), _num(s["params"], ","),
+                         kib, _num(s["cpu_latency_ms"], ".2f"), _num(s["ece"], ".2f"),
+                         _num(s["output_noise"], ".4f")])
+    t = table["teacher"]
+    note = ""
+    if t["n"]:
+        note = (f"Teacher: {_fmt(t['mean'], t['std'], t['n'])} %. Accuracies are the best test top-1 "
+                "in percent, mean ± standard deviation over seeds; the difference is the better MGD mode "
+                "minus MGD off, and it exceeds the spread when larger than the two deviations combined.")
+    return {"baselines": baselines, "students": students, "note": note}
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    cells = table_cells(table)
+
+    def md_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+        return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] +
+                ["| " + " | ".join(row) + " |" for row in rows])
+
+    lines = md_table(BASELINE_HEADERS, cells["baselines"])
+    if cells["note"]:
+        lines.append("\n" + cells["note"])
+    lines += [""] + md_table(STUDENT_HEADERS, cells["students"])
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +177,7 @@ def write_table(table: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "comparison.md", "csv": out / "comparison.csv", "json": out / "comparison.json"}
     paths["markdown"].write_text(to_markdown(table), encoding="utf-8")
-    paths["csv"].write_text(to_csv(table), encoding="utf-8")
+    paths["csv"].write_text(to_csv(table), encoding="utf-8", newline="")
     paths["json"].write_text(json.dumps(table, indent=2), encoding="utf-8")
     return paths
 

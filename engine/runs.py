@@ -1,14 +1,17 @@
 """Run folders as a collection: list them, read their metrics, export their student.
 
 A run folder (written by :func:`engine.run.run_experiment`) holds ``config.yaml``,
-``metrics.jsonl``, ``summary.json``, ``checkpoints/`` and ``export/``. This module reads
-them without Qt, for the GUI's runs panel and for scripts. Listing runs imports no torch;
+``metrics.jsonl``, ``summary.json``, ``checkpoints/`` and ``export/``. A comparison folder
+(written by :func:`engine.compare.run_comparison`) holds the comparison's ``config.yaml``
+and one run folder per job, ``s<seed>-<baseline>-<mode>``. This module reads them without
+Qt, for the GUI's runs panel and for scripts. Listing runs imports no torch;
 :func:`export_run` does (it rebuilds the student).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +25,9 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 CARD_FILE = "model_card.yaml"
+
+#: the name of a run folder inside a comparison folder (see engine.compare.comparison_runs)
+COMPARISON_JOB = re.compile(r"s\d+-[^-]+-[^-]+")
 
 #: statuses after which ``run_experiment(resume=True)`` can continue the run
 RESUMABLE = ("stopped", "failed", "running", "unknown")
@@ -48,6 +54,13 @@ class RunInfo:
     error: str = ""
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    comparison: str = ""  # the name of the comparison the run belongs to ("" for a run of its own)
+    comparison_dir: Path | None = None  # that comparison's folder
+
+    @property
+    def label(self) -> str:
+        """The run's name for lists: a comparison's runs as ``<comparison> › <job folder>``."""
+        return f"{self.comparison} › {self.path.name}" if self.comparison else self.name
 
     @property
     def has_student(self) -> bool:
@@ -80,7 +93,12 @@ def _number(value: Any) -> float | None:
 
 def run_info(run_dir: str | Path) -> RunInfo:
     """The key figures of one run folder (tolerates a missing or partial summary)."""
-    path = Path(run_dir)
+    return _run_info(Path(run_dir), None)
+
+
+def _run_info(path: Path, comparison: dict[str, Any] | None) -> RunInfo:
+    if comparison is None:
+        comparison = _comparison_of(path)
     config = _read_yaml(path / CONFIG_FILE)
     summary = _read_json(path / SUMMARY_FILE)
     teacher = summary.get("teacher") or {}
@@ -96,7 +114,9 @@ def run_info(run_dir: str | Path) -> RunInfo:
         mode=str(summary.get("mode") or (config.get("granularity") or {}).get("mode") or ""),
         distiller=str(summary.get("distiller") or (config.get("distiller") or {}).get("name") or ""),
         dataset=str((summary.get("data") or {}).get("dataset") or (config.get("data") or {}).get("dataset") or ""),
-        teacher_arch=str(teacher.get("arch") or cfg_teacher.get("arch") or ""),
+        # a run without a teacher (the student alone, online MGD) says so with "arch": null
+        teacher_arch="" if "arch" in teacher and teacher["arch"] is None else
+        str(teacher.get("arch") or cfg_teacher.get("arch") or ""),
         teacher_acc=_number(teacher.get("test_acc")),
         student_arch=str(student.get("arch") or cfg_student.get("arch") or ""),
         student_acc=_number(student.get("best_acc")),
@@ -106,18 +126,48 @@ def run_info(run_dir: str | Path) -> RunInfo:
         error=str(summary.get("error") or ""),
         summary=summary,
         config=config,
+        **comparison,
     )
 
 
+def _comparison_of(path: Path) -> dict[str, Any]:
+    """``comparison`` and ``comparison_dir`` of a run folder inside a comparison folder."""
+    parent = path.parent
+    if not (COMPARISON_JOB.fullmatch(path.name) and (parent / CONFIG_FILE).is_file()):
+        return {}
+    return {"comparison": str(_read_yaml(parent / CONFIG_FILE).get("name") or parent.name), "comparison_dir": parent}
+
+
+def _comparison_jobs(folder: Path) -> list[Path]:
+    """The run folders of a comparison folder (none for an ordinary run folder)."""
+    try:
+        children = list(folder.iterdir())
+    except OSError:
+        return []
+    return [c for c in children if COMPARISON_JOB.fullmatch(c.name) and c.is_dir() and (c / CONFIG_FILE).is_file()]
+
+
 def list_runs(root: str | Path) -> list[RunInfo]:
-    """Every run folder directly under ``root`` (a folder with a ``config.yaml``), newest first."""
+    """Every run folder under ``root``, newest first: the folders directly under it with a
+    ``config.yaml``, and the runs of each comparison folder there (``mgd-train`` with
+    ``comparison.baselines``), whose :attr:`RunInfo.comparison` names the comparison.
+    A comparison folder itself is no run and is not listed."""
     root = Path(root)
     if not root.is_dir():
         return []
     runs = []
     for child in root.iterdir():
-        if child.is_dir() and (child / CONFIG_FILE).is_file():
-            runs.append(run_info(child))
+        if not (child.is_dir() and (child / CONFIG_FILE).is_file()):
+            continue
+        jobs = _comparison_jobs(child)
+        if jobs:
+            name = _read_yaml(child / CONFIG_FILE).get("name") or child.name
+            comparison = {"comparison": str(name), "comparison_dir": child}
+            runs.extend(_run_info(job, comparison) for job in jobs)
+            continue
+        info = _run_info(child, {})
+        if not (info.config.get("comparison") or {}).get("baselines"):  # else a comparison with no run yet
+            runs.append(info)
 
     def started(info: RunInfo) -> tuple[str, float]:
         try:

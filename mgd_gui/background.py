@@ -4,6 +4,7 @@ checkpoint fits the chosen architecture (refused at the field before a run start
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer
@@ -53,13 +54,18 @@ class Lookups(QObject):
     def config_changed(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self._update_device_error()
-        comparison = getattr(cfg, "comparison", None)
-        self.window.form.set_external_error(
-            "comparison.baselines",
-            "the window trains one experiment at a time; clear this list, or run the comparison with "
-            "mgd-train and open its runs here" if comparison is not None and comparison.baselines else None)
+        self.update_comparison_error()
         if self.started:
             self.timer.start()
+
+    def update_comparison_error(self) -> None:
+        """Refuse a comparison at its field, naming the command that runs it (the window
+        trains one experiment at a time; ``mgd-train`` runs a comparison's jobs in turn)."""
+        cfg = self.cfg
+        baselines = cfg.comparison.baselines if cfg is not None else []
+        self.window.form.set_external_error(
+            "comparison.baselines", comparison_refusal(cfg, self.window.current_file, self.window.runs_root)
+            if baselines else None)
 
     # -- asking -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -148,6 +154,31 @@ class Lookups(QObject):
             else:
                 reason = result
             w.form.set_external_error("teacher.checkpoint", reason)
+
+
+def _quote(path: Path | str) -> str:
+    text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) or not text else text
+
+
+def comparison_folder(cfg: ExperimentConfig, runs_root: Path) -> Path:
+    """Where the studio suggests a comparison goes: under the runs folder, so its runs are listed
+    (a fixed name: the same command continues an interrupted comparison)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in (cfg.name or "experiment"))
+    return Path(runs_root) / f"comparison-{name}"
+
+
+def comparison_refusal(cfg: ExperimentConfig, yaml_path: Path | None, runs_root: Path) -> str:
+    """Why the window does not run a comparison, and the exact ``mgd-train`` command that does."""
+    out = _quote(comparison_folder(cfg, runs_root))
+    if yaml_path is not None:
+        saved, first = _quote(yaml_path), "Save the set-up (Ctrl+S) and run in a terminal"
+    else:
+        saved = _quote((cfg.name or "experiment") + ".yaml")
+        first = f"Save the set-up as {saved} (File › Save As…) and run in its folder"
+    return (f"the window trains one experiment at a time. {first}:\n"
+            f"mgd-train {saved} --out {out}\n"
+            "Its runs then show in the Runs panel, ready to Compare. Or clear this list.")
 
 
 def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str, int]:

@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.last_failure: dict | None = None
         self.error_box: QMessageBox | None = None
         self.export_dialog = None
+        self.compare_dialog = None
         self._closing = False
         self._records: dict[Path, tuple[float, RunRecord]] = {}
 
@@ -101,6 +102,7 @@ class MainWindow(QMainWindow):
         self.runs.open_requested.connect(self.reopen_run)
         self.runs.resume_requested.connect(self.resume_run)
         self.runs.export_requested.connect(self.show_export)
+        self.runs.compare_requested.connect(self.show_compare)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
         self.device_label = QLabel()
@@ -297,6 +299,7 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot save the experiment", f"{path}: {exc}")
             return
         self.current_file = path
+        self.lookups.update_comparison_error()  # its command names the saved file
         self.log.add(f"Saved {path}")
 
     # -- the form ----------------------------------------------------------------------
@@ -520,6 +523,19 @@ class MainWindow(QMainWindow):
         self.export_dialog = ExportDialog(runs, path, self)
         self.export_dialog.exported.connect(lambda files: self.log.add(f"Exported {len(files)} files"))
         self.export_dialog.open()
+
+    def show_compare(self, selected: list) -> None:
+        """The comparison table of the selected runs (a window of its own; one at a time)."""
+        from mgd_gui.compare_dialog import CompareDialog
+
+        infos = [run_info(p) for p in selected]  # read again: a run may have finished since
+        if not infos:
+            return
+        if self.compare_dialog is not None:
+            self.compare_dialog.close()
+        self.compare_dialog = CompareDialog(infos, self)
+        self.compare_dialog.show()
+        self.compare_dialog.raise_()
 
     def about(self) -> None:
         QMessageBox.about(self, "About MGD Studio",

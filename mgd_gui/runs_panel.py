@@ -1,4 +1,5 @@
-"""The runs panel: every run folder with its key figures; select several to compare."""
+"""The runs panel: every run folder with its key figures; select several to overlay their
+curves, and Compare them in a table (baselines with MGD off and on)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
 from PySide6.QtGui import QDesktopServices, QFont
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QToolButton, QTreeWidget, QTreeWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.runs import RunInfo, list_runs
 from mgd_gui.icons import icon
@@ -45,6 +46,7 @@ class RunsPanel(QWidget):
     open_requested = Signal(object)  # Path
     resume_requested = Signal(object)
     export_requested = Signal(object)
+    compare_requested = Signal(list)  # [Path]
 
     def __init__(self, root: Path, parent: QWidget | None = None):
         super().__init__(parent)
@@ -63,7 +65,9 @@ class RunsPanel(QWidget):
                 ("reopen", "Open", "Show the run's plots and log, and load its set-up into the form"),
                 ("resume", "Resume", "Continue an interrupted run from its last checkpoint"),
                 ("export", "Export…", "Export the run's student (weights, TorchScript, ONNX)"),
-                ("folder", "Folder", "Open the run folder in the file manager")):
+                ("folder", "Folder", "Open the run folder in the file manager"),
+                ("compare", "Compare", "Show the comparison table of the selected runs: each baseline with MGD "
+                                       "off and on, over seeds, and each student's size, speed and calibration")):
             b = QToolButton()
             b.setText(text)
             b.setIcon(icon(key))
@@ -73,8 +77,10 @@ class RunsPanel(QWidget):
             bar.addWidget(b)
             self.buttons[key] = b
         bar.addStretch(1)
-        self.hint = QLabel("Select two or more runs to compare their curves")
+        self.hint = QLabel("Select several runs to overlay their curves")
         self.hint.setEnabled(False)
+        self.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         bar.addWidget(self.hint)
         layout.addLayout(bar)
 
@@ -85,6 +91,8 @@ class RunsPanel(QWidget):
         self.tree.setAlternatingRowColors(True)
         self.tree.setUniformRowHeights(True)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
         self.tree.setSortingEnabled(True)
         self.tree.sortByColumn(8, Qt.SortOrder.DescendingOrder)
         for col, width in enumerate((130, 74, 70, 58, 76, 64, 76, 64, 116, 50)):
@@ -96,6 +104,7 @@ class RunsPanel(QWidget):
         self.buttons["resume"].clicked.connect(lambda: self._emit_current(self.resume_requested))
         self.buttons["export"].clicked.connect(lambda: self._emit_current(self.export_requested))
         self.buttons["folder"].clicked.connect(self._open_folder)
+        self.buttons["compare"].clicked.connect(self._compare)
         self.tree.itemSelectionChanged.connect(self._selection_changed)
         self.tree.itemDoubleClicked.connect(lambda item, _c: self.open_requested.emit(item.data(0, PATH_ROLE)))
         self.refresh()
@@ -119,7 +128,7 @@ class RunsPanel(QWidget):
         bold.setBold(True)
         for info in infos:
             status = self.status_text(info)
-            values = (info.name, status, info.mode, info.distiller, info.teacher_arch, _pct(info.teacher_acc),
+            values = (info.label, status, info.mode, info.distiller, info.teacher_arch, _pct(info.teacher_acc),
                       info.student_arch, _pct(info.student_acc), _started(info.started),
                       format_duration(info.total_seconds) if info.total_seconds else "")
             item = _Item([str(v) for v in values])
@@ -128,7 +137,8 @@ class RunsPanel(QWidget):
                 item.setData(col, Qt.ItemDataRole.UserRole + 1, number)
                 item.setTextAlignment(col, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             heads = ", ".join(f"d{h.get('dim')}: {h.get('test_acc', 0):.1f}%" for h in info.heads)
-            tip = f"{info.path}\nstatus: {status}" + (f"\nheads: {heads}" if heads else "") + \
+            part = f"\ncomparison: {info.comparison} ({info.comparison_dir})" if info.comparison else ""
+            tip = f"{info.path}\nstatus: {status}{part}" + (f"\nheads: {heads}" if heads else "") + \
                 (f"\nerror: {info.error}" if info.error else "")
             for col in range(len(COLUMNS)):
                 item.setToolTip(col, tip)
@@ -179,11 +189,38 @@ class RunsPanel(QWidget):
         self.buttons["export"].setEnabled(one is not None and one.has_student)
         self.buttons["resume"].setEnabled(one is not None and one.resumable and one.path != self.active
                                           and not self.busy)
+        self.buttons["compare"].setEnabled(bool(paths))
+        self.buttons["compare"].setText(f"Compare ({len(paths)})" if len(paths) > 1 else "Compare")
 
     def _emit_current(self, signal) -> None:
         paths = self.selected_paths()
         if len(paths) == 1:
             signal.emit(paths[0])
+
+    def _compare(self) -> None:
+        paths = self.selected_paths()
+        if paths:
+            self.compare_requested.emit(paths)
+
+    def context_menu(self) -> QMenu:
+        """The menu of the selected runs: the buttons' actions, enabled as they are."""
+        menu = QMenu(self)
+        for key in ("reopen", "resume", "export", "folder", None, "compare"):
+            if key is None:
+                menu.addSeparator()
+                continue
+            button = self.buttons[key]
+            action = menu.addAction(button.icon(), button.text())
+            action.setToolTip(button.toolTip())
+            action.setEnabled(button.isEnabled())
+            action.setObjectName(key)
+            action.triggered.connect(button.click)
+        return menu
+
+    def _context_menu(self, pos) -> None:
+        if not self.selected_paths():
+            return
+        self.context_menu().exec(self.tree.viewport().mapToGlobal(pos))
 
     def _open_folder(self) -> None:
         paths = self.selected_paths()

@@ -49,6 +49,7 @@ class _Row(QWidget):
         self.error = QLabel()
         self.error.setWordWrap(True)
         self.error.setObjectName("fieldError")
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # a command to copy
         self.error.hide()
         self.current = ""
         layout.addWidget(self.error)
@@ -104,6 +105,7 @@ class ConfigForm(QWidget):
         self.sections.setObjectName("sections")
         self.sections.setFixedWidth(104)
         self.sections.setFrameShape(QFrame.Shape.NoFrame)
+        self.sections.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # "Comparison ⚠" fits
         self.stack = QStackedWidget()
         body.addWidget(self.sections)
         body.addWidget(self.stack, 1)
@@ -310,8 +312,8 @@ class ConfigForm(QWidget):
             if mine:
                 bad_sections.add(self._section_of[path])
         for key, item in self._section_items.items():
-            title = item.text().removesuffix("  ⚠")
-            item.setText(f"{title}  ⚠" if key in bad_sections else title)
+            title = item.text().removesuffix(" ⚠")
+            item.setText(f"{title} ⚠" if key in bad_sections else title)
             item.setForeground(QBrush(QColor(theme.error_color())) if key in bad_sections else QBrush())
         rest = [f"{p}: {r}" for p, r in errors.items() if p not in placed]
         if rest:

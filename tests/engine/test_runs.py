@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,50 @@ def test_list_runs_reads_key_figures(tmp_path):
     c = by_name["20260103-000000-c"]
     assert c.status == "unknown" and c.resumable and c.name == "20260103-000000-c"
     assert c.student_arch == "resnet8x4"  # from the config when the summary is missing
+
+
+def test_list_runs_includes_the_runs_of_comparison_folders(tmp_path):
+    comparison = set_value(set_value(ExperimentConfig(name="cmp"), "comparison.baselines", ["kd"]),
+                           "comparison.modes", ["off", "stable"])
+    folder = make_run(tmp_path, "20260105-000000-cmp", None, comparison)  # as mgd-train writes it
+    (folder / "comparison.md").write_text("| baseline |")
+    for i, (job, status) in enumerate((("s0-none-off", "finished"), ("s0-kd-off", "finished"),
+                                       ("s0-kd-stable", "running"))):
+        make_run(folder, job, {"name": f"cmp-{job}", "status": status, "started": f"2026-01-05T00:00:0{i}",
+                               "distiller": job.split("-")[1], "mode": job.split("-")[2],
+                               "student": {"arch": "resnet8", "best_acc": 50.0 + i}},
+                 ExperimentConfig(name=f"cmp-{job}"))
+    make_run(folder, "s1-kd-off", None)  # started, killed before its first summary
+    (folder / "s2-kd-off").mkdir()  # no config: not a run
+    make_run(tmp_path, "20260101-000000-solo", {"name": "solo", "status": "finished",
+                                                "started": "2026-01-01T00:00:00"})
+    make_run(tmp_path, "20260106-000000-fresh", None, comparison)  # a comparison with no run yet
+
+    runs = list_runs(tmp_path)
+    by_name = {r.path.name: r for r in runs}
+    assert set(by_name) == {"s0-none-off", "s0-kd-off", "s0-kd-stable", "s1-kd-off", "20260101-000000-solo"}
+    assert [r.path.name for r in runs][:3] == ["s0-kd-stable", "s0-kd-off", "s0-none-off"]  # newest first
+    kd = by_name["s0-kd-off"]
+    assert kd.path == folder / "s0-kd-off" and kd.comparison == "cmp" and kd.comparison_dir == folder
+    assert (kd.status, kd.distiller, kd.mode, kd.student_acc) == ("finished", "kd", "off", 51.0)
+    assert kd.label == "cmp › s0-kd-off" and kd.summary["status"] == "finished"
+    assert by_name["s0-kd-stable"].resumable and by_name["s1-kd-off"].status == "unknown"
+    solo = by_name["20260101-000000-solo"]
+    assert solo.comparison == "" and solo.comparison_dir is None and solo.label == "solo"
+    # a job folder read on its own knows its comparison too
+    again = run_info(folder / "s0-kd-off")
+    assert (again.comparison, again.comparison_dir, again.label) == ("cmp", folder, "cmp › s0-kd-off")
+    assert run_info(tmp_path / "20260101-000000-solo").comparison == ""
+
+
+def test_list_runs_imports_no_torch(tmp_path):
+    make_run(tmp_path, "r", {"status": "finished"})
+    code = ("import sys\nfrom engine.runs import list_runs\n"
+            f"assert len(list_runs({str(tmp_path)!r})) == 1\nprint('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_list_runs_of_missing_root_is_empty(tmp_path):

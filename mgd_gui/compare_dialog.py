@@ -1,0 +1,269 @@
+"""The comparison table of the runs selected in the runs panel, as in the paper's tables.
+
+The table itself is :func:`engine.compare.comparison_table`, its cells
+:func:`engine.compare.table_cells` (the same text as the Markdown); this module only shows
+them, says which selected runs were left out or do not belong together, and copies or
+saves the table with :func:`engine.compare.to_markdown` and :func:`engine.compare.to_csv`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFileDialog, QHeaderView,
+                               QLabel, QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from engine.compare import BASELINE_HEADERS, STUDENT_HEADERS, comparison_table, table_cells, to_csv, to_markdown
+from engine.runs import RunInfo
+from mgd_gui import theme
+from mgd_gui.icons import icon
+
+BASELINE_TIPS = (
+    "The distiller; the student trained alone (no teacher) is the reference",
+    "Best test accuracy (%) with MGD off: mean ± standard deviation over seeds",
+    "Best test accuracy (%) with MGD granularity-wise",
+    "Best test accuracy (%) with MGD stable",
+    "The better MGD mode minus MGD off, in accuracy points",
+    "Whether the difference is larger than the seed-to-seed spread (the two deviations combined); "
+    "with one seed there is no spread to compare with",
+)
+STUDENT_TIPS = (
+    "The distiller", "The MGD mode", "The student's architecture", "Trainable parameters of the student",
+    "Size of the exported weights (KiB); - when the run exported nothing",
+    "Milliseconds per image on the CPU (batch of one), mean over seeds",
+    "Expected calibration error (%), mean over seeds: lower is better calibrated",
+    "Probability spread over the non-top classes, mean over seeds: lower is more confident",
+)
+
+
+LEFT, RIGHT, CENTER = (Qt.AlignmentFlag.AlignLeft, Qt.AlignmentFlag.AlignRight, Qt.AlignmentFlag.AlignHCenter)
+BASELINE_ALIGN = (LEFT, RIGHT, RIGHT, RIGHT, RIGHT, CENTER)  # names left, numbers right, verdicts centred
+STUDENT_ALIGN = (LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT)
+MAX_VISIBLE_ROWS = 12  # a longer table scrolls
+
+
+def _table(headers: tuple[str, ...], tips: tuple[str, ...], align: tuple, rows: list[list[str]]) -> QTableWidget:
+    table = QTableWidget(len(rows), len(headers))
+    table.setObjectName("comparisonTable")
+    table.setHorizontalHeaderLabels(list(headers))
+    for col, tip in enumerate(tips):
+        table.horizontalHeaderItem(col).setToolTip(tip)
+    table.verticalHeader().hide()
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.ContiguousSelection)
+    table.setAlternatingRowColors(True)
+    table.setWordWrap(False)
+    table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dialog is wide enough
+    table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    for r, row in enumerate(rows):
+        for c, text in enumerate(row):
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(align[c] | Qt.AlignmentFlag.AlignVCenter)
+            table.setItem(r, c, item)
+    header = table.horizontalHeader()
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    header.setMinimumSectionSize(60)
+    return table
+
+
+def _fit(table: QTableWidget) -> None:
+    """Exactly as tall as its rows (up to MAX_VISIBLE_ROWS) and as wide as its columns: no empty
+    band under a short table, no clipped column."""
+    table.resizeColumnsToContents()
+    table.resizeRowsToContents()
+    frame = 2 * table.frameWidth()
+    rows = [table.rowHeight(r) for r in range(table.rowCount())]
+    height = table.horizontalHeader().sizeHint().height() + frame + sum(rows[:MAX_VISIBLE_ROWS])
+    table.setFixedHeight(height)
+    width = sum(table.columnWidth(c) for c in range(table.columnCount())) + frame
+    if len(rows) > MAX_VISIBLE_ROWS:
+        width += table.verticalScrollBar().sizeHint().width()
+    table.setMinimumWidth(width)
+
+
+class CompareDialog(QDialog):
+    """The comparison table of ``runs`` (their summaries), with Copy as Markdown and Save CSV."""
+
+    def __init__(self, runs: list[RunInfo], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Compare runs")
+        self.setObjectName("compareDialog")
+        self.runs = list(runs)
+        self.table = comparison_table([info.summary for info in self.runs])
+        self.cells = table_cells(self.table)
+        self.saved: Path | None = None
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 10, 12, 10)
+        layout.setSpacing(6)
+        self.summary_label = QLabel(self._summary_text())
+        self.summary_label.setWordWrap(True)
+        layout.addWidget(self.summary_label)
+        self.warnings_label = QLabel()
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        warnings = self._warnings()
+        if warnings:
+            self.warnings_label.setText("⚠ " + "\n⚠ ".join(warnings))
+            self.warnings_label.setStyleSheet(f"color: {theme.error_color()};")
+        else:
+            self.warnings_label.hide()
+        layout.addWidget(self.warnings_label)
+
+        self.baselines = _table(BASELINE_HEADERS, BASELINE_TIPS, BASELINE_ALIGN, self.cells["baselines"])
+        self.students = _table(STUDENT_HEADERS, STUDENT_TIPS, STUDENT_ALIGN, self.cells["students"])
+        self._decorate()
+        self.note = QLabel(self.cells["note"])
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet(f"color: {theme.muted_color()};")
+        self.note.setVisible(bool(self.cells["note"]))
+        self.headings: list[QLabel] = []
+        for title, widget in (("Best test accuracy (%) by baseline", self.baselines), (None, self.note),
+                              ("Students", self.students)):
+            if title:
+                heading = QLabel(title)
+                font = QFont(heading.font())
+                font.setBold(True)
+                heading.setFont(font)
+                heading.setContentsMargins(0, 4, 0, 0)
+                layout.addWidget(heading)
+                self.headings.append(heading)
+            layout.addWidget(widget)
+        self.empty = QLabel("None of the selected runs has finished: the table compares finished runs only.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setStyleSheet(f"color: {theme.muted_color()}; padding: 24px;")
+        layout.addWidget(self.empty)
+        has_rows = bool(self.cells["baselines"])
+        self.empty.setVisible(not has_rows)
+        for widget in (self.baselines, self.students, *self.headings):
+            widget.setVisible(has_rows)
+        layout.addStretch(1)
+
+        self.status = QLabel()
+        self.status.setStyleSheet(f"color: {theme.muted_color()};")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.copy_button = self.buttons.addButton("Copy as Markdown", QDialogButtonBox.ButtonRole.ActionRole)
+        self.copy_button.setIcon(icon("copy"))
+        self.copy_button.setToolTip("Copy both tables as Markdown (as mgd-train writes comparison.md)")
+        self.csv_button = self.buttons.addButton("Save CSV…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.csv_button.setIcon(icon("csv"))
+        self.csv_button.setToolTip("Save both tables as a CSV file (as mgd-train writes comparison.csv)")
+        for button in (self.copy_button, self.csv_button):
+            button.setEnabled(has_rows)
+            button.setAutoDefault(False)
+        self.copy_button.clicked.connect(self.copy_markdown)
+        self.csv_button.clicked.connect(self._save_csv_dialog)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.status)
+        layout.addWidget(self.buttons)
+
+        for table in (self.baselines, self.students):
+            _fit(table)
+        self.buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()  # no cell picked at first
+        hint = self.sizeHint()
+        self.resize(max(860, hint.width()), max(360, hint.height()))
+
+    # -- contents ----------------------------------------------------------------------
+    def _used(self) -> int:
+        return sum(s["seeds"] for s in self.table["students"])
+
+    def _summary_text(self) -> str:
+        n, used = len(self.runs), self._used()
+        seeds = sorted({info.summary.get("seed") for info in self.runs if info.summary.get("seed") is not None})
+        parts = [f"{n} run{'s' if n != 1 else ''} selected, {used} in the table"]
+        if seeds:
+            parts.append("seed" + ("s " if len(seeds) > 1 else " ") + ", ".join(map(str, seeds)))
+        datasets = sorted({i.dataset for i in self.runs if i.dataset})
+        if len(datasets) == 1:
+            parts.append(f"data {datasets[0]}")
+        teachers = self._values("teacher_arch")
+        students = self._values("student_arch")
+        if len(teachers) == 1 and len(students) == 1:
+            parts.append(f"teacher {teachers[0]} → student {students[0]}")
+        return " · ".join(parts)
+
+    def _values(self, attr: str) -> list[str]:
+        """The different values of ``attr`` among the finished runs (runs without a teacher have none)."""
+        return sorted({getattr(i, attr) for i in self.runs if i.status == "finished" and getattr(i, attr)})
+
+    def _warnings(self) -> list[str]:
+        out = []
+        left = [i for i in self.runs if i.status != "finished"]
+        if left:
+            names = ", ".join(f"{i.label} ({i.status})" for i in left[:6]) + (", …" if len(left) > 6 else "")
+            out.append(f"Not in the table, not finished: {names}")
+        for attr, what in (("dataset", "data sets"), ("teacher_arch", "teachers"), ("student_arch", "students")):
+            values = self._values(attr)
+            if len(values) > 1:
+                out.append(f"The runs have different {what} ({', '.join(values)}): the table pools them, "
+                           "one row per baseline and mode")
+        seen = Counter((i.distiller, i.mode, i.summary.get("seed")) for i in self.runs if i.status == "finished")
+        twice = [f"{b}/{m} seed {s}" for (b, m, s), k in seen.items() if k > 1]
+        if twice:
+            out.append(f"Runs with the same baseline, mode and seed count as separate seeds: {', '.join(twice)}")
+        return out
+
+    def _decorate(self) -> None:
+        """Mark the reference row, the verdicts, and explain each difference in its tool tip."""
+        good = QColor("#22c55e" if theme.is_dark() else "#15803d")
+        muted = QColor(theme.muted_color())
+        for r, row in enumerate(self.table["rows"]):
+            beyond = self.baselines.item(r, 5)
+            if row.get("beyond_spread") is True:
+                beyond.setForeground(good)
+                font = QFont(beyond.font())
+                font.setBold(True)
+                beyond.setFont(font)
+            elif "difference" in row:
+                beyond.setForeground(muted)
+            if "difference" in row:
+                better = max(("granularity", "stable"), key=lambda m: row[m]["mean"] if row[m]["n"] else -1e9)
+                self.baselines.item(r, 4).setToolTip(
+                    f"MGD {better} minus MGD off: {row['difference']:+.2f} points; "
+                    f"seed spread {row['spread']:.2f}")
+            if row["baseline"] == "none":
+                item = self.baselines.item(r, 0)
+                font = QFont(item.font())
+                font.setItalic(True)
+                item.setFont(font)
+                item.setToolTip("The student trained alone at the same budget: what distillation must beat")
+            for m, col in (("off", 1), ("granularity", 2), ("stable", 3)):
+                n = row[m]["n"]
+                if n:
+                    self.baselines.item(r, col).setToolTip(f"{n} seed{'s' if n != 1 else ''}")
+
+    # -- actions -----------------------------------------------------------------------
+    def markdown(self) -> str:
+        return to_markdown(self.table)
+
+    def copy_markdown(self) -> None:
+        QApplication.clipboard().setText(self.markdown())
+        self.status.setText("Copied the tables to the clipboard as Markdown")
+
+    def save_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(to_csv(self.table), encoding="utf-8", newline="")  # the csv module ends rows itself
+        self.saved = path
+        self.status.setText(f"Saved {path}")
+        return path
+
+    def _default_csv(self) -> Path:
+        folders = {i.comparison_dir for i in self.runs}
+        if len(folders) == 1 and None not in folders:
+            return next(iter(folders)) / "comparison-selected.csv"
+        return Path.home() / "comparison.csv"
+
+    def _save_csv_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the comparison as CSV", str(self._default_csv()),
+                                              "CSV files (*.csv)")
+        if not path:
+            return
+        try:
+            self.save_csv(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Cannot save the table", f"{path}: {exc}")
