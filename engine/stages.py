@@ -350,29 +350,25 @@ class OnlineTask(StageTask):
             self.best_state = list(state["best_state"])
 
 
-class TransferTask(StageTask):
+class TransferTask(TeacherTask):
     """Fine-tuning ability (METHOD.md): a frozen backbone with a new linear classifier, only
-    the classifier trained. With ``adapt_batchnorm`` the backbone stays in training mode, so
-    its batch-norm statistics follow the new data, as in the authors' code."""
+    the classifier trained (with cross-entropy, like a teacher). With ``adapt_batchnorm`` the
+    backbone stays in training mode, so its batch-norm statistics follow the new data, as in
+    the authors' code."""
 
     name = "transfer"
     role = "student"
 
     def __init__(self, model: nn.Module, test_loader, num_classes: int, adapt_batchnorm: bool = True):
-        self.model = model
+        super().__init__(model, test_loader, num_classes)
         self.classifier = model.get_classifier()
         for p in model.parameters():
             p.requires_grad_(False)
         for p in self.classifier.parameters():
             p.requires_grad_(True)
-        self.test_loader = test_loader
-        self.num_classes = num_classes
         self.adapt_batchnorm = adapt_batchnorm
         self.best_acc = -1.0
         self.best_epoch = 0
-
-    def modules(self):
-        return {"model": self.model}
 
     def parameters(self):
         return list(self.classifier.parameters())
@@ -381,15 +377,8 @@ class TransferTask(StageTask):
         self.model.train(self.adapt_batchnorm)
         self.classifier.train()
 
-    def step(self, x, y, idx):
-        logits, _ = self.model(x)
-        ce = F.cross_entropy(logits, y)
-        return StepResult(ce, {"ce": ce.detach()}, _correct(logits, y))
-
     def evaluate(self, epoch):
-        self.model.eval()
-        (conf,) = confusion_matrices(lambda x: self.model(x)[0], self.test_loader, self.num_classes)
-        acc = accuracy(conf)
+        acc = super().evaluate(epoch)["test_acc"]
         if acc > self.best_acc:
             self.best_acc, self.best_epoch = acc, epoch
         return {"test_acc": acc, "best_acc": self.best_acc}
