@@ -45,6 +45,7 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
     """Group finished run summaries by baseline and mode; see the module docstring."""
     groups: dict[tuple[str, str], list[dict]] = {}
     teachers: list[float] = []
+    resolution = 0.0  # one test image, in percent: no difference below it means anything
     for s in summaries:
         if s.get("status") != "finished" or not s.get("student"):
             continue
@@ -52,6 +53,9 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
         acc = (s.get("teacher") or {}).get("test_acc")
         if acc is not None:
             teachers.append(acc)
+        test_size = (s.get("data") or {}).get("test_size")
+        if test_size:
+            resolution = max(resolution, 100.0 / test_size)
 
     def stat(runs: list[dict], key: str) -> tuple[float, float, int]:
         return _mean_std([r["student"].get(key) for r in runs])
@@ -67,7 +71,9 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
         if off["n"] and mgd:
             best = max(mgd, key=lambda r: r["mean"])
             diff = best["mean"] - off["mean"]
-            spread = math.sqrt(off["std"] ** 2 + best["std"] ** 2)
+            # two seeds that happen to agree give a deviation of 0; never claim more
+            # precision than the test set has (one image)
+            spread = max(math.sqrt(off["std"] ** 2 + best["std"] ** 2), resolution)
             row["difference"] = diff
             row["spread"] = spread
             # with one seed there is no spread to compare with: say so rather than guess
@@ -137,7 +143,8 @@ def table_cells(table: dict[str, Any]) -> dict[str, Any]:
     if t["n"]:
         note = (f"Teacher: {_fmt(t['mean'], t['std'], t['n'])} %. Accuracies are the best test top-1 "
                 "in percent, mean ± standard deviation over seeds; the difference is the better MGD mode "
-                "minus MGD off, and it exceeds the spread when larger than the two deviations combined.")
+                "minus MGD off, and it exceeds the spread when larger than the two deviations combined "
+                "(and than one test image).")
     return {"baselines": baselines, "students": students, "note": note}
 
 

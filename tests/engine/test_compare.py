@@ -74,3 +74,11 @@ def test_comparison_through_the_cli(tmp_path, capsys):
     summaries = sorted(out.glob("s0-*/summary.json"))
     assert len(summaries) == 3
     assert "checkpoint" in (out / "s0-kd-stable" / "summary.json").read_text()
+
+
+def test_agreeing_seeds_do_not_make_one_image_significant():
+    runs = [fake("kd", "off", 70.0), fake("kd", "off", 70.0, 1), fake("kd", "stable", 70.25), fake("kd", "stable", 70.25, 1)]
+    for r in runs:
+        r["data"] = {"test_size": 400}  # one image = 0.25 points
+    row = comparison_table(runs)["rows"][0]
+    assert row["spread"] == pytest.approx(0.25) and row["beyond_spread"] is False
