@@ -77,7 +77,7 @@ def comparison_table(summaries: Iterable[dict]) -> dict[str, Any]:
             row["difference"] = diff
             row["spread"] = spread
             # with one seed there is no spread to compare with: say so rather than guess
-            row["beyond_spread"] = (abs(diff) > spread) if min(off["n"], best["n"]) > 1 else None
+            row["beyond_spread"] = (abs(diff) > spread + 1e-9) if min(off["n"], best["n"]) > 1 else None
         rows.append(row)
 
     students = []
