@@ -176,12 +176,14 @@ class ExperimentRun:
         self.device, device_text = select_device(cfg.device)
         self.summary["device"] = device_text
         self.precision, self.channels_last = speed_settings(cfg.speed, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.summary["speed"] = {"precision": self.precision, "channels_last": self.channels_last,
                                  "compile": cfg.speed.compile}
         d = cfg.data
         root = str(Path(d.root).expanduser()) if d.root else None
         self.bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
-                                   test_fraction=d.test_fraction, split_seed=0)
+                                   test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
         b = self.bundle
         self.num_classes = b.num_classes
         self.classes = list(b.classes)
@@ -192,7 +194,7 @@ class ExperimentRun:
             troot = str(Path(t.data.root).expanduser()) if t.data.root else None
             self.transfer_bundle = load_dataset(t.data.dataset, root=troot, download=t.data.download,
                                                 image_size=t.data.image_size, test_fraction=t.data.test_fraction,
-                                                split_seed=0)
+                                                split_seed=0, in_memory=t.data.in_memory)
             if self.transfer_bundle.in_channels != b.in_channels:
                 raise InputError(f"transfer.data: {self.transfer_bundle.name} has {self.transfer_bundle.in_channels} "
                                  f"channel(s) but the student is trained on {b.in_channels}; choose a data set "
@@ -207,8 +209,13 @@ class ExperimentRun:
 
         self.bus.emit(RunStarted(str(self.run_dir), to_dict(cfg), device_text, resumed=self.resumed))
         self.bus.emit(DatasetInfo(b.name, self.classes, len(b.train_labels), len(b.test_labels), list(self.input_shape)))
+        streamed = bool(getattr(b, "streamed", False))
         self.summary["data"] = {"dataset": b.name, "classes": len(self.classes), "train_size": len(b.train_labels),
-                                "test_size": len(b.test_labels), "input_shape": list(self.input_shape)}
+                                "test_size": len(b.test_labels), "input_shape": list(self.input_shape),
+                                "streamed": streamed}
+        if streamed:
+            self.bus.log(f"data: {b.name} is too large for memory (or in_memory: off): streaming it from disk "
+                         f"with {d.workers} worker(s)")
         self.train_loader, self.test_loader = self.loaders(d, b)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)

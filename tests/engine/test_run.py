@@ -230,3 +230,20 @@ def test_bf16_autocast_runs_the_three_stages(tmp_path):
     assert set(summary["stages"]) == {"teacher", "heads", "student"}
     assert all(st["peak_rss_mib"] > 0 for st in summary["stages"].values())
     assert 0 <= summary["student"]["best_acc"] <= 100
+
+
+def test_in_memory_off_streams_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, cls in enumerate(("dark", "light")):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(6):
+                Image.new("L", (8, 8), 30 + 180 * c + i).save(folder / f"{i}.png")
+    cfg = tiny_config(**{"data.dataset": "imagefolder", "data.root": str(tmp_path / "imgs"), "data.image_size": 8,
+                         "data.in_memory": "off", "data.workers": 0, "granularity.mode": "off",
+                         "export.enabled": False})
+    summary, _ = run(cfg, tmp_path)
+    assert summary["status"] == "finished" and summary["data"]["streamed"] is True
+    assert summary["data"]["classes"] == 2
