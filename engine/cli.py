@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> object:
-    from engine.config import apply_override, load_config, resolve, validate
+    from engine.config import apply_override, load_config, validate
 
     if args.config is None:
         raise InputError("give an experiment YAML file (for example resources/presets/demo.yaml) or --resume RUN_DIR")
