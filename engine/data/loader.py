@@ -63,7 +63,52 @@ class BatchAugment:
         return x.sub_(self.mean).mul_(self.inv_std)
 
 
-class BatchLoader:
+class EpochLoader:
+    """What every loader shares: the settings, the batch count, the epoch order and the
+    ``epoch(e, start_step)`` entry point. Subclasses hold the images and implement
+    ``_iterate(epoch, start_step)``."""
+
+    def __init__(self, labels: torch.Tensor, channels: int, *, batch_size: int, device: str | torch.device,
+                 mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 0,
+                 flip: bool = False, seed: int = 0, drop_last: bool = False):
+        check_batch_size(batch_size)
+        self.device = torch.device(device)
+        self.augment = BatchAugment(channels, self.device, mean=mean, std=std, train=train,
+                                    crop_padding=crop_padding, flip=flip, seed=seed)
+        self.labels = labels.to(device=self.device, dtype=torch.int64)
+        self.batch_size = int(batch_size)
+        self.train = bool(train)
+        self.crop_padding = self.augment.crop_padding
+        self.flip = self.augment.flip
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The sample indices of epoch ``epoch`` in batch order (int64, on the device)."""
+        return epoch_order(self.num_samples, self.train, self.seed, epoch).to(self.device)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y, idx)`` for the batches ``start_step..`` of epoch ``epoch``.
+
+        ``x`` is float32 ``B x C x H x W`` normalised, ``y`` the int64 labels and ``idx`` the
+        int64 sample indices, all on the device.
+        """
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
+        return self._iterate(int(epoch), int(start_step))
+
+    def _iterate(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class BatchLoader(EpochLoader):
     """In-memory batches with augmentation done on whole batches on the training device.
 
     The uint8 images are copied to ``device`` once. Each batch is gathered there, scaled to
@@ -82,39 +127,9 @@ class BatchLoader:
             raise ValueError("images must be a uint8 tensor of shape N x C x H x W")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be a 1-D tensor of {images.shape[0]} entries")
-        check_batch_size(batch_size)
-        self.device = torch.device(device)
-        self.augment = BatchAugment(images.shape[1], self.device, mean=mean, std=std, train=train,
-                                    crop_padding=crop_padding, flip=flip, seed=seed)
+        super().__init__(labels, images.shape[1], batch_size=batch_size, device=device, mean=mean, std=std,
+                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last)
         self.images = images.to(self.device)  # uint8 copy on the device
-        self.labels = labels.to(device=self.device, dtype=torch.int64)
-        self.batch_size = int(batch_size)
-        self.train = bool(train)
-        self.crop_padding = self.augment.crop_padding
-        self.flip = self.augment.flip
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.images.shape[0])
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        """The sample indices of epoch ``epoch`` in batch order (int64, on the device)."""
-        return epoch_order(self.num_samples, self.train, self.seed, epoch).to(self.device)
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(x, y, idx)`` for the batches ``start_step..`` of epoch ``epoch``.
-
-        ``x`` is float32 ``B x C x H x W`` normalised, ``y`` the int64 labels and ``idx`` the
-        int64 sample indices, all on the device.
-        """
-        if start_step < 0:
-            raise ValueError(f"start_step must be >= 0, got {start_step}")
-        return self._iterate(int(epoch), int(start_step))
 
     def _iterate(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         steps = len(self)

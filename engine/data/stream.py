@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from engine.data.loader import BatchAugment, check_batch_size, epoch_order, num_batches
+from engine.data.loader import EpochLoader, epoch_order
 from engine.errors import DataError
 
 
@@ -138,7 +138,7 @@ class _EpochBatches:
         return len(self.batches)
 
 
-class StreamLoader:
+class StreamLoader(EpochLoader):
     """Batches of a file-backed split, equal to :class:`BatchLoader`'s over the same images.
 
     ``workers`` processes decode and resize the files of the coming batches (``prefetch``
@@ -156,36 +156,16 @@ class StreamLoader:
             raise ValueError("images must be FileImages (use BatchLoader for tensors)")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != len(images):
             raise ValueError(f"labels must be a 1-D tensor of {len(images)} entries")
-        check_batch_size(batch_size)
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.device = torch.device(device)
-        self.augment = BatchAugment(images.channels, self.device, mean=mean, std=std, train=train,
-                                    crop_padding=crop_padding, flip=flip, seed=seed)
+        super().__init__(labels, images.channels, batch_size=batch_size, device=device, mean=mean, std=std,
+                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last)
         self.images = images
-        self.labels = labels.to(device=self.device, dtype=torch.int64)
-        self.batch_size = int(batch_size)
-        self.train = bool(train)
-        self.crop_padding = self.augment.crop_padding
-        self.flip = self.augment.flip
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
         self.workers = int(workers)
         self.prefetch = max(1, int(prefetch))
         self._sampler = _EpochBatches()
         self._loader: torch.utils.data.DataLoader | None = None
         self._generation = 0  # which epoch() iteration owns the DataLoader now
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.images)
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        """The sample indices of epoch ``epoch`` in batch order (int64, on the device)."""
-        return epoch_order(self.num_samples, self.train, self.seed, epoch).to(self.device)
 
     def _dataloader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
@@ -194,12 +174,6 @@ class StreamLoader:
                 _DecodeSet(self.images), batch_sampler=self._sampler, num_workers=self.workers,
                 collate_fn=_collate, pin_memory=self.device.type == "cuda", **extra)
         return self._loader
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(x, y, idx)`` for the batches ``start_step..`` of epoch ``epoch`` (see BatchLoader)."""
-        if start_step < 0:
-            raise ValueError(f"start_step must be >= 0, got {start_step}")
-        return self._iterate(int(epoch), int(start_step))
 
     def _iterate(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         steps = len(self)
