@@ -103,6 +103,15 @@ def augmentation(mode: str, bundle) -> tuple[int, bool]:
     return (bundle.crop_padding if "crop" in mode else 0), ("flip" in mode)
 
 
+def load_data(d):
+    """The data set a config's data section names (``~`` in ``root`` expanded)."""
+    from engine.data import load_dataset
+
+    root = str(Path(d.root).expanduser()) if d.root else None
+    return load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
+                        test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+
+
 def speed_settings(speed, device) -> tuple[str, bool]:
     """(precision, channels_last) for the config's speed options on this device."""
     import torch
@@ -170,8 +179,6 @@ class ExperimentRun:
         """Check every input before anything is trained: device, data, teacher checkpoint."""
         import torch
 
-        from engine.data import load_dataset
-
         cfg = self.cfg
         self.device, device_text = select_device(cfg.device)
         self.summary["device"] = device_text
@@ -181,9 +188,7 @@ class ExperimentRun:
         self.summary["speed"] = {"precision": self.precision, "channels_last": self.channels_last,
                                  "compile": cfg.speed.compile}
         d = cfg.data
-        root = str(Path(d.root).expanduser()) if d.root else None
-        self.bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
-                                   test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+        self.bundle = load_data(d)
         b = self.bundle
         self.num_classes = b.num_classes
         self.classes = list(b.classes)
@@ -191,10 +196,7 @@ class ExperimentRun:
         self.transfer_bundle = None
         t = cfg.transfer
         if t.enabled:  # the second data set is checked now, not after hours of training
-            troot = str(Path(t.data.root).expanduser()) if t.data.root else None
-            self.transfer_bundle = load_dataset(t.data.dataset, root=troot, download=t.data.download,
-                                                image_size=t.data.image_size, test_fraction=t.data.test_fraction,
-                                                split_seed=0, in_memory=t.data.in_memory)
+            self.transfer_bundle = load_data(t.data)
             if self.transfer_bundle.in_channels != b.in_channels:
                 raise InputError(f"transfer.data: {self.transfer_bundle.name} has {self.transfer_bundle.in_channels} "
                                  f"channel(s) but the student is trained on {b.in_channels}; choose a data set "

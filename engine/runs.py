@@ -217,11 +217,12 @@ def _data_description(run_dir: Path, config, summary: dict) -> tuple[list[str], 
     shape = card.get("input_shape") or (summary.get("data") or {}).get("input_shape")
     if card.get("classes") and norm.get("mean") and norm.get("std") and shape and len(shape) == 3:
         return list(card["classes"]), tuple(norm["mean"]), tuple(norm["std"]), tuple(int(v) for v in shape)
-    from engine.data import load_dataset
+    import dataclasses
 
-    d = config.data
-    bundle = load_dataset(d.dataset, root=d.root, download=False, image_size=d.image_size,
-                          test_fraction=d.test_fraction, split_seed=0)
+    from engine.run import load_data
+
+    # the run's own data settings (streamed sets take their statistics from a sample), never downloading
+    bundle = load_data(dataclasses.replace(config.data, download=False))
     return (list(bundle.classes), tuple(bundle.mean), tuple(bundle.std),
             (bundle.in_channels, *bundle.image_size))
 
