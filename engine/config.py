@@ -35,7 +35,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = Non
 
     ``meta`` keys: ``choices`` (a tuple, or the name of a dynamic list: "models",
     "distillers", "datasets"), ``minimum``, ``maximum`` (numbers, inclusive; for lists,
-    they bound every item), ``widget`` ("dir", "file", "text"), ``label``.
+    they bound every item), ``above`` (an exclusive minimum), ``widget`` ("dir", "file",
+    "text"), ``label``.
     """
     metadata = {"help": help, **meta}
     if factory is not None:
@@ -47,6 +48,9 @@ MGD_MODES = ("off", "granularity", "stable")
 AUGMENT_CHOICES = ("auto", "none", "crop", "flip", "crop_flip")
 EXPORT_FORMATS = ("weights", "torchscript", "onnx")
 SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleNetV1", "ShuffleNetV2")  # METHOD.md: lr 0.01
+#: the largest seed: every model's seed (seed + a small per-role offset) must stay a valid
+#: 32-bit seed for torch, NumPy and the data pipeline alike
+MAX_SEED = 2**31 - 1024
 
 
 def _dynamic_choices(name: str) -> tuple[str, ...]:
@@ -184,7 +188,8 @@ class EvaluationConfig:
         help="Standard deviations of the Gaussian noise added to the normalised test input for the robustness curve.",
         factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5], minimum=0.0, maximum=100.0,
     )
-    noise_seed: int = setting(0, help="Seed of the noise, fixed so that curves compare across runs.", minimum=0)
+    noise_seed: int = setting(0, help="Seed of the noise, fixed so that curves compare across runs.", minimum=0,
+                              maximum=MAX_SEED)
 
 
 @dataclass
@@ -207,7 +212,7 @@ class ComparisonConfig:
     modes: list[str] = setting(help="MGD modes each baseline is run with.",
                                factory=lambda: ["off", "granularity", "stable"], choices=MGD_MODES)
     seeds: list[int] = setting(help="Seeds; with several, the table shows mean and standard deviation.",
-                               factory=lambda: [0], minimum=0)
+                               factory=lambda: [0], minimum=0, maximum=MAX_SEED)
     student_alone: bool = setting(True, help="Also train the student alone (no teacher) at the same budget.")
 
 
@@ -232,7 +237,8 @@ class SpeedConfig:
 @dataclass
 class ExperimentConfig:
     name: str = setting("experiment", help="Name of the experiment, used in the run folder's name.")
-    seed: int = setting(0, help="Random seed: the same config and seed give the same numbers on the CPU.", minimum=0)
+    seed: int = setting(0, help="Random seed: the same config and seed give the same numbers on the CPU.", minimum=0,
+                        maximum=MAX_SEED)
     device: str = setting("auto", help="auto (CUDA, then Apple GPU, then CPU), cpu, cuda, cuda:N or mps.")
     data: DataConfig = setting(help="Data set and batches.", factory=DataConfig)
     teacher: TeacherConfig = setting(help="Teacher: train it or load a checkpoint.", factory=TeacherConfig)
@@ -347,7 +353,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
-        raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields)}")
+        raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields) or 'none'}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
@@ -369,8 +375,63 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
+#: limits far above any real experiment file (about 150 settings, 4 levels deep), far below
+#: what hurts: alias bombs and absurd nesting are refused before they are expanded
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 40
+
+
+def _check_yaml_size(node: yaml.Node) -> None:
+    """Refuse recursive aliases, documents nested deeper than :data:`MAX_YAML_DEPTH` and
+    documents whose aliases expand to more than :data:`MAX_YAML_NODES` nodes, in time
+    linear in the number of distinct nodes (expanded sizes are memoised)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(n: yaml.Node, depth: int) -> int:
+        key = id(n)
+        if key in on_path:
+            raise InputError("the YAML refers to itself (a recursive alias); an experiment file cannot")
+        if key in sizes:
+            return sizes[key]
+        if depth > MAX_YAML_DEPTH:
+            raise InputError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
+                             "an experiment file is never that deep")
+        total = 1
+        if isinstance(n, (yaml.SequenceNode, yaml.MappingNode)):
+            on_path.add(key)
+            children = n.value if isinstance(n, yaml.SequenceNode) else [c for pair in n.value for c in pair]
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_YAML_NODES:
+                    raise InputError(f"the YAML expands to more than {MAX_YAML_NODES:,} values (an alias bomb?); "
+                                     "an experiment file has a few hundred")
+            on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    size(node, 0)
+
+
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """Parse YAML text safely (SafeLoader, 1.2 booleans), refusing hostile documents fast."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise InputError(f"the YAML is {len(text):,} characters long; an experiment file is far below "
+                         f"{MAX_CONFIG_BYTES:,}")
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise InputError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
+                             "an experiment file is never that deep") from None
+        if node is None:
+            return None
+        _check_yaml_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_config(source: str | Path | dict) -> ExperimentConfig:
@@ -380,8 +441,12 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size:,} bytes is far too large for an experiment file")
     try:
         data = yaml_load(path.read_text(encoding="utf-8"))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -389,10 +454,18 @@ def load_config(source: str | Path | dict) -> ExperimentConfig:
         raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
+    _refuse_empty(data, str(path))
     try:
         return from_dict(ExperimentConfig, data)
     except ConfigError as exc:
         raise ConfigError(exc.field, f"{exc.reason} (in {path})") from None
+
+
+def _refuse_empty(data: Any, where: str) -> None:
+    # an empty file would otherwise start the full 240-epoch default run
+    if data is None or data == {}:
+        raise InputError(f"{where}: the experiment file holds no settings; start from a preset "
+                         "(resources/presets/demo.yaml) or write at least the data, teacher and student")
 
 
 def loads_config(text: str) -> ExperimentConfig:
@@ -400,6 +473,7 @@ def loads_config(text: str) -> ExperimentConfig:
         data = yaml_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    _refuse_empty(data, "config")
     return from_dict(ExperimentConfig, data)
 
 
@@ -509,16 +583,30 @@ def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
         for item in items:
             if item not in choices:
                 return f"{item!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
-    lo, hi = f.metadata.get("minimum"), f.metadata.get("maximum")
+    lo, hi, above = f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("above")
     for item in items:
         if isinstance(item, (int, float)) and not isinstance(item, bool):
-            if item != item:  # NaN
-                return "must be a number, not NaN"
+            if item != item or item in (float("inf"), float("-inf")):
+                return f"must be a finite number, not {item}"
             if lo is not None and item < lo:
                 return f"{item} is below the minimum {lo}"
+            if above is not None and item <= above:
+                return f"must be greater than {above}, got {item}"
             if hi is not None and item > hi:
                 return f"{item} is above the maximum {hi}"
     return None
+
+
+def build_section(cls: type, data: Any, path: str) -> Any:
+    """A validated instance of the settings dataclass ``cls`` from plain data: unknown keys,
+    wrong types and out-of-range values raise a ConfigError naming ``path.<key>``.
+    (Used for the config's own sections and for each distiller's declared options.)"""
+    section = from_dict(cls, data, path)
+    for sub, f, value in iter_fields(section, path):
+        problem = _check_field(sub, f, value)
+        if problem:
+            raise ConfigError(sub, problem)
+    return section
 
 
 def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:

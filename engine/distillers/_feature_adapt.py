@@ -3,8 +3,6 @@
 This module registers nothing (its name starts with ``_``, so the registry's source scan
 skips it). It holds the conventions those baselines share for pairs whose features differ:
 
-* **Option checks**: :func:`number` and :func:`check_bool` raise
-  :class:`~engine.errors.ConfigError` naming ``distiller.options.<key>``.
 * **Stage lists of different lengths** (:func:`pair_stages`): the lists are aligned from the
   last stage backwards, ``min(K_s, K_t)`` pairs (3 against 4 stages: 1-2, 2-3, 3-4), the
   deepest stages being the most alike across families; equal lengths pair one to one, which
@@ -16,9 +14,6 @@ skips it). It holds the conventions those baselines share for pairs whose featur
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,52 +21,6 @@ from torch import nn
 from engine.errors import ConfigError
 
 FIELD = "distiller.name"
-
-
-# ----------------------------------------------------------------------------- options
-
-
-def _field(key: str) -> str:
-    return f"distiller.options.{key}"
-
-
-def number(options: dict, key: str, *, integer: bool = False, minimum: float | None = None,
-           above: float | None = None, maximum: float | None = None) -> Any:
-    """Read a numeric option (a number written as text, from a form field or ``--set``, counts),
-    refusing other types and out-of-range values with a ConfigError naming ``distiller.options.<key>``."""
-    field = _field(key)
-    value = options[key]
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ConfigError(field, f"expected a number, got {options[key]!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(field, f"expected a finite number, got {value!r}")
-    if integer:
-        if float(value) != int(value):
-            raise ConfigError(field, f"expected a whole number, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-    if minimum is not None and value < minimum:
-        raise ConfigError(field, f"must be at least {minimum:g}, got {value!r}")
-    if above is not None and value <= above:
-        raise ConfigError(field, f"must be greater than {above:g}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(field, f"must be at most {maximum:g}, got {value!r}")
-    return value
-
-
-def check_bool(options: dict, key: str) -> bool:
-    value: Any = options[key]
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        value = value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise ConfigError(_field(key), f"must be true or false, not {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- shapes

@@ -25,14 +25,17 @@ backwards (``_feature_adapt.pair_stages``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import torch
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    backbone_parameters, check_bool, number, common_size, conv1x1, pair_stages, pool_to, stage_maps,
+    backbone_parameters, common_size, conv1x1, pair_stages, pool_to, stage_maps,
 )
 from engine.distillers.base import Distiller
 
@@ -53,21 +56,28 @@ def ab_criterion(source: torch.Tensor, target: torch.Tensor, margin: float) -> t
     return ((source + margin) ** 2 * neg + (source - margin) ** 2 * pos).sum()
 
 
+@dataclass
+class ABOptions:
+    init_epochs: int = setting(30, help="Epochs of the pre-training stage that teaches the activation boundaries (0: none).",
+                               minimum=0, maximum=100000)
+    margin: float = setting(1.0, help="Margin of the activation-boundary hinge loss.", minimum=0.0)
+    main_stage_loss: bool = setting(False, help="Also add the AB term in the main stage (RepDistiller: off, weight 0 after pre-training).")
+
+
 @register_distiller("ab")
 class AB(Distiller):
     """AB (Heo et al. 2019): a pre-training stage teaches the student the teacher's activation boundaries (pre-activation signs)."""
 
     # METHOD.md: AB 1 with its pre-training stage (the main stage adds no AB term by default, see above)
     default_weights = (1.0, 1.0, 1.0)
-    option_defaults = {"init_epochs": 30, "margin": 1.0, "main_stage_loss": False}
+    Options = ABOptions
     needs_preact = True
     pretrain_epochs_option = "init_epochs"
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
-        self.margin = number(self.options, "margin", minimum=0.0)
-        self.main_stage_loss = check_bool(self.options, "main_stage_loss")
+        self.margin = self.opts.margin
+        self.main_stage_loss = self.opts.main_stage_loss
         s_maps = stage_maps(context.student_shapes, "student", "AB")
         t_maps = stage_maps(context.teacher_shapes, "teacher", "AB")
         self.pairs = pair_stages(len(s_maps), len(t_maps))

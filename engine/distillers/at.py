@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import pool_to_common, number, stage_pairs
+from engine.distillers._feature_adapt import pool_to_common, stage_pairs
 from engine.distillers.base import Distiller
 
 
@@ -20,17 +23,23 @@ def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
     return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
+@dataclass
+class ATOptions:
+    p: float = setting(2.0, help="Exponent of the attention map: the mean over channels of |feature|^p.", above=0.0,
+                       maximum=100.0)
+
+
 @register_distiller("at")
 class AT(Distiller):
     """AT (Zagoruyko & Komodakis 2017): the student matches the teacher's normalised spatial attention maps at every stage output."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1000); p = 2 (RepDistiller).
     default_weights = (1.0, 1.0, 1000.0)
-    option_defaults = {"p": 2.0}
+    Options = ATOptions
 
     def __init__(self, context):
         super().__init__(context)
-        self.p = number(self.options, "p", above=0.0)
+        self.p = self.opts.p
         # stage outputs features[1:-1], aligned from the last stage backwards (see _feature_adapt)
         self.pairs = stage_pairs(context.student_shapes, context.teacher_shapes)
 

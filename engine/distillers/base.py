@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
+from engine.config import build_section
+
+OPTIONS_FIELD = "distiller.options"
 
 
 @dataclass
@@ -32,16 +35,24 @@ class DistillerContext:
     options: dict = field(default_factory=dict)
 
 
+@dataclass
+class NoOptions:
+    """This baseline has no options of its own."""
+
+
 class Distiller(nn.Module):
     """One baseline: owns its extra trainable modules and returns named, unweighted loss terms.
 
     The student stage computes ``w_ce * CE + w_div * KD(q) + w_kd * sum(terms) + MGD codes``,
     where ``terms`` is what :meth:`forward` returns. Subclasses set ``default_weights``
-    (w_ce, w_div, w_kd) from METHOD.md and ``option_defaults`` for their own settings.
+    (w_ce, w_div, w_kd) from METHOD.md and declare their own settings as ``Options``, a
+    dataclass of :func:`engine.config.setting` fields (type, default, help, bounds), exactly
+    like the config schema: validation, ``mgd-train --plan`` and the studio's form read it.
+    The validated options are ``self.opts`` (typed) and ``self.options`` (a plain dict).
     """
 
     default_weights: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
-    option_defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type] = NoOptions
     needs_preact: ClassVar[bool] = False
     #: False for the "student alone" reference: the stage then skips the teacher entirely
     uses_teacher: ClassVar[bool] = True
@@ -49,16 +60,19 @@ class Distiller(nn.Module):
     def __init__(self, context: DistillerContext):
         super().__init__()
         self.context = context
-        self.options = self.resolve_options(context.options)
+        self.opts = self.parse_options(context.options)
+        self.options = dataclasses.asdict(self.opts)
+
+    @classmethod
+    def parse_options(cls, options: dict | None) -> Any:
+        """The validated ``Options`` of ``options``; a ConfigError names ``distiller.options.<key>``
+        and the allowed keys or values."""
+        return build_section(cls.Options, dict(options or {}), OPTIONS_FIELD)
 
     @classmethod
     def resolve_options(cls, options: dict | None) -> dict:
-        options = dict(options or {})
-        unknown = [k for k in options if k not in cls.option_defaults]
-        if unknown:
-            allowed = ", ".join(cls.option_defaults) or "none"
-            raise ConfigError(f"distiller.options.{unknown[0]}", f"unknown option of this baseline; allowed: {allowed}")
-        return {**cls.option_defaults, **options}
+        """Every option of the baseline, defaults filled in, as plain data (for config.yaml)."""
+        return dataclasses.asdict(cls.parse_options(options))
 
     # -- the student stage ----------------------------------------------------------
     def forward(self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor,
@@ -75,7 +89,7 @@ class Distiller(nn.Module):
     pretrain_epochs_option: ClassVar[str | None] = None
 
     def pretrain_epochs(self) -> int:
-        return int(self.options.get(self.pretrain_epochs_option, 0)) if self.pretrain_epochs_option else 0
+        return int(getattr(self.opts, self.pretrain_epochs_option)) if self.pretrain_epochs_option else 0
 
     def pretrain_lr(self, lr: float) -> float:
         """Learning rate of the pre-training stage, given the student's (RepDistiller's rules differ per baseline)."""

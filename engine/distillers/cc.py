@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 
 
@@ -17,6 +19,12 @@ def correlation_loss(e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
         return (e_s - e_t).sum() * 0.0
     delta = (e_s - e_t).abs()
     return (delta[:-1] * delta[1:]).sum(1).mean()
+
+
+@dataclass
+class CCOptions:
+    embed_dim: int = setting(128, help="Width of the linear embeddings whose correlations are matched.", minimum=1,
+                             maximum=65536)
 
 
 @register_distiller("cc")
@@ -30,11 +38,11 @@ class CC(Distiller):
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 0.02); embedding width 128 (RepDistiller's feat_dim).
     default_weights = (1.0, 1.0, 0.02)
-    option_defaults = {"embed_dim": 128}
+    Options = CCOptions
 
     def __init__(self, context):
         super().__init__(context)
-        dim = number(self.options, "embed_dim", integer=True, minimum=1)
+        dim = self.opts.embed_dim
         # both embeddings are trainable (RepDistiller's LinearEmbed on each side); they
         # bring the pooled widths of any two families to the same size
         self.embed_s = nn.Linear(int(context.student_shapes[-1][0]), dim)

@@ -34,13 +34,16 @@ same numbers, far less memory traffic than gathering ``B * (K + 1)`` bank rows).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import torch
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import FIELD, number
+from engine.distillers._feature_adapt import FIELD
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -70,23 +73,31 @@ def nce_loss(p: torch.Tensor, n_data: int) -> torch.Tensor:
     return -(log_d1.sum() + log_d0.sum()) / p.shape[0]
 
 
+@dataclass
+class CRDOptions:
+    feat_dim: int = setting(128, help="Width of the embeddings compared by the contrastive loss.", minimum=1,
+                            maximum=65536)
+    nce_k: int = setting(16384, help="Negatives drawn per sample from the memory bank (capped at the training set size - 1).",
+                         minimum=1, maximum=10_000_000)
+    nce_t: float = setting(0.07, help="Temperature of the contrastive scores.", above=0.0, maximum=100.0)
+    nce_m: float = setting(0.5, help="Momentum of the memory bank's update.", minimum=0.0, maximum=1.0)
+
+
 @register_distiller("crd")
 class CRD(Distiller):
     """CRD (Tian et al. 2020): contrastive loss between embedded pooled features, 16384 negatives from a momentum memory bank."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 0.8)
     default_weights = (1.0, 1.0, 0.8)
-    option_defaults = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5}
+    Options = CRDOptions
 
     #: None: choose by size; True/False: force the whole-bank product / the row gather (tests)
     dense_scores: bool | None = None
 
     def __init__(self, context):
         super().__init__(context)
-        feat_dim = number(self.options, "feat_dim", integer=True, minimum=1)
-        nce_k = number(self.options, "nce_k", integer=True, minimum=1)
-        self.nce_t = number(self.options, "nce_t", above=0.0)
-        self.nce_m = number(self.options, "nce_m", minimum=0.0, maximum=1.0)
+        feat_dim, nce_k = self.opts.feat_dim, self.opts.nce_k
+        self.nce_t, self.nce_m = self.opts.nce_t, self.opts.nce_m
         n_data = int(context.train_size)
         if n_data < 2:
             raise ConfigError(FIELD, f"CRD needs at least 2 training samples for its negatives, got {n_data}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -40,6 +42,16 @@ def dkd_terms(s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tens
     return tckd, nckd
 
 
+@dataclass
+class DKDOptions:
+    alpha: float = setting(1.0, help="Weight of the target-class term (TCKD).", minimum=0.0)
+    beta: float = setting(8.0, help="Weight of the non-target-class term (NCKD); DKD's paper tunes it per pair.",
+                          minimum=0.0)
+    temperature: float = setting(4.0, help="Temperature of both terms.", above=0.0, maximum=1000.0)
+    warmup_epochs: int = setting(20, help="Epochs over which the DKD terms ramp in linearly.", minimum=0,
+                                 maximum=100000)
+
+
 @register_distiller("dkd")
 class DKD(Distiller):
     """DKD (Zhao et al. 2022): logit KD decoupled into a target-class term (weight alpha) and a non-target-class term (weight beta), warmed up."""
@@ -47,14 +59,12 @@ class DKD(Distiller):
     # DKD replaces the plain logit KD term: (w_ce, w_div, w_kd) = (1, 0, 1). CIFAR-100
     # defaults of the paper / mdistiller: alpha 1, beta 8, T 4, 20 warm-up epochs.
     default_weights = (1.0, 0.0, 1.0)
-    option_defaults = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20}
+    Options = DKDOptions
 
     def __init__(self, context):
         super().__init__(context)
-        self.alpha = number(self.options, "alpha", minimum=0.0)
-        self.beta = number(self.options, "beta", minimum=0.0)
-        self.temperature = number(self.options, "temperature", above=0.0)
-        self.warmup_epochs = number(self.options, "warmup_epochs", integer=True, minimum=0)
+        self.alpha, self.beta = self.opts.alpha, self.opts.beta
+        self.temperature, self.warmup_epochs = self.opts.temperature, self.opts.warmup_epochs
         if context.num_classes < 2:
             raise ConfigError("distiller.name", "dkd needs at least two classes (a target and a non-target class)")
         self.epoch, self.epochs = 0, 1

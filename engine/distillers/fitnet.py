@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import is_map, number
+from engine.distillers._feature_adapt import is_map
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -35,23 +38,24 @@ class HintRegressor(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
+@dataclass
+class FitNetOptions:
+    hint_layer: int = setting(2, help="Index of the hint map in [stem, stage1, ..., stageK, pooled], the same for "
+                                      "both networks; negative counts from the end.", minimum=-64, maximum=64)
+    kernel_size: int = setting(3, help="Kernel size of the regressor's convolution.", choices=(1, 3))
+
+
 @register_distiller("fitnet")
 class FitNet(Distiller):
     """FitNet (Romero et al. 2015): the student's hint map (feature index 2) regresses the teacher's through a conv regressor (MSE)."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 100), hint at feature index 2.
     default_weights = (1.0, 1.0, 100.0)
-    option_defaults = {
-        "hint_layer": 2,  # index into [stem, stage1, ..., stageK, pooled], same for both; negative counts from the end
-        "kernel_size": 3,  # regressor convolution: 1 or 3
-    }
+    Options = FitNetOptions
 
     def __init__(self, context):
         super().__init__(context)
-        hint = number(self.options, "hint_layer", integer=True)
-        kernel = number(self.options, "kernel_size", integer=True)
-        if kernel not in (1, 3):
-            raise ConfigError("distiller.options.kernel_size", f"must be 1 or 3, got {kernel}")
+        hint, kernel = self.opts.hint_layer, self.opts.kernel_size
         s_shapes, t_shapes = context.student_shapes, context.teacher_shapes
         self.s_index = self._resolve(hint, s_shapes, "student", context.student_arch)
         self.t_index = self._resolve(hint, t_shapes, "teacher", context.teacher_arch)

@@ -25,12 +25,15 @@ connector, which is exactly RepDistiller's FSP.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    backbone_parameters, check_bool, number, conv1x1, feature_map, pair_stages, pool_to_common, stage_maps,
+    backbone_parameters, conv1x1, feature_map, pair_stages, pool_to_common, stage_maps,
 )
 from engine.distillers.base import Distiller
 
@@ -45,19 +48,25 @@ def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
     return [fsp_matrix(maps[k], maps[k + 1]) for k in range(len(maps) - 1)]
 
 
+@dataclass
+class FSPOptions:
+    init_epochs: int = setting(30, help="Epochs of the pre-training stage on the FSP matrices (0: none).", minimum=0,
+                               maximum=100000)
+    main_stage_loss: bool = setting(False, help="Also add the FSP term in the main stage (RepDistiller: off).")
+
+
 @register_distiller("fsp")
 class FSP(Distiller):
     """FSP (Yim et al. 2017): a pre-training stage matches the teacher's FSP matrices (Gram matrices of consecutive stage outputs)."""
 
     # METHOD.md: FSP 50 with its pre-training (the main stage adds no FSP term by default, see above)
     default_weights = (1.0, 1.0, 50.0)
-    option_defaults = {"init_epochs": 30, "main_stage_loss": False}
+    Options = FSPOptions
     pretrain_epochs_option = "init_epochs"
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
-        self.main_stage_loss = check_bool(self.options, "main_stage_loss")
+        self.main_stage_loss = self.opts.main_stage_loss
         s_stem = feature_map(context.student_shapes[0], "student", "FSP", "stem output")
         t_stem = feature_map(context.teacher_shapes[0], "teacher", "FSP", "stem output")
         s_maps = stage_maps(context.student_shapes, "student", "FSP")

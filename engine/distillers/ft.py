@@ -30,13 +30,16 @@ batch-norm statistics move).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    FIELD, number, feature_map, pool_to_common,
+    FIELD, feature_map, pool_to_common,
 )
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
@@ -96,20 +99,27 @@ def ft_loss(factor_s: torch.Tensor, factor_t: torch.Tensor, p: float) -> torch.T
     return diff.abs().mean() if p == 1 else diff.abs().pow(p).mean()
 
 
+@dataclass
+class FTOptions:
+    init_epochs: int = setting(30, help="Epochs of the paraphraser's pre-training (0: none).", minimum=0,
+                               maximum=100000)
+    rate: float = setting(0.5, help="Width of the factors as a share of the teacher's channels.", above=0.0,
+                          maximum=1.0)
+    p: float = setting(1.0, help="Norm of the factor distance (1: L1, as RepDistiller).", above=0.0, maximum=100.0)
+
+
 @register_distiller("ft")
 class FT(Distiller):
     """FT (Kim et al. 2018): a translator on the student's last stage output matches the factors of a pre-trained teacher paraphraser."""
 
     # METHOD.md: FT 200 with its paraphraser pre-training
     default_weights = (1.0, 1.0, 200.0)
-    option_defaults = {"init_epochs": 30, "rate": 0.5, "p": 1.0}
+    Options = FTOptions
     pretrain_epochs_option = "init_epochs"
 
     def __init__(self, context):
         super().__init__(context)
-        self.options["init_epochs"] = number(self.options, "init_epochs", integer=True, minimum=0)
-        rate = number(self.options, "rate", above=0.0, maximum=1.0)
-        self.p = number(self.options, "p", above=0.0)
+        rate, self.p = self.opts.rate, self.opts.p
         s_c = feature_map(context.student_shapes[-2], "student", "FT", "last stage output")[0]
         t_c = feature_map(context.teacher_shapes[-2], "teacher", "FT", "last stage output")[0]
         factor_c = int(t_c * rate)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import number, stage_pairs
+from engine.distillers._feature_adapt import stage_pairs
 from engine.distillers.base import Distiller
 from engine.errors import ConfigError
 
@@ -47,17 +50,22 @@ def rbf_between(v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(v.unsqueeze(2) - v_prev.unsqueeze(1)).pow(2) / 8)
 
 
+@dataclass
+class KDSVDOptions:
+    k: int = setting(1, help="Singular vectors kept per feature map.", minimum=1, maximum=1024)
+
+
 @register_distiller("kdsvd")
 class KDSVD(Distiller):
     """KDSVD (Lee et al. 2018): the student matches RBF correlations between the top singular vectors of consecutive stage outputs."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1) (RepDistiller's default); k = 1 singular vector.
     default_weights = (1.0, 1.0, 1.0)
-    option_defaults = {"k": 1}
+    Options = KDSVDOptions
 
     def __init__(self, context):
         super().__init__(context)
-        self.k = number(self.options, "k", integer=True, minimum=1)
+        self.k = self.opts.k
         # stage outputs features[1:-1], aligned from the last stage backwards (see _feature_adapt)
         self.pairs = stage_pairs(context.student_shapes, context.teacher_shapes)
         if len(self.pairs) < 2:

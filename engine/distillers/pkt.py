@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 
 
@@ -19,17 +21,23 @@ def cosine_probabilities(f: torch.Tensor, eps: float) -> torch.Tensor:
     return sim / sim.sum(1, keepdim=True)
 
 
+@dataclass
+class PKTOptions:
+    eps: float = setting(1e-7, help="Small constant that keeps the cosine similarities and the divergence finite.",
+                         above=0.0, maximum=1.0)
+
+
 @register_distiller("pkt")
 class PKT(Distiller):
     """PKT (Passalis & Tefas 2018): KL divergence between teacher and student cosine-similarity distributions of the pooled features."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 30000) (RepDistiller's default).
     default_weights = (1.0, 1.0, 30000.0)
-    option_defaults = {"eps": 1e-7}
+    Options = PKTOptions
 
     def __init__(self, context):
         super().__init__(context)
-        self.eps = number(self.options, "eps", above=0.0)
+        self.eps = self.opts.eps
 
     # Similarities between samples do not depend on the feature width: any pair works.
     def forward(self, student, teacher, labels, indices):

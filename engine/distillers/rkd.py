@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from engine.config import setting
 from engine.distillers import register_distiller
-from engine.distillers._feature_adapt import number
 from engine.distillers.base import Distiller
 
 
@@ -32,6 +34,12 @@ def angles(e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(diff, diff.transpose(1, 2)).flatten()
 
 
+@dataclass
+class RKDOptions:
+    w_distance: float = setting(25.0, help="Weight of the distance-wise relation term.", minimum=0.0)
+    w_angle: float = setting(50.0, help="Weight of the angle-wise relation term.", minimum=0.0)
+
+
 @register_distiller("rkd")
 class RKD(Distiller):
     """RKD (Park et al. 2019): the student preserves the teacher's distance and angle relations between the pooled features of a batch."""
@@ -39,12 +47,11 @@ class RKD(Distiller):
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1); RepDistiller weighs the distance term 25
     # and the angle term 50 inside the loss.
     default_weights = (1.0, 1.0, 1.0)
-    option_defaults = {"w_distance": 25.0, "w_angle": 50.0}
+    Options = RKDOptions
 
     def __init__(self, context):
         super().__init__(context)
-        self.w_distance = number(self.options, "w_distance", minimum=0.0)
-        self.w_angle = number(self.options, "w_angle", minimum=0.0)
+        self.w_distance, self.w_angle = self.opts.w_distance, self.opts.w_angle
 
     # Distances and angles between samples do not depend on the feature width: any pair works.
     def forward(self, student, teacher, labels, indices):

@@ -17,17 +17,21 @@ different lengths are aligned from the last stage backwards (``_feature_adapt.pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import setting
 from engine.distillers import register_distiller
 from engine.distillers._feature_adapt import (
-    common_size, conv1x1, number, pair_stages, pool_to, stage_maps,
+    common_size, conv1x1, pair_stages, pool_to, stage_maps,
 )
 from engine.distillers.base import Distiller
+from engine.errors import ConfigError
 
 
 class VariationalRegressor(nn.Module):
@@ -56,18 +60,26 @@ class VariationalRegressor(nn.Module):
         return (0.5 * ((mean - target) ** 2 / var + torch.log(var))).mean()
 
 
+@dataclass
+class VIDOptions:
+    init_pred_var: float = setting(5.0, help="Initial predicted variance of each regressor (must exceed eps).",
+                                   above=0.0, maximum=1e6)
+    eps: float = setting(1e-5, help="Smallest variance (keeps the log-likelihood finite).", above=0.0, maximum=1.0)
+
+
 @register_distiller("vid")
 class VID(Distiller):
     """VID (Ahn et al. 2019): per stage output, a variational regressor with learned variance maximises student-teacher mutual information."""
 
     # METHOD.md: (w_ce, w_div, w_kd) = (1, 1, 1)
     default_weights = (1.0, 1.0, 1.0)
-    option_defaults = {"init_pred_var": 5.0, "eps": 1e-5}
+    Options = VIDOptions
 
     def __init__(self, context):
         super().__init__(context)
-        eps = number(self.options, "eps", above=0.0)
-        init_pred_var = number(self.options, "init_pred_var", above=eps)
+        eps, init_pred_var = self.opts.eps, self.opts.init_pred_var
+        if init_pred_var <= eps:
+            raise ConfigError("distiller.options.init_pred_var", f"must be greater than eps ({eps:g}), got {init_pred_var:g}")
         s_maps = stage_maps(context.student_shapes, "student", "VID")
         t_maps = stage_maps(context.teacher_shapes, "teacher", "VID")
         self.pairs = pair_stages(len(s_maps), len(t_maps))
