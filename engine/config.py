@@ -663,7 +663,9 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     for stage, lr in (("teacher", 0.05), ("granularity", 0.01)):
         if getattr(out, stage).schedule.lr is None:
             getattr(out, stage).schedule.lr = lr
-    defaults = distiller_class(out.distiller.name).default_weights
+    cls = distiller_class(out.distiller.name)
+    out.distiller.options = cls.resolve_options(out.distiller.options)  # every option, defaults filled in
+    defaults = cls.default_weights
     for key, value in zip(("w_ce", "w_div", "w_kd"), defaults):
         if getattr(out.distiller, key) is None:
             setattr(out.distiller, key, float(value))

@@ -17,7 +17,7 @@ def noise_generator(seed: int, batch_index: int) -> torch.Generator:
 
 @torch.no_grad()
 def confusion_matrices(forward: Forward, loader, num_classes: int, *, noise_std: float = 0.0,
-                       noise_seed: int = 0) -> list[torch.Tensor]:
+                       noise_seed: int = 0, on_batch: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """One ``[true][predicted]`` count matrix per output of ``forward`` (a tensor or a list of them)."""
     matrices: list[torch.Tensor] | None = None
     for b, (x, y, _) in enumerate(loader.epoch(0)):
@@ -32,6 +32,8 @@ def confusion_matrices(forward: Forward, loader, num_classes: int, *, noise_std:
         for m, logits in zip(matrices, outputs):
             pred = logits.argmax(dim=1)
             m += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+        if on_batch is not None:
+            on_batch()
     if matrices is None:
         raise ValueError("the test set is empty")
     return [m.view(num_classes, num_classes).cpu() for m in matrices]
@@ -64,6 +66,26 @@ def noise_robustness(forward: Forward, loader, num_classes: int, levels: Sequenc
     return curve
 
 
+def _output_noise_sum(p: torch.Tensor) -> float:
+    """Sum over the batch of the output noise of softmax rows ``p`` (see :func:`output_noise`)."""
+    top = p.argmax(dim=1, keepdim=True)
+    p_max = p.gather(1, top)
+    b = (1.0 - p_max) / max(1, p.shape[1] - 1)
+    spread = (p - b).abs()
+    spread.scatter_(1, top, 0.0)  # the top class is not part of the noise
+    return float(spread.sum())
+
+
+def _ece(conf: torch.Tensor, hit: torch.Tensor, bins: int) -> float:
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += float(inside.double().mean()) * abs(float(conf[inside].mean()) - float(hit[inside].mean()))
+    return 100.0 * ece
+
+
 @torch.no_grad()
 def output_noise(forward: Forward, loader) -> float:
     """How unevenly a model spreads the probability it does not give to its top class
@@ -73,13 +95,7 @@ def output_noise(forward: Forward, loader) -> float:
     total, count = 0.0, 0
     for x, _, _ in loader.epoch(0):
         p = torch.softmax(forward(x).double(), dim=1)
-        top = p.argmax(dim=1, keepdim=True)
-        p_max = p.gather(1, top)
-        c = p.shape[1]
-        b = (1.0 - p_max) / max(1, c - 1)
-        spread = (p - b).abs()
-        spread.scatter_(1, top, 0.0)  # the top class is not part of the noise
-        total += float(spread.sum())
+        total += _output_noise_sum(p)
         count += p.shape[0]
     return total / max(1, count)
 
@@ -94,14 +110,57 @@ def expected_calibration_error(forward: Forward, loader, bins: int = 15) -> floa
         conf, pred = p.max(dim=1)
         confs.append(conf.cpu())
         hits.append((pred == y).double().cpu())
-    conf, hit = torch.cat(confs), torch.cat(hits)
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            ece += float(inside.double().mean()) * abs(float(conf[inside].mean()) - float(hit[inside].mean()))
-    return 100.0 * ece
+    return _ece(torch.cat(confs), torch.cat(hits), bins)
+
+
+def report_passes(loader, levels: Sequence[float]) -> int:
+    """Batches :func:`evaluation_report` runs through (for progress): one clean pass, one per non-zero noise level."""
+    return len(loader) * (1 + sum(1 for level in levels if float(level) > 0))
+
+
+@torch.no_grad()
+def evaluation_report(forward: Forward, loader, num_classes: int, levels: Sequence[float], seed: int = 0,
+                      progress: Callable[[int], None] | None = None, bins: int = 15) -> dict:
+    """Everything the run reports about a trained model, in one clean pass plus one pass per
+    non-zero noise level: ``test_acc``, ``confusion``, ``noise_curve`` (as
+    :func:`noise_robustness`), ``output_noise`` and ``ece`` (as the functions of those names).
+    ``progress(batches_done)`` is called after every batch."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done)
+
+    conf_matrix = torch.zeros(num_classes * num_classes, dtype=torch.long)
+    noise_total, count, confs, hits = 0.0, 0, [], []
+    for x, y, _ in loader.epoch(0):
+        logits = forward(x)
+        pred = logits.argmax(dim=1)
+        conf_matrix += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes * num_classes)
+        p = torch.softmax(logits.double(), dim=1)
+        noise_total += _output_noise_sum(p)
+        count += p.shape[0]
+        conf, top = p.max(dim=1)
+        confs.append(conf.cpu())
+        hits.append((top == y).double().cpu())
+        tick()
+    if count == 0:
+        raise ValueError("the test set is empty")
+    conf_matrix = conf_matrix.view(num_classes, num_classes)
+    clean = accuracy(conf_matrix)
+    curve = []
+    for level in levels:
+        level = float(level)
+        if level > 0:
+            (noisy,) = confusion_matrices(forward, loader, num_classes, noise_std=level, noise_seed=seed,
+                                          on_batch=tick)
+            curve.append([level, accuracy(noisy)])
+        else:
+            curve.append([level, clean])
+    return {"test_acc": clean, "confusion": conf_matrix.tolist(), "noise_curve": curve,
+            "output_noise": noise_total / count, "ece": _ece(torch.cat(confs), torch.cat(hits), bins)}
 
 
 @torch.no_grad()

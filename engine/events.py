@@ -5,7 +5,11 @@ are safe to hand across threads and are written one per line to ``metrics.jsonl`
 Every consumer (the CLI's progress printer, the metrics writer, the GUI's Qt adapter)
 subscribes to the same stream.
 
-Stages are named ``"teacher"``, ``"heads"`` (self-analysis) and ``"student"``.
+The first event of a run is ``PlanReady``: the stages it will run (``"teacher"``,
+``"heads"`` (self-analysis), ``"pretrain"``, ``"student"`` or ``"online"``, ``"evaluate"``,
+``"export"``, ``"transfer"``), each with its amount of work. Training stages then report
+``StageStarted``, ``StepLosses`` and ``EpochEnd``; evaluation and export report
+``StageStarted`` and ``StageProgress``; every stage ends with ``StageFinished``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.type, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class PlanReady(Event):
+    """What the run will do, checked before the first step (``engine.plan.Plan.to_dict()``)."""
+
+    plan: dict
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,15 @@ class StepLosses(Event):
     steps: int
     losses: dict  # name -> value (unweighted terms and "total")
     lr: float
+
+
+@dataclass(frozen=True)
+class StageProgress(Event):
+    """Progress of a stage that does not train (evaluation batches, export formats)."""
+
+    stage: str
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -158,7 +178,7 @@ class RunFailed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (RunStarted, DatasetInfo, StageStarted, StepLosses, EpochEnd, Evaluation, HeadAccuracies, NoiseCurve,
+    for cls in (PlanReady, RunStarted, DatasetInfo, StageStarted, StepLosses, StageProgress, EpochEnd, Evaluation, HeadAccuracies, NoiseCurve,
                 CheckpointWritten, StageFinished, Log, Paused, Resumed, Exported, RunFinished, RunFailed)
 }
 

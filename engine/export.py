@@ -32,9 +32,8 @@ import io
 import math
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -113,6 +112,7 @@ def export_model(
     formats: Iterable[str] | str = FORMATS,
     card_extra: Mapping[str, Any] | None = None,
     basename: str = "student",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` to ``out_dir`` in ``formats`` and write ``model_card.yaml``.
 
@@ -120,6 +120,8 @@ def export_model(
     (a number or C numbers) applied to inputs in [0, 1]. ``card_extra`` (accuracies,
     noise curve, experiment config, ...) is merged into the card; the card's own
     fields (architecture, files, ...) take precedence on a clash.
+
+    ``progress(done, total)`` is called as each format is built and once the files are written.
 
     Returns ``{format: path}`` for every format written plus ``"card"``.
     Raises :class:`InputError` for bad arguments (unknown format, ...) and
@@ -149,7 +151,9 @@ def export_model(
     # build every artifact (and the card) in memory first: a failure leaves no new files behind
     blobs: dict[str, bytes] = {}
     info: dict[str, dict[str, Any]] = {}
-    for fmt in fmts:
+    for done, fmt in enumerate(fmts):
+        if progress is not None:
+            progress(done, len(fmts) + 1)
         if fmt == "weights":
             blobs[fmt] = _weights_bytes(cpu_model, arch, num_classes, shape)
         elif fmt == "torchscript":
@@ -186,6 +190,8 @@ def export_model(
     card_path = out / CARD_NAME
     _atomic_write(card_path, card_bytes)
     written["card"] = card_path
+    if progress is not None:
+        progress(len(fmts) + 1, len(fmts) + 1)
     return written
 
 
@@ -595,25 +601,15 @@ def _make_dir(path: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp: str | None = None
+    """Write ``data`` to ``path`` atomically (the run folder's writer), as an ExportError on failure."""
+    from engine.runfolder import DiskFullError, atomic_write
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write(path, data)
+    except DiskFullError:
+        raise
     except OSError as e:
         raise ExportError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _first_lines(text: str, n: int = 3) -> str:

@@ -18,7 +18,8 @@ from torch import nn
 from engine.distillers.base import Distiller, ModelOutput
 from engine.evaluate import accuracy, confusion_matrices
 from engine.mgd import GranularityHeads, code_losses, head_loss, soft_kl, stable_target
-from engine.trainer import StageTask, StepResult, cpu_state
+from engine.tracker import BestTracker
+from engine.trainer import StageTask, StepResult
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -33,6 +34,7 @@ class TeacherTask(StageTask):
         self.model = model
         self.test_loader = test_loader
         self.num_classes = num_classes
+        self.tracker = BestTracker({"model": model})
 
     def modules(self):
         return {"model": self.model}
@@ -51,7 +53,9 @@ class TeacherTask(StageTask):
     def evaluate(self, epoch):
         self.model.eval()
         (conf,) = confusion_matrices(lambda x: self.model(x)[0], self.test_loader, self.num_classes)
-        return {"test_acc": accuracy(conf), "confusion": conf.tolist()}
+        acc = accuracy(conf)
+        self.tracker.update("model", acc, epoch)
+        return {"test_acc": acc, "confusion": conf.tolist(), "best_acc": self.tracker.best_metric("model")}
 
 
 class HeadsTask(StageTask):
@@ -65,9 +69,8 @@ class HeadsTask(StageTask):
         self.heads = heads
         self.test_loader = test_loader
         self.num_classes = num_classes
-        self.best_acc = [-1.0] * len(heads)
-        self.best_epoch = [0] * len(heads)
-        self.best_state: list[dict | None] = [None] * len(heads)
+        self.keys = [f"head{i + 1}" for i in range(len(heads))]
+        self.tracker = BestTracker(dict(zip(self.keys, heads.heads)))  # each head keeps its own best epoch
         self.names = heads.names()
 
     def modules(self):
@@ -96,28 +99,23 @@ class HeadsTask(StageTask):
         confs = confusion_matrices(lambda x: self.heads(self.teacher(x)[1][-1])[1],
                                    self.test_loader, self.num_classes)
         accs = [accuracy(c) for c in confs]
-        for i, acc in enumerate(accs):
-            if acc > self.best_acc[i]:
-                self.best_acc[i], self.best_epoch[i] = acc, epoch
-                self.best_state[i] = cpu_state(self.heads.heads[i])
+        for key, acc in zip(self.keys, accs):
+            self.tracker.update(key, acc, epoch)
         metrics: dict[str, Any] = {f"head{i + 1}_d{h.dim}": a for i, (a, h) in enumerate(zip(accs, self.heads.heads))}
         metrics["head_accs"] = accs
         return {"test_acc": sum(accs) / len(accs), **metrics}
 
-    def extra_state(self):
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
-
-    def load_extra_state(self, state):
-        if state:
-            self.best_acc = list(state["best_acc"])
-            self.best_epoch = list(state["best_epoch"])
-            self.best_state = list(state["best_state"])
-
-    def restore_best(self) -> None:
+    def finish(self) -> None:
         """Load each head's best weights (METHOD.md: keep, per head, the best test accuracy)."""
-        for head, state in zip(self.heads.heads, self.best_state):
-            if state is not None:
-                head.load_state_dict(state)
+        self.tracker.restore()
+
+    @property
+    def best_acc(self) -> list[float | None]:
+        return [self.tracker.best_metric(k) for k in self.keys]
+
+    @property
+    def best_epoch(self) -> list[int]:
+        return [self.tracker.epoch[k] for k in self.keys]
 
 
 class StudentTask(StageTask):
@@ -145,9 +143,7 @@ class StudentTask(StageTask):
         self.num_classes = num_classes
         self.preact = bool(distiller.needs_preact)
         self.uses_teacher = bool(distiller.uses_teacher) or mode != "off"
-        self.best_acc = -1.0
-        self.best_epoch = 0
-        self.best_state: dict | None = None
+        self.tracker = BestTracker({"student": student})
 
     def modules(self):
         mods = {"student": self.student, "distiller": self.distiller}
@@ -209,19 +205,8 @@ class StudentTask(StageTask):
         self.student.eval()
         (conf,) = confusion_matrices(lambda x: self.student(x)[0], self.test_loader, self.num_classes)
         acc = accuracy(conf)
-        if acc > self.best_acc:
-            self.best_acc, self.best_epoch = acc, epoch
-            self.best_state = cpu_state(self.student)
-        return {"test_acc": acc, "confusion": conf.tolist(), "best_acc": self.best_acc}
-
-    def extra_state(self):
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
-
-    def load_extra_state(self, state):
-        if state:
-            self.best_acc = float(state["best_acc"])
-            self.best_epoch = int(state["best_epoch"])
-            self.best_state = state["best_state"]
+        self.tracker.update("student", acc, epoch)
+        return {"test_acc": acc, "confusion": conf.tolist(), "best_acc": self.tracker.best_metric("student")}
 
 
 class PretrainTask(StageTask):
@@ -282,9 +267,8 @@ class OnlineTask(StageTask):
         self.heads = heads
         self.test_loader = test_loader
         self.num_classes = num_classes
-        self.best_acc = [-1.0] * len(peers)
-        self.best_epoch = [0] * len(peers)
-        self.best_state: list[dict | None] = [None] * len(peers)
+        self.keys = [f"peer{i + 1}" for i in range(len(peers))]
+        self.tracker = BestTracker(dict(zip(self.keys, peers)))
 
     def modules(self):
         mods = {f"peer{i + 1}": p for i, p in enumerate(self.peers)}
@@ -334,20 +318,9 @@ class OnlineTask(StageTask):
             accs.append(acc)
             if i == 0:
                 confusion = conf.tolist()
-            if acc > self.best_acc[i]:
-                self.best_acc[i], self.best_epoch[i] = acc, epoch
-                self.best_state[i] = cpu_state(peer)
+            self.tracker.update(self.keys[i], acc, epoch)
         metrics: dict[str, Any] = {f"peer{i + 1}": a for i, a in enumerate(accs)}
         return {"test_acc": accs[0], "confusion": confusion, **metrics}
-
-    def extra_state(self):
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_state": self.best_state}
-
-    def load_extra_state(self, state):
-        if state:
-            self.best_acc = list(state["best_acc"])
-            self.best_epoch = list(state["best_epoch"])
-            self.best_state = list(state["best_state"])
 
 
 class TransferTask(TeacherTask):
@@ -367,8 +340,6 @@ class TransferTask(TeacherTask):
         for p in self.classifier.parameters():
             p.requires_grad_(True)
         self.adapt_batchnorm = adapt_batchnorm
-        self.best_acc = -1.0
-        self.best_epoch = 0
 
     def parameters(self):
         return list(self.classifier.parameters())
@@ -378,14 +349,6 @@ class TransferTask(TeacherTask):
         self.classifier.train()
 
     def evaluate(self, epoch):
-        acc = super().evaluate(epoch)["test_acc"]
-        if acc > self.best_acc:
-            self.best_acc, self.best_epoch = acc, epoch
-        return {"test_acc": acc, "best_acc": self.best_acc}
-
-    def extra_state(self):
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch}
-
-    def load_extra_state(self, state):
-        if state:
-            self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        result = super().evaluate(epoch)
+        result.pop("confusion")
+        return result

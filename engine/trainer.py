@@ -10,7 +10,6 @@ stop) from which ``resume`` continues exactly.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,41 +21,18 @@ from torch import nn
 from engine.control import RunControl
 from engine.errors import CheckpointError, StopRequested, TrainingError
 from engine.events import CheckpointWritten, EpochEnd, Evaluation, EventBus, Paused, Resumed, StageStarted, StepLosses
+from engine.runfolder import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from engine.tracker import BestTracker
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def safe_load(path: str | Path) -> Any:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code), on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-
-
-def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of a module's state dict (for 'best weights' snapshots)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+def stage_state(task: "StageTask", history: list[dict], seconds: float, **extra: Any) -> dict[str, Any]:
+    """The one checkpoint format of every stage: its modules, its best-weights bookkeeping, its
+    epoch history and wall time (plus, in the per-epoch checkpoint, the optimiser and the
+    position to resume from)."""
+    return {"format": CHECKPOINT_FORMAT, "stage": task.name, **task.state_dict(), "history": history,
+            "seconds": float(seconds), **extra}
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -78,10 +54,12 @@ class StepResult:
 
 
 class StageTask:
-    """What a stage optimises. Subclasses implement the methods below."""
+    """What a stage optimises. Subclasses implement the methods below and set ``tracker``
+    (a :class:`BestTracker`) when the stage keeps its best weights."""
 
     name: str = "stage"
     role: str = ""  # the model the stage trains ("teacher", "student"), for Evaluation events
+    tracker: BestTracker | None = None
 
     def modules(self) -> dict[str, nn.Module]:
         """The modules whose state the checkpoint holds (trained ones and their best copies)."""
@@ -106,12 +84,23 @@ class StageTask:
         (a [true][predicted] count matrix, sent as an Evaluation event); the rest goes to EpochEnd.metrics."""
         raise NotImplementedError
 
-    def extra_state(self) -> dict[str, Any]:
-        """Anything besides module weights to checkpoint (best accuracies, best weights)."""
-        return {}
+    def state_dict(self) -> dict[str, Any]:
+        """Module weights and best-weights bookkeeping (the checkpointed state of the task)."""
+        return {"modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "tracker": self.tracker.state_dict() if self.tracker is not None else None}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+    def finish(self) -> None:
+        """Called after the last epoch, before the stage's final checkpoint (e.g. restore best weights)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        modules = state["modules"]
+        for key, module in self.modules().items():
+            if key not in modules:
+                raise CheckpointError(f"the {self.name} checkpoint has no weights for {key!r}; "
+                                      "it was written for another experiment")
+            module.load_state_dict(modules[key])
+        if self.tracker is not None and state.get("tracker") is not None:
+            self.tracker.load_state_dict(state["tracker"])
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -119,6 +108,8 @@ class StageTask:
 
 class Trainer:
     """Runs a :class:`StageTask` for a schedule, with events, checkpoints and control."""
+
+    seconds_before = 0.0  # the stage's wall time in earlier sessions (resume)
 
     def __init__(self, *, bus: EventBus, control: RunControl, checkpoint_dir: Path, train_loader,
                  classes: list[str], log_points: int = 25, precision: str = "fp32", channels_last: bool = False):
@@ -135,8 +126,14 @@ class Trainer:
         return self.checkpoint_dir / f"{task.name}_last.pt"
 
     def fit(self, task: StageTask, *, epochs: int, lr: float, momentum: float, weight_decay: float,
-            milestones: list[int], gamma: float) -> list[dict]:
-        """Train ``task`` (resuming from its last checkpoint if one exists); returns the epoch history."""
+            milestones: list[int], gamma: float, seed: int = 0) -> list[dict]:
+        """Train ``task`` (resuming from its last checkpoint if one exists); returns the epoch history.
+
+        ``seed`` seeds the global random generator at the start of the stage (what a baseline
+        draws at random, such as CRD's negatives); its state is checkpointed with the stage, so
+        a resumed stage draws exactly what it would have drawn. ``self.seconds`` is then the
+        stage's wall time over every session.
+        """
         params = task.parameters()
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         device_type = params[0].device.type if params else "cpu"
@@ -144,15 +141,27 @@ class Trainer:
         scaler = torch.amp.GradScaler(device_type, enabled=self.precision == "fp16")
         history: list[dict] = []
         start_epoch, start_step = 0, 0
+        self.seconds_before = 0.0
+        self._t_start = time.perf_counter()
         ckpt_path = self.checkpoint_path(task)
+        torch.manual_seed(seed)
         if ckpt_path.exists():
-            state = safe_load(ckpt_path)
-            for key, module in task.modules().items():
-                module.load_state_dict(state["modules"][key])
-            optimizer.load_state_dict(state["optimizer"])
-            task.load_extra_state(state.get("extra", {}))
-            history = list(state.get("history", []))
-            start_epoch, start_step = int(state["epoch"]), int(state["step"])
+            state = load_checkpoint(ckpt_path)
+            try:
+                task.load_state_dict(state)
+                optimizer.load_state_dict(state["optimizer"])
+                history = list(state.get("history", []))
+                start_epoch, start_step = int(state["epoch"]), int(state["step"])
+                self.seconds_before = float(state.get("seconds", 0.0))
+                if state.get("rng") is not None:
+                    torch.set_rng_state(state["rng"])
+                if state.get("rng_cuda") is not None and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state["rng_cuda"])
+                if state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"{ckpt_path}: not a checkpoint of this stage ({type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
             self.bus.log(f"{task.name}: resuming at epoch {start_epoch + 1}, step {start_step}")
 
         steps = len(self.loader)
@@ -182,7 +191,7 @@ class Trainer:
                     if not self.control.stop_requested:
                         self.bus.emit(Resumed(task.name))
                 if self.control.stop_requested:
-                    self._save(task, optimizer, history, epoch, step - 1)
+                    self._save(task, optimizer, scaler, history, epoch, step - 1)
                     raise StopRequested(f"stopped in {task.name} epoch {epoch + 1}")
 
                 if self.channels_last and x.dim() == 4:
@@ -231,18 +240,20 @@ class Trainer:
             if confusion is not None:
                 self.bus.emit(Evaluation(task.name, task.role, epoch + 1, record["test_acc"], list(self.classes),
                                          confusion))
-            path = self._save(task, optimizer, history, epoch + 1, 0)
+            path = self._save(task, optimizer, scaler, history, epoch + 1, 0)
             self.bus.emit(CheckpointWritten(task.name, str(path), epoch + 1))
         return history
 
-    def _save(self, task: StageTask, optimizer, history, epoch: int, step: int) -> Path:
-        state = {
-            "stage": task.name,
-            "epoch": epoch,  # epochs completed (or the epoch in progress when step > 0)
-            "step": step,  # steps completed within that epoch
-            "modules": {k: m.state_dict() for k, m in task.modules().items()},
-            "optimizer": optimizer.state_dict(),
-            "extra": task.extra_state(),
-            "history": history,
-        }
-        return atomic_save(state, self.checkpoint_path(task))
+    @property
+    def seconds(self) -> float:
+        """Wall time of the stage so far, over every session (resumes included)."""
+        return self.seconds_before + time.perf_counter() - self._t_start
+
+    def _save(self, task: StageTask, optimizer, scaler, history, epoch: int, step: int) -> Path:
+        state = stage_state(task, history, self.seconds,
+                            epoch=epoch,  # epochs completed (or the epoch in progress when step > 0)
+                            step=step,  # steps completed within that epoch
+                            optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                            rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                            scaler=scaler.state_dict() if scaler.is_enabled() else None)
+        return save_checkpoint(state, self.checkpoint_path(task))

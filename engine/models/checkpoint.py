@@ -25,7 +25,8 @@ from torch import nn
 from engine.errors import CheckpointError
 
 # Keys under which training scripts commonly nest the state dict, in order of preference.
-STATE_DICT_KEYS = ("model", "state_dict", "net", "model_state_dict")
+# ("modules" holds the weights of an MGD Studio stage checkpoint, e.g. {"modules": {"model": ...}})
+STATE_DICT_KEYS = ("model", "state_dict", "net", "model_state_dict", "modules")
 # Prefixes that wrap every key of a whole model: DataParallel/DDP, torch.compile, ad-hoc holders.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
 # Sub-networks worth picking out of a distiller-wide state dict (student first).
