@@ -9,34 +9,26 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 from engine.errors import InputError, MGDError, TrainingError
+from engine.plan import format_duration
 
 EXIT_OK, EXIT_TRAINING, EXIT_INPUT = 0, 1, 2
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class ProgressPrinter:
-    """Prints a progress bar with ETA on a terminal, one line per epoch elsewhere (logs, CI)."""
+    """Prints a progress bar over the whole run (from its plan) with ETA on a terminal, one line
+    per epoch elsewhere (logs, CI)."""
 
     def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False):
+        from engine.plan import PlanProgress
+
         self.stream = stream
         self.quiet = quiet
         self.tty = stream.isatty()
-        self.stage = ""
-        self.epochs = 0
-        self.steps = 0
-        self.start_epoch = 0
-        self.t0 = time.perf_counter()
+        self.progress = PlanProgress()
         self._bar_shown = False
 
     def _line(self, text: str) -> None:
@@ -46,40 +38,40 @@ class ProgressPrinter:
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _bar(self, epoch: int, step: int, losses: dict) -> None:
-        done = (epoch - 1 - self.start_epoch) * self.steps + step
-        total = max(1, (self.epochs - self.start_epoch) * self.steps)
-        frac = min(1.0, done / total)
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / frac - elapsed if frac > 0 else 0
+    def _bar(self, loss: float | None = None) -> None:
+        frac = self.progress.fraction()
         width = 24
         filled = int(frac * width)
-        loss = losses.get("total")
-        text = (f"{self.stage:<8} [{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}% "
-                f"epoch {epoch}/{self.epochs} step {step}/{self.steps} "
-                f"loss {loss:.4f} ETA {_fmt_time(eta)}" if loss is not None else "")
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}% {self.progress.text()}"
+        if loss is not None:
+            text += f" · loss {loss:.4f}"
         self.stream.write("\r\033[K" + text)
         self.stream.flush()
         self._bar_shown = True
 
     def __call__(self, event) -> None:
+        self.progress.update(event)
         kind = event.type
-        if kind == "StageStarted":
-            self.stage, self.epochs, self.steps = event.stage, event.epochs, event.steps_per_epoch
-            self.start_epoch = event.start_epoch
-            self.t0 = time.perf_counter()
-            if not self.quiet:
+        if kind == "PlanReady" and not self.quiet:
+            from engine.plan import Plan
+
+            plan = Plan.from_dict(event.plan)
+            stages = " -> ".join(s.name + (f" ({s.epochs} epochs)" if s.action == "train" else "")
+                                 + (" [done]" if s.done else "") for s in plan.stages)
+            self._line(f"plan: {stages}")
+        elif kind == "StageStarted" and not self.quiet:
+            if event.parameters:
                 self._line(f"== {event.stage}: {event.epochs} epochs x {event.steps_per_epoch} steps, "
                            f"{event.parameters:,} trainable parameters")
-        elif kind == "StepLosses" and self.tty and not self.quiet:
-            self._bar(event.epoch, event.step, event.losses)
+            else:
+                self._line(f"== {event.stage}")
+        elif kind in ("StepLosses", "StageProgress") and self.tty and not self.quiet:
+            self._bar(event.losses.get("total") if kind == "StepLosses" else None)
         elif kind == "EpochEnd" and not self.quiet:
-            elapsed = time.perf_counter() - self.t0
-            done = event.epoch - self.start_epoch
-            eta = elapsed / max(1, done) * (event.epochs - event.epoch)
+            eta = self.progress.eta()
             self._line(f"{event.stage:<8} epoch {event.epoch:>3}/{event.epochs}  loss {event.losses.get('total', 0):.4f}  "
                        f"train {event.train_acc:6.2f}%  test {event.test_acc:6.2f}%  lr {event.lr:.4g}  "
-                       f"{event.seconds:.1f}s  ETA {_fmt_time(eta)}")
+                       f"{event.seconds:.1f}s" + (f"  run ETA {format_duration(eta)}" if eta is not None else ""))
         elif kind == "HeadAccuracies" and not self.quiet:
             heads = ", ".join(f"(d={h['dim']}, T={h['temperature']:g}) {h['test_acc']:.2f}%" for h in event.heads)
             self._line(f"heads: {heads}; teacher {event.teacher_acc:.2f}%")
@@ -111,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default="runs", metavar="DIR", help="where new run folders go (default: runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="check the experiment (data, models, options, checkpoints, folders) and print what the run "
+                        "would do, without training")
     p.add_argument("--list-models", action="store_true", help="list the architectures and exit")
     p.add_argument("--list-distillers", action="store_true", help="list the baseline distillers and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the result")
@@ -153,8 +148,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _load(args)
         if args.print_config:
             from engine.config import dumps_config, resolve
+            from engine.runfolder import CONFIG_FILE
 
-            out.write(dumps_config(resolve(cfg)) if cfg is not None else Path(args.resume, "config.yaml").read_text())
+            out.write(dumps_config(resolve(cfg)) if cfg is not None else Path(args.resume, CONFIG_FILE).read_text())
+            return EXIT_OK
+        if args.plan:
+            from engine.run import plan_experiment, prepare_run
+
+            if cfg is None:
+                cfg, _ = prepare_run(None, args.resume, args.runs_root, resume=True)
+                out.write(plan_experiment(cfg, args.resume).describe() + "\n")
+            else:
+                out.write(plan_experiment(cfg, args.out).describe() + "\n")
             return EXIT_OK
 
         from engine.control import RunControl
@@ -162,13 +167,14 @@ def main(argv: list[str] | None = None) -> int:
 
         control = RunControl()
 
-        def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly with a checkpoint; second: abort
+        def on_signal(signum, frame):  # first Ctrl-C or SIGTERM: stop cleanly with a checkpoint; second: abort
             if control.stop_requested:
                 raise KeyboardInterrupt
-            sys.stderr.write("\nstopping after this step (Ctrl-C again to abort)...\n")
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            sys.stderr.write(f"\n{what}: stopping after this step ({what} again to abort)...\n")
             control.stop()
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
@@ -185,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_experiment(cfg, run_dir=args.resume or args.out, runs_root=args.runs_root,
                                      subscribers=[printer], control=control, resume=bool(args.resume))
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:

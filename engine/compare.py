@@ -211,7 +211,8 @@ def comparison_runs(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]
 def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: Iterable[Subscriber] = (),
                    control: RunControl | None = None) -> dict[str, Any]:
     """Run every job of the comparison (resuming finished or interrupted ones) and write the table."""
-    from engine.run import CONFIG_FILE, SUMMARY_FILE, run_experiment
+    from engine.run import run_experiment
+    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, checkpoint_path
 
     subscribers = list(subscribers)
     control = control or RunControl()
@@ -237,7 +238,7 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
         else:
             summary = run_experiment(resolve(child), run_dir=run_dir, subscribers=subscribers, control=control)
         summaries.append(summary)
-        teacher_file = run_dir / "checkpoints" / "teacher.pt"
+        teacher_file = checkpoint_path(run_dir, "teacher")
         if teacher_file.exists() and child.seed not in teachers and child.teacher.checkpoint is None:
             teachers[child.seed] = str(teacher_file)
         if summary.get("status") != "finished":

@@ -19,12 +19,8 @@ from typing import Any, Iterable
 import yaml
 
 from engine.errors import CheckpointError, InputError
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
-CARD_FILE = "model_card.yaml"
+from engine.runfolder import (CARD_FILE, CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, METRICS_FILE, SUMMARY_FILE,
+                              checkpoint_path, load_checkpoint, read_json)
 
 #: the name of a run folder inside a comparison folder (see engine.compare.comparison_runs)
 COMPARISON_JOB = re.compile(r"s\d+-[^-]+-[^-]+")
@@ -64,19 +60,14 @@ class RunInfo:
 
     @property
     def has_student(self) -> bool:
-        return (self.path / CHECKPOINT_DIR / "student.pt").is_file()
+        return student_checkpoint(self.path) is not None
 
     @property
     def resumable(self) -> bool:
         return self.status in RESUMABLE and (self.path / CONFIG_FILE).is_file()
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+_read_json = read_json
 
 
 def _read_yaml(path: Path) -> dict:
@@ -212,7 +203,7 @@ def _data_description(run_dir: Path, config, summary: dict) -> tuple[list[str], 
     """(classes, mean, std, input shape) of the run's data set: from the model card the run
     wrote if there is one, else by loading the data set named in its config (the same
     statistics the run used)."""
-    card = _read_yaml(run_dir / "export" / CARD_FILE)
+    card = _read_yaml(run_dir / EXPORT_DIR / CARD_FILE)
     norm = card.get("normalization") or {}
     shape = card.get("input_shape") or (summary.get("data") or {}).get("input_shape")
     if card.get("classes") and norm.get("mean") and norm.get("std") and shape and len(shape) == 3:
@@ -227,6 +218,60 @@ def _data_description(run_dir: Path, config, summary: dict) -> tuple[list[str], 
             (bundle.in_channels, *bundle.image_size))
 
 
+def student_checkpoint(run_dir: str | Path) -> Path | None:
+    """The final checkpoint holding a run's trained student: ``student.pt``, or ``online.pt``
+    (whose best peer is the student) for online MGD; None before that stage has finished."""
+    for stage in ("student", "online"):
+        path = checkpoint_path(run_dir, stage)
+        if path.is_file():
+            return path
+    return None
+
+
+def load_trained_student(run_dir: str | Path):
+    """``(model, info)``: a run's student with its best weights, in eval mode on the CPU, and
+    ``info`` = ``{"arch", "best_acc", "best_epoch", "final_acc", "config"}``.
+
+    Raises :class:`InputError` when the folder is no run or has no trained student yet and
+    :class:`CheckpointError` when the checkpoint is not MGD Studio's.
+    """
+    from engine.config import load_config
+    from engine.models import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    ckpt = student_checkpoint(run_dir)
+    if ckpt is None:
+        raise InputError(f"{run_dir}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
+                         "finish or resume the run first")
+    config = load_config(run_dir / CONFIG_FILE)
+    state = load_checkpoint(ckpt)
+    try:
+        tracker = state["tracker"]
+        if state["stage"] == "online":
+            key = max(tracker, key=lambda k: -1.0 if tracker[k]["metric"] is None else tracker[k]["metric"])
+            arch = config.online.peers[int(key[len("peer"):]) - 1]
+        else:
+            key, arch = "student", config.student.arch
+        best = tracker[key]
+        weights = best["state"] if best["state"] is not None else state["modules"][key]
+        history = state.get("history") or []
+        final_acc = history[-1]["test_acc"] if history and state["stage"] == "student" else \
+            (history[-1]["metrics"].get(key) if history else None)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise CheckpointError(f"{ckpt}: not a student checkpoint of MGD Studio (format 2: stage, modules, "
+                              "tracker)") from None
+    data = read_json(run_dir / SUMMARY_FILE).get("data") or {}
+    if not (data.get("input_shape") and data.get("classes")):
+        raise CheckpointError(f"{run_dir}: {SUMMARY_FILE} lacks the data set's shape and classes")
+    model = build_model(arch, int(data["classes"]), int(data["input_shape"][0]))
+    model.load_state_dict(weights)
+    model.eval()
+    return model, {"arch": arch, "best_acc": best["metric"], "best_epoch": best["epoch"], "final_acc": final_acc,
+                   "config": config}
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, formats: Iterable[str] | str = ("weights", "torchscript", "onnx")
                ) -> dict[str, Path]:
     """Export the best student of a run folder to ``out_dir`` in ``formats``, with its model card.
@@ -234,45 +279,29 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: Iterable[str] 
     Returns ``{format: path}`` (plus ``"card"``). Raises :class:`InputError` when the folder
     has no trained student, and the exporter's errors (``ExportError``) when a format fails.
     """
-    from engine.config import load_config
+    from engine.config import to_dict
     from engine.export import export_model
-    from engine.models import build_model
-    from engine.trainer import safe_load
 
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
-    ckpt = run_dir / CHECKPOINT_DIR / "student.pt"
-    if not ckpt.is_file():
-        raise InputError(f"{run_dir}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
-                         "finish or resume the run first")
-    config = load_config(run_dir / CONFIG_FILE)
-    state = safe_load(ckpt)
-    try:
-        arch, num_classes, in_channels = state["arch"], int(state["num_classes"]), int(state["in_channels"])
-        weights = state.get("best") or state["final"]
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{ckpt}: not a student checkpoint of MGD Studio (keys: arch, num_classes, "
-                              "in_channels, best)") from None
-    model = build_model(arch, num_classes, in_channels)
-    model.load_state_dict(weights)
-    model.eval()
-
+    model, trained = load_trained_student(run_dir)
+    config = trained["config"]
     info = run_info(run_dir)
     classes, mean, std, input_shape = _data_description(run_dir, config, info.summary)
     student = info.summary.get("student") or {}
     card = {
-        "teacher": {"arch": config.teacher.arch, "test_acc": (info.summary.get("teacher") or {}).get("test_acc")},
-        "accuracy": {"test_acc": state.get("best_acc", student.get("best_acc")),
-                     "final_test_acc": state.get("final_acc", student.get("test_acc")),
-                     "best_epoch": state.get("best_epoch", student.get("best_epoch"))},
+        "teacher": {"arch": None if config.online.enabled else config.teacher.arch,
+                    "test_acc": (info.summary.get("teacher") or {}).get("test_acc")},
+        "accuracy": {"test_acc": trained["best_acc"] if trained["best_acc"] is not None else student.get("best_acc"),
+                     "final_test_acc": trained["final_acc"], "best_epoch": trained["best_epoch"]},
         "noise_curve": student.get("noise_curve"),
         "mgd": {"mode": config.granularity.mode, "distiller": config.distiller.name,
                 "heads": [{"dim": h.dim, "temperature": h.temperature} for h in config.granularity.heads]},
+        "config": to_dict(config),
         "run_dir": str(run_dir),
     }
-    return export_model(model, out_dir, arch=arch, input_shape=input_shape, classes=classes, mean=mean, std=std,
-                        formats=formats, card_extra=card)
+    return export_model(model, out_dir, arch=trained["arch"], input_shape=input_shape, classes=classes, mean=mean,
+                        std=std, formats=formats, card_extra=card)
 
 
-__all__ = ["RunInfo", "list_runs", "run_info", "read_metrics", "export_run"]
+__all__ = ["RunInfo", "list_runs", "run_info", "read_metrics", "export_run", "load_trained_student",
+           "student_checkpoint"]

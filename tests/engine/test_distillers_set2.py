@@ -98,14 +98,14 @@ def test_defaults_and_weights():
     assert distiller_class("ab").default_weights == (1.0, 1.0, 1.0)
     assert distiller_class("ft").default_weights == (1.0, 1.0, 200.0)
     assert distiller_class("fsp").default_weights == (1.0, 1.0, 50.0)
-    crd = distiller_class("crd").option_defaults
+    crd = distiller_class("crd").resolve_options({})
     assert (crd["feat_dim"], crd["nce_k"], crd["nce_t"], crd["nce_m"]) == (128, 16384, 0.07, 0.5)
     assert distiller_class("ab").needs_preact
     for name in PRETRAINED:
         cls = distiller_class(name)
-        assert cls.pretrain_epochs_option == "init_epochs" and cls.option_defaults["init_epochs"] == 30
-    assert distiller_class("ft").option_defaults["rate"] == 0.5
-    assert distiller_class("ab").option_defaults["margin"] == 1.0
+        assert cls.pretrain_epochs_option == "init_epochs" and cls.resolve_options({})["init_epochs"] == 30
+    assert distiller_class("ft").resolve_options({})["rate"] == 0.5
+    assert distiller_class("ab").resolve_options({})["margin"] == 1.0
 
 
 def test_stage_pairing():
@@ -519,7 +519,7 @@ def test_ft_pretrain_rate_follows_repdistiller():
 
 def test_options_written_as_text_are_read():
     shapes = [(4, 8, 8), (4, 8, 8), (8, 4, 4), (8,)]
-    d = make("ab", shapes, shapes, init_epochs="2", margin="0.5", main_stage_loss="true")
+    d = make("ab", shapes, shapes, init_epochs="2", margin="0.5", main_stage_loss=True)
     assert d.pretrain_epochs() == 2 and d.margin == 0.5 and d.main_stage_loss is True
     d = make("crd", shapes, shapes, train_size=100, nce_k="10")
     assert d.num_negatives == 10

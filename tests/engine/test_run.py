@@ -13,7 +13,7 @@ from engine.control import RunControl
 from engine.errors import CheckpointError, TrainingError
 from engine.events import event_from_dict
 from engine.run import run_experiment
-from engine.trainer import safe_load
+from engine.runfolder import load_checkpoint as safe_load
 from tests.engine.conftest import tiny_config
 
 
@@ -34,7 +34,7 @@ def test_full_run_writes_the_run_folder(tmp_path):
     s = summary["student"]
     assert s["test_acc"] is not None and s["best_acc"] >= s["test_acc"] - 1e-9
     assert [lv for lv, _ in s["noise_curve"]] == [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]
-    assert set(summary["stages"]) == {"teacher", "heads", "student"}
+    assert list(summary["stages"]) == ["teacher", "heads", "student", "evaluate", "export"]
     assert all(v["seconds"] > 0 for v in summary["stages"].values())
     assert json.loads((d / "summary.json").read_text()) == summary
     assert (d / "config.yaml").is_file()
@@ -44,6 +44,9 @@ def test_full_run_writes_the_run_folder(tmp_path):
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["event"] for line in lines] == [e.type for e in events]
     assert event_from_dict(json.loads(lines[0])) == events[0]
+    assert events[0].type == "PlanReady"  # the plan comes first, and the run follows it
+    assert [s["name"] for s in events[0].plan["stages"]] == list(summary["stages"])
+    assert [e.stage for e in events if e.type == "StageStarted"] == list(summary["stages"])
     kinds = {e.type for e in events}
     for kind in ("RunStarted", "StageStarted", "StepLosses", "EpochEnd", "Evaluation", "HeadAccuracies",
                  "NoiseCurve", "CheckpointWritten", "StageFinished", "RunFinished", "Exported"):
@@ -67,8 +70,8 @@ def test_same_seed_same_numbers(tmp_path):
     for key in ("teacher", "student"):
         assert a[key]["test_acc"] == b[key]["test_acc"]
         assert a[key]["noise_curve"] == b[key]["noise_curve"]
-    wa = safe_load(tmp_path / "a" / "checkpoints" / "student.pt")["final"]
-    wb = safe_load(tmp_path / "b" / "checkpoints" / "student.pt")["final"]
+    wa = safe_load(tmp_path / "a" / "checkpoints" / "student.pt")["modules"]["student"]
+    wb = safe_load(tmp_path / "b" / "checkpoints" / "student.pt")["modules"]["student"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -92,9 +95,10 @@ def test_stop_then_resume_matches_uninterrupted_run(tmp_path):
     resumed, _ = run(None, tmp_path, "cut", resume=True)
     assert resumed["status"] == "finished"
     assert resumed["teacher"]["test_acc"] == reference["teacher"]["test_acc"]
-    wa = safe_load(tmp_path / "ref" / "checkpoints" / "student.pt")["final"]
-    wb = safe_load(tmp_path / "cut" / "checkpoints" / "student.pt")["final"]
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    wa = safe_load(tmp_path / "ref" / "checkpoints" / "student.pt")["modules"]["student"]
+    wb = safe_load(tmp_path / "cut" / "checkpoints" / "student.pt")["modules"]["student"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-exact on the CPU
+    assert not (tmp_path / "cut" / "checkpoints" / "student_last.pt").exists()  # the final one replaces it
 
 
 def test_pause_and_resume_from_another_thread(tmp_path):
@@ -144,7 +148,12 @@ def test_teacher_checkpoint_is_used(tmp_path):
     cfg = set_value(tiny_config(), "teacher.checkpoint", str(path))
     summary, events = run(cfg, tmp_path)
     assert summary["teacher"]["source"].startswith("checkpoint")
-    assert not [e for e in events if e.type == "StageStarted" and e.stage == "teacher"]
+    assert not [e for e in events if e.type == "StepLosses" and e.stage == "teacher"]  # loaded, not trained
+    assert events[0].plan["stages"][0]["action"] == "load"
+    loaded = safe_load(tmp_path / "run" / "checkpoints" / "heads.pt")
+    assert loaded["stage"] == "heads"
+    # the loaded weights are what the evaluation stage measured (its clean point of the noise curve)
+    assert summary["teacher"]["test_acc"] == summary["teacher"]["noise_curve"][0][1]
 
 
 def test_demo_preset_is_valid():
@@ -161,7 +170,11 @@ def test_online_mgd_trains_peers_without_teacher(tmp_path, mode):
     assert summary["status"] == "finished"
     assert [p["arch"] for p in summary["peers"]] == ["resnet8", "wrn_16_1"]
     assert summary["teacher"]["arch"] is None and summary["heads"] == []
-    assert {e.stage for e in events if e.type == "StageStarted"} == {"online"}
+    assert [e.stage for e in events if e.type == "StageStarted"] == ["online", "evaluate", "export"]
+    # the best peer is the student: exported from the run folder like any student
+    from engine.runs import load_trained_student
+    model, info = load_trained_student(tmp_path / "run")
+    assert info["arch"] == summary["student"]["arch"] and info["best_acc"] == summary["student"]["best_acc"]
     names = set().union(*(e.losses for e in events if e.type == "StepLosses"))
     assert "dml" in names and (("code1_d64" in names) == (mode == "granularity"))
     assert summary["student"]["best_acc"] == max(p["best_acc"] for p in summary["peers"])
@@ -215,7 +228,7 @@ def test_student_alone_skips_the_teacher(tmp_path):
     cfg = set_value(cfg, "granularity.mode", "off")
     summary, events = run(cfg, tmp_path)
     assert summary["teacher"]["arch"] is None
-    assert {e.stage for e in events if e.type == "StageStarted"} == {"student"}
+    assert [e.stage for e in events if e.type == "StageStarted"] == ["student", "evaluate", "export"]
     names = set().union(*(e.losses for e in events if e.type == "StepLosses"))
     assert names == {"ce", "total"}
     s = summary["student"]
@@ -227,7 +240,7 @@ def test_bf16_autocast_runs_the_three_stages(tmp_path):
     cfg = set_value(cfg, "speed.channels_last", "on")
     summary, _ = run(cfg, tmp_path)
     assert summary["status"] == "finished" and summary["speed"]["precision"] == "bf16"
-    assert set(summary["stages"]) == {"teacher", "heads", "student"}
+    assert set(summary["stages"]) == {"teacher", "heads", "student", "evaluate", "export"}
     assert all(st["peak_rss_mib"] > 0 for st in summary["stages"].values())
     assert 0 <= summary["student"]["best_acc"] <= 100
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import save_student_checkpoint
+
 from engine.config import ExperimentConfig, save_config, set_value
 from engine.errors import InputError
 from engine.runs import export_run, list_runs, read_metrics, run_info
@@ -125,13 +127,10 @@ def test_export_run_writes_loadable_files(tmp_path):
 
     cfg = set_value(set_value(ExperimentConfig(name="exp"), "student.arch", "resnet8"), "data.dataset", "demo")
     path = make_run(tmp_path, "r", {"status": "finished", "student": {"arch": "resnet8", "best_acc": 50.0},
-                                     "data": {"input_shape": [1, 8, 8]}}, cfg)
+                                     "data": {"input_shape": [1, 8, 8], "classes": 10}}, cfg)
     torch.manual_seed(0)
     model = build_model("resnet8", 10, 1).eval()
-    (path / "checkpoints").mkdir()
-    torch.save({"arch": "resnet8", "num_classes": 10, "in_channels": 1, "best": model.state_dict(),
-                "final": model.state_dict(), "best_acc": 50.0, "best_epoch": 1, "final_acc": 49.0},
-               path / "checkpoints" / "student.pt")
+    save_student_checkpoint(path, model, best_acc=50.0, best_epoch=1, final_acc=49.0)
 
     files = export_run(path, tmp_path / "out", ["weights", "torchscript"])
     assert set(files) == {"weights", "torchscript", "card"}

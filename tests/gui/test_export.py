@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.conftest import save_student_checkpoint
+
 import pytest
 import yaml
 
@@ -27,12 +29,10 @@ def student_run(studio_home):
     (run / "summary.json").write_text(json.dumps({
         "name": "demo", "status": "finished", "started": "2026-01-01T00:00:00",
         "student": {"arch": "resnet8", "best_acc": 42.0, "best_epoch": 1},
-        "data": {"input_shape": [1, 8, 8]}}))
+        "data": {"input_shape": [1, 8, 8], "classes": 10}}))
     torch.manual_seed(0)
     model = build_model("resnet8", 10, 1).eval()
-    torch.save({"arch": "resnet8", "num_classes": 10, "in_channels": 1, "best": model.state_dict(),
-                "final": model.state_dict(), "best_acc": 42.0, "best_epoch": 1, "final_acc": 40.0},
-               run / "checkpoints" / "student.pt")
+    save_student_checkpoint(run, model, best_acc=42.0, best_epoch=1, final_acc=40.0)
     return run, model
 
 
