@@ -179,7 +179,9 @@ class DistillerConfig:
     w_ce: float | None = setting(None, help="Weight of the cross-entropy with the labels (empty: the baseline's default).", minimum=0.0)
     w_div: float | None = setting(None, help="Weight of the logit KD term (empty: the baseline's default).", minimum=0.0)
     w_kd: float | None = setting(None, help="Weight of the baseline's own term (empty: the baseline's default).", minimum=0.0)
-    options: dict = setting(help="Baseline-specific settings (see the baseline's documentation).", factory=dict)
+    options: dict = setting(help="The baseline's own settings, each declared by the baseline with its type, default, "
+                                 "help and bounds (mgd-train --plan lists them); empty: its defaults.",
+                            factory=dict, widget="options")
 
 
 @dataclass

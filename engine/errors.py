@@ -13,7 +13,17 @@ class MGDError(Exception):
 
 
 class InputError(MGDError):
-    """Bad input: the message names the field, file or value and what is allowed."""
+    """Bad input: the message names the field, file or value and what is allowed.
+
+    ``field`` is the dotted config path at fault when one is (the studio marks it there)."""
+
+    field: str | None = None
+
+    def at(self, field: str) -> "InputError":
+        """This error, attributed to ``field`` unless it already names one."""
+        if not self.field:
+            self.field = field
+        return self
 
 
 class ConfigError(InputError):

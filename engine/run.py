@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import platform
+from contextlib import contextmanager
 import shutil
 import time
 import traceback
@@ -48,6 +49,16 @@ __all__ = ["run_experiment", "plan_experiment", "prepare_run", "select_device", 
 
 
 # ----------------------------------------------------------------------------- small helpers
+
+
+@contextmanager
+def blame(field: str):
+    """Attribute an InputError raised inside to ``field`` (unless it names one), so the studio
+    can mark the field at fault."""
+    try:
+        yield
+    except InputError as exc:
+        raise exc.at(field)
 
 
 def default_run_dir(cfg: ExperimentConfig, runs_root: str | Path = "runs") -> Path:
@@ -211,9 +222,12 @@ class ExperimentRun:
             check_writable_dir(self.run_dir, "run folder (--out)")
         out = export_dir(cfg, self.run_dir)
         if cfg.export.enabled and cfg.export.formats and out is not None:
-            check_writable_dir(out, "export.dir")
-        self.device, self.device_text = select_device(cfg.device)
-        self.precision, self.channels_last = speed_settings(cfg.speed, self.device)
+            with blame("export.dir"):
+                check_writable_dir(out, "export.dir")
+        with blame("device"):
+            self.device, self.device_text = select_device(cfg.device)
+        with blame("speed.amp"):
+            self.precision, self.channels_last = speed_settings(cfg.speed, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         self.summary["device"] = self.device_text
@@ -221,13 +235,15 @@ class ExperimentRun:
                                  "compile": cfg.speed.compile}
 
         d = cfg.data
-        self.bundle = b = load_data(d)
+        with blame("data.root" if d.root else "data.dataset"):
+            self.bundle = b = load_data(d)
         self.num_classes = b.num_classes
         self.classes = list(b.classes)
         self.input_shape = (b.in_channels, *b.image_size)
         self.transfer_bundle = None
         if cfg.transfer.enabled:  # the second data set is checked now, not after hours of training
-            self.transfer_bundle = load_data(cfg.transfer.data)
+            with blame("transfer.data.root"):
+                self.transfer_bundle = load_data(cfg.transfer.data)
             if self.transfer_bundle.in_channels != b.in_channels:
                 raise InputError(f"transfer.data: {self.transfer_bundle.name} has {self.transfer_bundle.in_channels} "
                                  f"channel(s) but the student is trained on {b.in_channels}; choose a data set "
@@ -339,7 +355,8 @@ class ExperimentRun:
             if cfg.teacher.checkpoint:  # refuse a checkpoint of another architecture before any training
                 from engine.models.checkpoint import load_weights
 
-                load_weights(self.teacher, str(Path(cfg.teacher.checkpoint).expanduser()), cfg.teacher.arch)
+                with blame("teacher.checkpoint"):
+                    load_weights(self.teacher, str(Path(cfg.teacher.checkpoint).expanduser()), cfg.teacher.arch)
                 plan = StagePlan(name="teacher", action="load", units=len(self.test_loader), frozen=["teacher"],
                                  note=f"from {cfg.teacher.checkpoint}")
                 self.stages.append(Stage(plan, work=self._load_teacher, report=self._report_teacher))
@@ -386,7 +403,8 @@ class ExperimentRun:
             num_classes=self.num_classes, train_size=len(self.bundle.train_labels), student_arch=cfg.student.arch,
             teacher_arch=cfg.teacher.arch, options=cfg.distiller.options)
         torch.manual_seed(self.seed("distiller"))
-        self.distiller = cls(context).to(self.device)
+        with blame("distiller.options"):
+            self.distiller = cls(context).to(self.device)
         if count_parameters(self.distiller):
             self.models["distiller"] = {"arch": f"{cfg.distiller.name} modules",
                                         "params": count_parameters(self.distiller), "feature_dim": 0}

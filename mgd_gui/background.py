@@ -33,6 +33,7 @@ class Lookups(QObject):
         self.data_key: Any = None
         self.shape: tuple[int, int] | None = None  # (classes, channels) of the loaded data set
         self.asked: dict[str, Any] = {}
+        self.plan_error: str | None = None  # the field the engine's plan check marks
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -100,13 +101,36 @@ class Lookups(QObject):
                 if not known or known[0] != arch:
                     summary.set_count(role, arch, None)
             self._ask(f"params:{role}", (arch, classes, channels), _count, role, arch, classes, channels)
-        path = cfg.teacher.checkpoint
-        if path:
-            self._ask("checkpoint", (path, cfg.teacher.arch, classes, channels), _check, path, cfg.teacher.arch,
-                      classes, channels)
-        else:
-            self.asked.pop("checkpoint", None)
-            self.window.form.set_external_error("teacher.checkpoint", None)
+        baseline = cfg.distiller.name
+        if self.window.form.options_schema() is None:
+            self._ask("options", baseline, _options, baseline)
+        self._check_plan(cfg)
+
+    def _check_plan(self, cfg: ExperimentConfig) -> None:
+        """Ask the engine to plan the experiment (data, models, options, checkpoints, folders): its
+        first problem is marked at its field and keeps Run off. Only a set-up that passes the
+        form's own checks is planned."""
+        from engine.config import to_dict, validation_errors
+
+        form = self.window.form
+        own = {p for p in form.errors() if p != self.plan_error}
+        if own or validation_errors(cfg):
+            self.asked.pop("plan", None)
+            self._set_plan_error(None)
+            return
+        import copy
+
+        self._ask("plan", repr(to_dict(cfg)), probes.check_plan, copy.deepcopy(cfg))
+
+    def _set_plan_error(self, found: tuple[str, str] | None) -> None:
+        form = self.window.form
+        if self.plan_error is not None:
+            form.set_external_error(self.plan_error, None)
+        self.plan_error = None
+        if found is not None:
+            field, reason = found
+            self.plan_error = field or "set-up"  # a problem of no one field shows above the form
+            form.set_external_error(self.plan_error, reason)
 
     def _update_device_error(self) -> None:
         cfg = self.cfg
@@ -148,12 +172,15 @@ class Lookups(QObject):
             for summary in (w.teacher_summary, w.student_summary):
                 if arch:
                     summary.set_count(role, arch, count)
-        elif kind == "checkpoint":
+        elif kind == "options":
+            if error is None and self.cfg is not None:
+                w.form.set_options_schema(*result)
+                self._check_plan(self.cfg)
+        elif kind == "plan":
             if error is not None:
-                reason = f"cannot check the checkpoint: {error}"
+                self._set_plan_error(("", f"the engine could not check the set-up: {error}"))
             else:
-                reason = result
-            w.form.set_external_error("teacher.checkpoint", reason)
+                self._set_plan_error(result)
 
 
 def _quote(path: Path | str) -> str:
@@ -185,5 +212,5 @@ def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str,
     return role, arch, probes.parameter_count(arch, classes, channels)
 
 
-def _check(path: str, arch: str, classes: int, channels: int) -> str | None:
-    return probes.check_teacher_checkpoint(path, arch, classes, channels)
+def _options(baseline: str) -> tuple[str, type]:
+    return baseline, probes.distiller_options(baseline)

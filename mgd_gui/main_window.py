@@ -23,7 +23,7 @@ from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
 from mgd_gui.run.log_panel import LogPanel
-from mgd_gui.run.progress import ProgressModel, ProgressWidget, format_duration
+from mgd_gui.run.progress import PlanProgress, ProgressWidget, format_duration
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
 from mgd_gui.runs_panel import RunsPanel
@@ -54,7 +54,7 @@ class MainWindow(QMainWindow):
         self.current_file: Path | None = None
         self.preset_path: str | None = None
         self.live: RunRecord | None = None
-        self.progress_model: ProgressModel | None = None
+        self.progress_model: PlanProgress | None = None
         self.last_failure: dict | None = None
         self.error_box: QMessageBox | None = None
         self.export_dialog = None
@@ -338,7 +338,7 @@ class MainWindow(QMainWindow):
         if self.runner.active or self.state != "idle" or not self.form.is_valid():
             return
         cfg = self.form.config()
-        self._begin(RunRecord(label=cfg.name), ProgressModel.plan_from_config(to_dict(cfg)))
+        self._begin(RunRecord(label=cfg.name))
         self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
                      f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
         self.runner.start(cfg, runs_root=self.runs_root)
@@ -353,14 +353,14 @@ class MainWindow(QMainWindow):
             return
         record = RunRecord.from_events(read_metrics(path), path, self._label(info))
         record.status = "running"
-        self._begin(record, ProgressModel.plan_from_config(info.config))
+        self._begin(record)
         self.log.add(f"Resuming {path}")
         self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
 
-    def _begin(self, record: RunRecord, plan: dict) -> None:
+    def _begin(self, record: RunRecord) -> None:
         self.live = record
         self.last_failure = None
-        self.progress_model = ProgressModel(plan)
+        self.progress_model = PlanProgress()  # the engine's PlanReady event fills in the stages
         self.progress.begin(self.progress_model)
         self.plots.set_records([record])
         self._set_state("running")
@@ -372,8 +372,6 @@ class MainWindow(QMainWindow):
             self.progress.set_text("Pausing after the current step…")
         elif self.state in ("paused", "pausing"):
             self.runner.resume()
-            if self.progress_model:
-                self.progress_model.resumed()
             self._set_state("running")
 
     def stop_run(self) -> None:
@@ -391,14 +389,21 @@ class MainWindow(QMainWindow):
         record.feed(e)
         kind = e.get("event")
         model = self.progress_model
-        if kind == "StepLosses" and model:
-            model.step_done(e["stage"], e["epoch"], e["step"], e["steps"])
-            self.progress.refresh()
-        elif kind == "StageStarted" and model:
-            model.stage_started(e["stage"], e.get("steps_per_epoch", 0), e.get("start_epoch", 0))
-            self.progress.refresh()
-            self.log.add(f"{e['stage']}: {e['epochs']} epochs × {e['steps_per_epoch']} steps, "
-                         f"{e.get('parameters', 0):,} trainable parameters")
+        if model is not None:
+            model.update(e)
+            if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished"):
+                self.progress.refresh()
+        if kind == "PlanReady":
+            stages = e["plan"]["stages"]
+            self.log.add("Plan: " + " → ".join(s["name"] + (f" ({s['epochs']} epochs)" if s["action"] == "train"
+                                                             else "") + (" [done]" if s["done"] else "")
+                                                for s in stages))
+        elif kind == "StageStarted":
+            if e.get("parameters"):
+                self.log.add(f"{e['stage']}: {e['epochs']} epochs × {e['steps_per_epoch']} steps, "
+                             f"{e.get('parameters', 0):,} trainable parameters")
+            else:
+                self.log.add(f"{e['stage']} started")
         elif kind == "EpochEnd":
             self.log.add(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}: loss {e['losses'].get('total', 0):.4f}, "
                          f"train {e['train_acc']:.2f}%, test {e['test_acc']:.2f}% ({e['seconds']:.1f} s)")
@@ -411,8 +416,6 @@ class MainWindow(QMainWindow):
             self.runs.select([record.run_dir])
             self.log.add(f"Run folder: {e['run_dir']}")
         elif kind == "Paused":
-            if model:
-                model.paused()
             if self.state == "pausing":
                 self._set_state("paused")
             self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")

@@ -73,18 +73,23 @@ def parameter_count(arch: str, num_classes: int, in_channels: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_teacher_checkpoint(path: str, arch: str, num_classes: int, in_channels: int) -> str | None:
-    """None when the checkpoint loads into ``arch``, else the engine's reason (the same check the run does)."""
-    from engine.errors import MGDError
-    from engine.models import build_model
+def distiller_options(name: str) -> type:
+    """The ``Options`` dataclass a baseline declares (its fields carry type, default, help, bounds)."""
+    from engine.distillers import distiller_class
+
+    return distiller_class(name).Options
+
+
+def check_plan(cfg) -> tuple[str, str] | None:
+    """None when the engine accepts the experiment, else ``(field, reason)`` of the first problem
+    its plan finds (the very checks a run makes before its first step)."""
+    from engine.errors import ConfigError, InputError
+    from engine.run import plan_experiment
 
     try:
-        from engine.models.checkpoint import load_weights
-    except ImportError:
-        return None  # this engine has no checkpoint loader to ask: the run will tell
-    model = build_model(arch, num_classes, in_channels)
-    try:
-        load_weights(model, path, arch)
-    except MGDError as exc:
-        return str(exc)
+        plan_experiment(cfg)
+    except ConfigError as exc:
+        return exc.field or "", exc.reason
+    except InputError as exc:
+        return exc.field or "", str(exc)
     return None

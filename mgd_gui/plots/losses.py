@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox
 
 from mgd_gui.plots.base import STYLES, PlotPanel
 from mgd_gui.plots.decimate import smooth
-from mgd_gui.run.progress import STAGE_NAMES
+from engine.plan import STAGE_TITLES as STAGE_NAMES
 from mgd_gui.run.record import STAGES
 from mgd_gui.theme import series_color
 

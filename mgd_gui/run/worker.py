@@ -114,6 +114,7 @@ class EngineRunner(QObject):
                 "stage": failure.get("stage") or "setup",
                 "details": failure.get("details") or traceback.format_exc(),
                 "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
+                "field": getattr(exc, "field", None),  # the config field at fault, when the engine names one
                 "time": time.time(),
             }
             self._ended.set()

@@ -277,6 +277,89 @@ class MappingEditor(LineEditor):
         self.set_text(yaml.safe_dump(value or {}, default_flow_style=True).strip() if value else "")
 
 
+class OptionsEditor(FieldEditor):
+    """The chosen baseline's own options, one typed editor each, built from the ``Options``
+    dataclass the baseline declares (:meth:`set_schema`). Until that is known (it is looked
+    up in the background), or for a baseline without options, the value is kept as it is."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        from PySide6.QtWidgets import QFormLayout, QLabel
+
+        self.holder = QWidget()
+        self.form = QFormLayout(self.holder)
+        self.form.setContentsMargins(0, 0, 0, 0)
+        self.form.setVerticalSpacing(4)
+        self.note = QLabel("…")
+        self.note.setWordWrap(True)
+        self.layout_.addWidget(self.holder, 1)
+        self.form.addRow(self.note)
+        self.schema: type | None = None
+        self.editors: dict[str, FieldEditor] = {}
+        self._value: dict = {}
+
+    def inputs(self) -> list[QWidget]:
+        return []
+
+    def set_schema(self, schema: type | None, baseline: str = "") -> None:
+        """Show one editor per field of ``schema`` (a dataclass); None: not known yet."""
+        from PySide6.QtWidgets import QLabel
+
+        if schema is self.schema and (schema is not None or not self.editors):
+            return
+        value = self.value()
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self.editors = {}
+        self.schema = schema
+        if schema is None:
+            self.note = QLabel("Looking up the baseline's options…")
+            self.form.addRow(self.note)
+        elif not dataclasses.fields(schema):
+            self.note = QLabel(f"{baseline or 'This baseline'} has no options of its own.")
+            self.form.addRow(self.note)
+        else:
+            hints = typing.get_type_hints(schema)
+            for f in dataclasses.fields(schema):
+                editor = make_editor(f"{self.path}.{f.name}", f, hints[f.name])
+                editor.edited.connect(self._emit)
+                label = QLabel(humanize(f.name))
+                label.setToolTip(f.metadata.get("help", ""))
+                self.form.addRow(label, editor)
+                self.editors[f.name] = editor
+        self.set_value(value)
+
+    def value(self) -> Any:
+        if not self.editors:
+            return dict(self._value)
+        out = {}
+        for name, editor in self.editors.items():
+            try:
+                out[name] = editor.value()
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        # keep keys the schema does not know: validation names them (a typo in an opened file)
+        out.update({k: v for k, v in self._value.items() if k not in self.editors})
+        return out
+
+    def set_value(self, value: Any) -> None:
+        self._value = dict(value or {})
+        if self.schema is None:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(self.schema)}
+        for name, editor in self.editors.items():
+            editor.blockSignals(True)
+            try:
+                editor.set_value(self._value.get(name, defaults[name]))
+            finally:
+                editor.blockSignals(False)
+        self._value = {k: v for k, v in self._value.items() if k not in self.editors}
+
+    def set_errors(self, errors: dict[str, str]) -> None:
+        for name, editor in self.editors.items():
+            editor.set_errors({p: r for p, r in errors.items() if p == f"{self.path}.{name}"})
+
+
 class ChoiceEditor(FieldEditor):
     """A drop-down of the field's choices (registries included), with their descriptions."""
 
@@ -367,6 +450,8 @@ def make_editor(path: str, field: dataclasses.Field, tp: Any) -> FieldEditor:
         return NumberEditor(path, field, inner, optional)
     if origin is list:
         return ListEditor(path, field, inner, optional)
+    if meta.get("widget") == "options":
+        return OptionsEditor(path, field, inner, optional)
     if inner is dict or origin is dict:
         return MappingEditor(path, field, inner, optional)
     if meta.get("widget") in ("file", "dir"):

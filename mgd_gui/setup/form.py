@@ -21,13 +21,14 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QScrollArea, QStackedWidget, QVBoxLayout, QWidget)
 
-from engine.config import ExperimentConfig, field_types, get_value, set_value, validation_errors
+from engine.config import ExperimentConfig, build_section, field_types, get_value, set_value, validation_errors
 from engine.errors import ConfigError
 from mgd_gui import theme
 from mgd_gui.setup.editors import FieldEditor, humanize, make_editor
 from mgd_gui.setup.table_editor import TableEditor
 
 HIDDEN = frozenset({"device"})  # the toolbar's device drop-down edits it
+OPTIONS = "distiller.options"
 GENERAL = "general"
 
 
@@ -84,6 +85,7 @@ class ConfigForm(QWidget):
         self._parse_errors: dict[str, str] = {}
         self._external: dict[str, str] = {}
         self._errors: dict[str, str] = {}
+        self._options_schema: tuple[str, type] | None = None  # (baseline, its Options dataclass)
         self._valid = True
         self._build()
         self.set_config(self._cfg)
@@ -263,6 +265,24 @@ class ConfigForm(QWidget):
         """Mark the problems again, in the colours of the current theme."""
         self._revalidate()
 
+    def set_options_schema(self, baseline: str, schema: type) -> None:
+        """The ``Options`` dataclass of ``baseline`` (looked up in the background): its fields get
+        typed editors, and the options are validated against it."""
+        if baseline != self._cfg.distiller.name:
+            return  # the user has chosen another baseline since
+        self._options_schema = (baseline, schema)
+        editor = self._editors.get(OPTIONS)
+        if editor is not None:
+            editor.blockSignals(True)
+            editor.set_schema(schema, baseline)
+            editor.set_value(self._cfg.distiller.options)
+            editor.blockSignals(False)
+        self._revalidate()
+
+    def options_schema(self) -> type | None:
+        known = self._options_schema
+        return known[1] if known is not None and known[0] == self._cfg.distiller.name else None
+
     def set_external_error(self, path: str, reason: str | None) -> None:
         """A problem found outside the schema (a checkpoint that does not fit, a missing GPU)."""
         if reason:
@@ -280,6 +300,7 @@ class ConfigForm(QWidget):
             self._parse_errors[path] = str(exc)
             self._revalidate()
             return
+        previous_baseline = self._cfg.distiller.name
         try:
             self._cfg = set_value(self._cfg, path, value)
         except ConfigError as exc:
@@ -287,6 +308,16 @@ class ConfigForm(QWidget):
             self._revalidate()
             return
         self._parse_errors.pop(path, None)
+        if path == "distiller.name" and value != previous_baseline:
+            # another baseline has other options: start from its defaults
+            self._cfg = set_value(self._cfg, OPTIONS, {})
+            self._parse_errors.pop(OPTIONS, None)
+            editor = self._editors.get(OPTIONS)
+            if editor is not None:
+                editor.blockSignals(True)
+                editor.set_schema(None)
+                editor.set_value({})
+                editor.blockSignals(False)
         self._revalidate()
         self.changed.emit(self.config())
 
@@ -294,6 +325,12 @@ class ConfigForm(QWidget):
         errors: dict[str, str] = dict(self._parse_errors)
         for err in validation_errors(self._cfg):
             errors.setdefault(err.field, err.reason)
+        schema = self.options_schema()
+        if schema is not None and OPTIONS not in errors:
+            try:
+                build_section(schema, self._cfg.distiller.options, OPTIONS)
+            except ConfigError as exc:
+                errors.setdefault(exc.field, exc.reason)
         for path, reason in self._external.items():
             errors.setdefault(path, reason)
         self._errors = errors
@@ -306,8 +343,8 @@ class ConfigForm(QWidget):
             placed.update(mine)
             if isinstance(editor, TableEditor):
                 text = "\n".join(editor.describe_error(p, r) for p, r in mine.items())
-            else:
-                text = "\n".join(mine.values())
+            else:  # a sub-setting (a baseline's option) is named in the text
+                text = "\n".join(r if p == path else f"{p[len(path) + 1:]}: {r}" for p, r in mine.items())
             self._rows[path].show_error(text)
             if mine:
                 bad_sections.add(self._section_of[path])

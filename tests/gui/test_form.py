@@ -75,7 +75,7 @@ def test_loading_a_config_changes_the_form(window, tmp_path):
     assert form.editor("student.schedule.lr").edit.placeholderText() == "auto"
     assert form.editor("data.batch_size").edit.text() == "128"
     assert form.editor("evaluation.noise_levels").edit.text() == "0.0, 0.25"
-    assert form.editor("distiller.options").edit.text() == "{hint_layer: 2}"
+    assert form.editor("distiller.options").value() == {"hint_layer": 2}  # kept until its schema is known
     table = form.editor("granularity.heads").table
     assert table.rowCount() == 1 and table.item(0, 0).text() == "32" and table.item(0, 1).text() == "1.5"
     assert window.presets.currentText() == "(custom)"
@@ -164,6 +164,49 @@ def test_an_incompatible_teacher_checkpoint_is_refused_before_the_run(qtbot, mak
     assert not window.form.group("teacher.schedule").isEnabled()  # loaded teacher: no schedule
     window.form.set_field("teacher.checkpoint", None)
     qtbot.waitUntil(lambda: window.actions_["run"].isEnabled(), timeout=10000)
+
+
+def test_distiller_options_are_typed_fields_with_help(window):
+    from engine.distillers import distiller_class
+
+    form = window.form
+    form.set_field("distiller.name", "fitnet")
+    form.set_options_schema("fitnet", distiller_class("fitnet").Options)
+    editor = form.editor("distiller.options")
+    assert set(editor.editors) == {"hint_layer", "kernel_size"}
+    hint = editor.editors["hint_layer"]
+    assert isinstance(hint, NumberEditor) and "hint map" in hint.toolTip()
+    assert isinstance(editor.editors["kernel_size"], ChoiceEditor)
+    assert editor.value() == {"hint_layer": 2, "kernel_size": 3}  # the baseline's declared defaults
+    hint.edit.setText("1.5")
+    hint.edit.textEdited.emit("1.5")
+    assert "whole number" in form.error_text("distiller.options")
+    assert not window.actions_["run"].isEnabled()
+    hint.edit.setText("70")
+    hint.edit.textEdited.emit("70")
+    assert form.errors() == {"distiller.options.hint_layer": "70 is above the maximum 64"}
+    assert hint.edit.property("invalid")  # marked at the option itself
+    hint.edit.setText("-2")
+    hint.edit.textEdited.emit("-2")
+    assert form.is_valid() and form.config().distiller.options == {"hint_layer": -2, "kernel_size": 3}
+    # another baseline starts from its own options, and an unknown option is refused
+    form.editor("distiller.name").set_value("at")
+    assert form.config().distiller.options == {}
+    form.set_options_schema("at", distiller_class("at").Options)
+    form.set_field("distiller.options", {"p": 2.0, "foo": 1})
+    assert "distiller.options.foo" in form.errors()
+
+
+def test_a_plan_error_is_marked_at_its_field_with_run_off(qtbot, make_window):
+    window = make_window(probe=True)
+    window.form.set_field("distiller.name", "fitnet")
+    window.form.set_field("distiller.options", {"hint_layer": 9})  # in range, but no map of resnet8 there
+    qtbot.waitUntil(lambda: window.form.error_text("distiller.options") != "", timeout=60000)
+    assert "hint_layer" in window.form.error_text("distiller.options")
+    assert "spatial feature map" in window.form.errors()["distiller.options.hint_layer"]
+    assert not window.actions_["run"].isEnabled()
+    window.form.set_field("distiller.options", {"hint_layer": 2})
+    qtbot.waitUntil(lambda: window.actions_["run"].isEnabled(), timeout=20000)
 
 
 def test_editors_follow_the_field_types():

@@ -11,7 +11,6 @@ from engine.config import ExperimentConfig, save_config
 from engine.events import (EpochEnd, Evaluation, HeadAccuracies, NoiseCurve, RunFinished, RunStarted, StageStarted,
                            StepLosses)
 from mgd_gui.plots.decimate import decimate, smooth
-from mgd_gui.run.progress import ProgressModel
 from mgd_gui.run.record import RunRecord
 
 
@@ -123,28 +122,3 @@ def test_selecting_runs_overlays_their_curves(window):
     assert len(plots.records) == 1
     window.reopen_run(a)
     assert window.form.config().name == "kd-off"
-
-
-def test_progress_model_counts_all_stages_and_leaves_pauses_out_of_the_eta():
-    now = [0.0]
-    model = ProgressModel({"teacher": 2, "heads": 1, "student": 2}, clock=lambda: now[0])
-    model.stage_started("teacher", 10, 0)
-    assert model.total_steps() == 50 and model.fraction() == 0.0
-    now[0] = 10.0
-    model.step_done("teacher", 1, 10, 10)  # 10 steps in 10 s
-    assert model.done_steps() == 10 and abs(model.eta() - 40.0) < 1e-9
-    model.paused()
-    now[0] = 100.0  # 90 s paused
-    model.resumed()
-    now[0] = 110.0
-    model.step_done("teacher", 2, 10, 10)
-    assert abs(model.eta() - 30.0) < 1e-9  # 20 steps in 20 active seconds
-    assert "Teacher · epoch 2/2 · step 10/10 · ETA 0:30" == model.text()
-    model.stage_started("student", 10, 0)
-    assert model.done_steps() == 30
-
-
-def test_plan_skips_stages_that_do_not_train():
-    cfg = {"teacher": {"checkpoint": "t.pt", "schedule": {"epochs": 5}},
-           "granularity": {"mode": "off", "schedule": {"epochs": 3}}, "student": {"schedule": {"epochs": 4}}}
-    assert ProgressModel.plan_from_config(cfg) == {"student": 4}

@@ -142,10 +142,9 @@ def test_a_real_engine_failure_bad_teacher_checkpoint(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.error_box is not None and window.error_box.isVisible(), timeout=180000)
     assert "teacher.pt" in window.error_box.text()
     failure = window.last_failure
-    assert failure["kind"] == "input" and failure["run_dir"]
-    run_dir = Path(failure["run_dir"])  # refused before any training: no half-made run is left,
-    assert not run_dir.exists() or summary_of(run_dir)["status"] == "failed"  # or it says it failed
-    assert "kept in" not in window.error_box.informativeText() or run_dir.exists()
+    assert failure["kind"] == "input" and failure["field"] == "teacher.checkpoint"
+    assert not failure["run_dir"] and not list(window.runs_root.glob("*"))  # refused at plan time: no run folder
+    assert "kept in" not in window.error_box.informativeText()
     window.error_box.close()
     assert window.actions_["run"].isEnabled(), (window.state, window.runner.active, window.form.errors())
 

@@ -1,0 +1,110 @@
+"""The plan: what a run will do, checked before the first step, and progress drawn from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import set_value
+from engine.errors import ConfigError, InputError
+from engine.events import EpochEnd, Paused, PlanReady, Resumed, StageFinished, StageProgress, StageStarted, StepLosses
+from engine.plan import Plan, PlanProgress, StagePlan
+from engine.run import plan_experiment
+from tests.engine.conftest import tiny_config
+
+
+def _plan(*stages: StagePlan) -> dict:
+    return Plan(name="p", run_dir=None, device="cpu", precision="fp32", channels_last=False,
+                data={"dataset": "demo", "classes": 10, "train_size": 100, "test_size": 10, "input_shape": [1, 8, 8],
+                      "batch_size": 10}, models={}, distiller={}, stages=list(stages), export={}).to_dict()
+
+
+def test_progress_weighs_every_stage_and_leaves_pauses_out_of_the_eta():
+    now = [0.0]
+    plan = _plan(StagePlan("teacher", "train", units=20, epochs=2, steps_per_epoch=10),
+                 StagePlan("student", "train", units=20, epochs=2, steps_per_epoch=10),
+                 StagePlan("evaluate", "evaluate", units=20),  # 20 batches x 0.35 = 7 step-equivalents
+                 StagePlan("export", "export", units=2))  # 2 x 15 = 30
+    p = PlanProgress(clock=lambda: now[0])
+    p.update(PlanReady(plan))
+    assert p.total_cost() == pytest.approx(20 + 20 + 7 + 30) and p.fraction() == 0.0
+    assert p.text() == "Starting…"
+    p.update(StageStarted("teacher", 2, 10))
+    now[0] = 10.0
+    p.update(StepLosses("teacher", 1, 10, 10, {}, 0.1))  # 10 steps in 10 s
+    assert p.done_cost() == 10 and p.eta() == pytest.approx(67.0)
+    p.update(Paused("teacher"))
+    now[0] = 100.0  # 90 s paused
+    p.update(Resumed("teacher"))
+    now[0] = 110.0
+    p.update(EpochEnd("teacher", 2, 2, {}, 50.0, 50.0, 0.1, 1.0))
+    assert p.eta() == pytest.approx(57.0)  # 20 units in 20 active seconds, 57 to go
+    assert p.text() == "Teacher (1/4) · epoch 2/2 · step 10/10 · ETA 0:57"
+    p.update(StageFinished("teacher", 20.0, {}))
+    p.update(StageStarted("student", 2, 10))
+    assert p.done_cost() == 20
+    p.update(StageFinished("student", 20.0, {}))
+    p.update(StageStarted("evaluate", 1, 20))
+    p.update(StageProgress("evaluate", 10, 20))
+    assert p.done_cost() == pytest.approx(43.5) and p.text().startswith("Evaluation (3/4) · 10/20")
+    p.update(StageFinished("evaluate", 1.0, {}))
+    p.update(StageFinished("export", 1.0, {}))
+    assert p.fraction() == 1.0
+
+
+def test_progress_of_a_resumed_run_starts_where_it_stands():
+    plan = _plan(StagePlan("teacher", "train", units=20, epochs=2, steps_per_epoch=10, done=True),
+                 StagePlan("student", "train", units=20, epochs=2, steps_per_epoch=10))
+    p = PlanProgress(clock=lambda: 0.0)
+    p.update(PlanReady(plan).to_dict())  # the dict form, as read back from metrics.jsonl
+    assert p.fraction() == 0.5
+    p.update(StageStarted("student", 2, 10, start_epoch=1).to_dict())
+    assert p.fraction() == 0.75
+
+
+def test_plan_of_the_demo_lists_every_stage_without_training(tmp_path):
+    plan = plan_experiment(tiny_config(), tmp_path / "never")
+    assert [(s.name, s.action) for s in plan.stages] == [
+        ("teacher", "train"), ("heads", "train"), ("student", "train"), ("evaluate", "evaluate"), ("export", "export")]
+    teacher, heads, student = plan.stages[:3]
+    assert (teacher.epochs, teacher.steps_per_epoch) == (2, 23)  # 1,442 images in batches of 64
+    assert heads.trains == ["teacher_heads"] and heads.frozen == ["teacher"]
+    assert student.trains == ["student", "student_heads (encoders)"]
+    assert student.frozen == ["teacher", "teacher_heads"]
+    assert [teacher.seed, heads.seed, student.seed] == [0, 1, 2]
+    assert plan.models["student"]["params"] == plan.models["teacher"]["params"] > 70_000  # resnet8 twice
+    assert plan.data["input_shape"] == [1, 8, 8]
+    assert not (tmp_path / "never").exists()  # planning writes nothing
+    text = plan.describe()
+    assert "heads     1 epochs x 23 steps; trains teacher_heads; frozen teacher" in text
+
+
+def test_plan_follows_the_config():
+    off = plan_experiment(set_value(tiny_config(), "granularity.mode", "off"))
+    assert "heads" not in [s.name for s in off.stages]
+    alone = plan_experiment(tiny_config(**{"distiller.name": "none", "granularity.mode": "off",
+                                           "export.enabled": False}))
+    assert [s.name for s in alone.stages] == ["student", "evaluate"]
+    ab = plan_experiment(tiny_config(**{"distiller.name": "ab", "distiller.options": {"init_epochs": 3}}))
+    pre = ab.stage("pretrain")
+    assert pre is not None and pre.epochs == 3 and pre.schedule["milestones"] == []
+    assert ab.distiller["options"] == {"init_epochs": 3, "margin": 1.0, "main_stage_loss": False}
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"distiller.options": {"foo": 1}}, "distiller.options.foo"),
+    ({"distiller.name": "fitnet", "distiller.options": {"hint_layer": 9}}, "distiller.options.hint_layer"),
+    ({"distiller.name": "at", "distiller.options": {"p": -1}}, "distiller.options.p"),
+])
+def test_bad_distiller_options_are_refused_at_plan_time(settings, field):
+    with pytest.raises(ConfigError) as err:
+        plan_experiment(tiny_config(**settings))
+    assert err.value.field == field
+
+
+def test_unwritable_folders_are_refused_at_plan_time(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="export.dir"):
+        plan_experiment(tiny_config(**{"export.dir": str(a_file / "out")}))
+    with pytest.raises(InputError, match="--out"):
+        plan_experiment(tiny_config(), a_file / "run")
