@@ -283,13 +283,13 @@ class EngineHarness:
     def __init__(self, loader, *, precision: str = "fp32", channels_last: bool = False, classes=None):
         from engine.control import RunControl
         from engine.events import EventBus
-        from engine.run import MetricsWriter
+        from engine.runfolder import MetricsWriter
         from engine.trainer import Trainer
 
         self.tmp = tempfile.TemporaryDirectory(prefix="mgd-bench-")
         folder = Path(self.tmp.name)
         self.events: list = []
-        self.writer = MetricsWriter(folder / "metrics.jsonl")
+        self.writer = MetricsWriter(folder)
         self.bus = EventBus([self.writer, self._keep])
         self.trainer = Trainer(bus=self.bus, control=RunControl(), checkpoint_dir=folder / "checkpoints",
                                train_loader=loader, classes=classes or ["c"], precision=precision,

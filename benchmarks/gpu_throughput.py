@@ -5,7 +5,7 @@ of 50,000 images, an evaluation of 10,000 test images after every epoch).
 Run through ``benchmarks/gpu.sh`` on a GPU machine; ``--device cpu --tiny`` checks the
 code path on a CPU in seconds. Every measurement is the real engine: ``make_loader``'s
 in-memory batches resident on the device, the stage's task as ``engine/run.py`` builds it,
-``Trainer.fit`` with events on, the speed settings resolved by ``engine.run.speed_settings``.
+``Trainer.fit`` with events on, the speed settings resolved by ``engine.runtime.speed_settings``.
 Throughput is timed from the first step after ``--warmup`` steps to the end of
 ``--steps`` more (the device synchronised only there); evaluation is timed separately.
 
@@ -60,7 +60,7 @@ def main() -> None:
     device = setup(args)
     from engine.config import SpeedConfig
     from engine.data import make_loader
-    from engine.run import speed_settings
+    from engine.runtime import speed_settings
 
     start = time.perf_counter()
     n_train, n_test = (64, 32) if args.tiny else (TRAIN_IMAGES, TEST_IMAGES)

@@ -30,7 +30,7 @@ STAGES = ("teacher", "heads", "student")
 def child(args) -> None:
     """One stage in this process; prints one JSON line."""
     from engine.data import make_loader
-    from engine.run import peak_memory
+    from engine.runtime import peak_memory
 
     device = setup(args)
     teacher_arch, student_arch = args.pair.split(":")

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
                 from engine.compare import run_comparison, to_markdown
-                from engine.run import default_run_dir
+                from engine.runtime import default_run_dir
 
                 folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
                 table = run_comparison(cfg, folder, subscribers=[printer], control=control)

@@ -210,7 +210,7 @@ def _data_description(run_dir: Path, config, summary: dict) -> tuple[list[str], 
         return list(card["classes"]), tuple(norm["mean"]), tuple(norm["std"]), tuple(int(v) for v in shape)
     import dataclasses
 
-    from engine.run import load_data
+    from engine.runtime import load_data
 
     # the run's own data settings (streamed sets take their statistics from a sample), never downloading
     bundle = load_data(dataclasses.replace(config.data, download=False))
@@ -250,7 +250,8 @@ def load_trained_student(run_dir: str | Path):
     try:
         tracker = state["tracker"]
         if state["stage"] == "online":
-            key = max(tracker, key=lambda k: -1.0 if tracker[k]["metric"] is None else tracker[k]["metric"])
+            peers = [k for k in tracker if k.startswith("peer")]
+            key = max(peers, key=lambda k: -1.0 if tracker[k]["metric"] is None else tracker[k]["metric"])
             arch = config.online.peers[int(key[len("peer"):]) - 1]
         else:
             key, arch = "student", config.student.arch

@@ -143,7 +143,9 @@ class StudentTask(StageTask):
         self.num_classes = num_classes
         self.preact = bool(distiller.needs_preact)
         self.uses_teacher = bool(distiller.uses_teacher) or mode != "off"
-        self.tracker = BestTracker({"student": student})
+        # the student's heads are kept from the student's best epoch too (its codes, for inspection)
+        self.tracker = BestTracker({"student": student, **({"student_heads": self.student_heads}
+                                                           if self.student_heads is not None else {})})
 
     def modules(self):
         mods = {"student": self.student, "distiller": self.distiller}
@@ -205,7 +207,8 @@ class StudentTask(StageTask):
         self.student.eval()
         (conf,) = confusion_matrices(lambda x: self.student(x)[0], self.test_loader, self.num_classes)
         acc = accuracy(conf)
-        self.tracker.update("student", acc, epoch)
+        for key in self.tracker.modules:
+            self.tracker.update(key, acc, epoch)
         return {"test_acc": acc, "confusion": conf.tolist(), "best_acc": self.tracker.best_metric("student")}
 
 
@@ -268,7 +271,9 @@ class OnlineTask(StageTask):
         self.test_loader = test_loader
         self.num_classes = num_classes
         self.keys = [f"peer{i + 1}" for i in range(len(peers))]
-        self.tracker = BestTracker(dict(zip(self.keys, peers)))
+        # each peer's heads are kept from that peer's best epoch
+        self.tracker = BestTracker({**dict(zip(self.keys, peers)),
+                                    **{f"heads{i + 1}": h for i, h in enumerate(heads or [])}})
 
     def modules(self):
         mods = {f"peer{i + 1}": p for i, p in enumerate(self.peers)}
@@ -319,6 +324,8 @@ class OnlineTask(StageTask):
             if i == 0:
                 confusion = conf.tolist()
             self.tracker.update(self.keys[i], acc, epoch)
+            if self.heads is not None:
+                self.tracker.update(f"heads{i + 1}", acc, epoch)
         metrics: dict[str, Any] = {f"peer{i + 1}": a for i, a in enumerate(accs)}
         return {"test_acc": accs[0], "confusion": confusion, **metrics}
 

@@ -38,9 +38,9 @@ class BestTracker:
             return True
         return False
 
-    def best_key(self) -> str:
-        """The key with the highest best metric (the first one on ties)."""
-        return max(self.modules, key=lambda k: self.metric[k])
+    def best_key(self, keys: list[str] | None = None) -> str:
+        """The key (of ``keys``, default all) with the highest best metric (the first one on ties)."""
+        return max(keys or list(self.modules), key=lambda k: self.metric[k])
 
     def best_state(self, key: str) -> dict:
         """The best weights of ``key``; its current weights when it was never evaluated."""
