@@ -47,7 +47,7 @@ class _Progress:
         self.last = -1
 
     def __call__(self, done: int, total: int) -> None:
-        if self.quiet or not total:
+        if self.quiet or not total or not done:  # nothing before the run's models have loaded
             return
         pct = int(100 * done / total)
         if pct == self.last:
