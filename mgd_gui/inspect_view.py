@@ -41,10 +41,11 @@ def _inspect(run_dir: str, per_class: int, indices: list[int] | None, progress, 
     return inspect_run(run_dir, images_per_class=per_class, indices=indices, progress=progress, cancelled=cancelled)
 
 
-def _maps(inspection, indices: list[int], progress, cancelled):
+def _maps(inspection, indices: list[int], stages_back: int, progress, cancelled):
     from engine.inspect.cam import class_activation_maps
 
-    return class_activation_maps(inspection.models, inspection.test, indices, progress=progress, cancelled=cancelled)
+    return class_activation_maps(inspection.models, inspection.test, indices, stages_back=stages_back,
+                                 progress=progress, cancelled=cancelled)
 
 
 def _compare(inspection, other_dir: str, progress, cancelled):
@@ -225,6 +226,15 @@ class InspectDialog(QDialog):
             button.toggled.connect(lambda on: on and self._show_maps())
         self.target_buttons["predicted"].setChecked(True)
         row.addSpacing(12)
+        row.addWidget(QLabel("Feature map"))
+        self.stage = QComboBox()
+        for back, text in ((0, "last stage"), (1, "one stage earlier"), (2, "two stages earlier")):
+            self.stage.addItem(text, back)
+        self.stage.setToolTip("Which stage output the maps are taken on: the last one (usual Grad-CAM) or an "
+                              "earlier, finer one (tiny images have 2x2 maps at the last stage)")
+        self.stage.currentIndexChanged.connect(lambda _i: self.compute_maps())
+        row.addWidget(self.stage)
+        row.addSpacing(12)
         self.layers = _muted("")
         row.addWidget(self.layers, 1)
         v.addLayout(row)
@@ -276,7 +286,7 @@ class InspectDialog(QDialog):
         self.gain_plot.setMinimumHeight(220)
         self.gain_plot.setLabel("left", "test accuracy (%)")
         self.gain_plot.setMouseEnabled(False, False)
-        self.gain_legend = self.gain_plot.addLegend(offset=(-10, 10))
+        self.gain_legend = self.gain_plot.addLegend(offset=(-10, 4), colCount=2)
         top.addWidget(self.gain_plot, 3)
         self.gain_table = QTableWidget(0, 5)
         self.gain_table.setHorizontalHeaderLabels(["Class", "Images", "A", "B", "B − A"])
@@ -314,6 +324,7 @@ class InspectDialog(QDialog):
         self.cancel_event = threading.Event()
         event, bridge, fn = self.cancel_event, self._bridge, self.engine[kind]
         self.bar.setValue(0)
+        self.bar.show()
         self.status.setText(text)
         self.status.setStyleSheet("")
         self._update_buttons()
@@ -342,7 +353,8 @@ class InspectDialog(QDialog):
             from engine.inspect.cam import first_per_class
 
             indices = first_per_class(self.inspection.test.labels, self.per_class.value())
-        self._submit("maps", f"Computing the maps of {len(indices)} images…", self.inspection, indices)
+        self._submit("maps", f"Computing the maps of {len(indices)} images…", self.inspection, indices,
+                     int(self.stage.currentData()))
 
     def compare(self) -> None:
         other = self.other.currentData()
@@ -375,6 +387,7 @@ class InspectDialog(QDialog):
             return
         self.running = None
         self.bar.setValue(1000 if error is None else 0)
+        self.bar.hide()
         if error is not None:
             from engine.inspect.progress import Cancelled
 
@@ -578,11 +591,11 @@ class InspectDialog(QDialog):
         x = np.arange(len(rows))
         for values, offset, colour, name in ((["a"], -0.2, "#94a3b8", f"A {a}"), (["b"], 0.2, "#2563eb", f"B {b}")):
             heights = [r[values[0]] or 0.0 for r in rows]
-            bars = pg.BarGraphItem(x=x + offset, height=heights, width=0.4, brush=colour, pen=None, name=name)
-            self.gain_plot.addItem(bars)
-            self.gain_legend.addItem(bars, name)
+            self.gain_plot.addItem(pg.BarGraphItem(x=x + offset, height=heights, width=0.4, brush=colour, pen=None,
+                                                   name=name))
         self.gain_plot.getAxis("bottom").setTicks([[(i, r["class"]) for i, r in enumerate(rows)]])
-        self.gain_plot.setYRange(0, 105)
+        self.gain_plot.setYRange(0, 125)  # room for the legend above the bars
+        self.gain_plot.getAxis("left").setTicks([[(v, str(v)) for v in range(0, 101, 20)]])
         self.gain_table.setRowCount(len(rows))
         self.gain_table.setHorizontalHeaderLabels(["Class", "Images", "A %", "B %", "B − A"])
         for i, r in enumerate(rows):

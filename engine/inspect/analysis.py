@@ -40,11 +40,12 @@ def run_label(models: RunModels) -> str:
 
 
 def inspect_run(run_dir: str | Path, *, images_per_class: int = 1, indices: Sequence[int] | None = None,
-                compare: str | Path | None = None, method: str = "pca", device: str = "cpu",
+                compare: str | Path | None = None, method: str = "pca", device: str = "cpu", stages_back: int = 0,
                 progress: ProgressFn | None = None, cancelled: CancelledFn | None = None) -> Inspection:
     """Inspect a finished run: class-activation maps of the chosen test images (``indices``,
     or the first ``images_per_class`` of each class), code projections, the teacher-student
-    gap, and, with ``compare``, where this run's student gains over another run's."""
+    gap, and, with ``compare``, where this run's student gains over another run's.
+    ``stages_back`` takes the maps that many stages before the last (finer maps)."""
     weights = {"load": 1, "outputs": 4, "cams": 3, "codes": 1}
     if compare is not None:
         weights.update({"load other": 1, "outputs other": 4})
@@ -57,7 +58,8 @@ def inspect_run(run_dir: str | Path, *, images_per_class: int = 1, indices: Sequ
     phases.part("load")(1, 1)
     outputs = collect_outputs(models, test, device=device, progress=phases.part("outputs"), cancelled=cancelled)
     chosen = list(indices) if indices is not None else first_per_class(test.labels, images_per_class)
-    cams = class_activation_maps(models, test, chosen, progress=phases.part("cams"), cancelled=cancelled)
+    cams = class_activation_maps(models, test, chosen, stages_back=stages_back, progress=phases.part("cams"),
+                                 cancelled=cancelled)
     projections = code_projections(outputs, method=method, seed=int(models.config.seed),
                                    progress=phases.part("codes"), cancelled=cancelled)
     result = Inspection(models=models, test=test, outputs=outputs, cams=cams, projections=projections,

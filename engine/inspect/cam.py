@@ -67,16 +67,18 @@ class _Site:
     position: int | None  # index in a tuple output / in the positional inputs
 
 
-def feature_index(model: nn.Module, x: torch.Tensor) -> int:
+def feature_index(model: nn.Module, x: torch.Tensor, stages_back: int = 0) -> int:
     """Index in ``features`` of the last stage output whose map is larger than 1x1 for ``x``
-    (the last stage output when all are 1x1)."""
+    (the last stage output when all are 1x1), or of the stage ``stages_back`` before it
+    (never before the first stage: finer maps for tiny images)."""
     with torch.no_grad():
         _, feats = model(x[:1])
     stages = [i for i in range(1, len(feats) - 1) if feats[i].dim() == 4]
     if not stages:
         raise InputError(f"{type(model).__name__}: no spatial feature map to compute class-activation maps on")
     larger = [i for i in stages if feats[i].shape[2] * feats[i].shape[3] > 1]
-    return (larger or stages)[-1]
+    last = (larger or stages)[-1]
+    return max(stages[0], last - max(0, int(stages_back)))
 
 
 def _locate(model: nn.Module, x: torch.Tensor, index: int) -> _Site:
@@ -130,12 +132,12 @@ class CamNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, probe: torch.Tensor, heads: nn.Module | None = None,
-                 index: int | None = None):
+                 index: int | None = None, stages_back: int = 0):
         super().__init__()
         self.backbone = backbone
         self.heads = heads
         self.tap = _Tap()
-        self.index = feature_index(backbone, probe) if index is None else index
+        self.index = feature_index(backbone, probe, stages_back) if index is None else index
         with torch.no_grad():
             self.map_size = tuple(backbone(probe[:1])[1][self.index].shape[2:])
         self.site = _locate(backbone, probe, self.index)
@@ -227,9 +229,12 @@ def _grad_cam(net: CamNet, x: torch.Tensor, num_classes: int, labels: torch.Tens
         extractor.remove_hooks()
 
 
-def class_activation_maps(models, test, indices: Sequence[int], *, batch_size: int = 32,
+def class_activation_maps(models, test, indices: Sequence[int], *, stages_back: int = 0, batch_size: int = 32,
                           progress: ProgressFn | None = None, cancelled: CancelledFn | None = None) -> CamResult:
     """Grad-CAM maps of the teacher, each teacher head and the student for the test images ``indices``.
+
+    The maps are taken on each backbone's last stage output whose map is larger than 1x1
+    (``stages_back`` > 0: that many stages earlier, finer maps for tiny images).
 
     ``models`` is a :class:`~engine.inspect.load.RunModels`, ``test`` its
     :class:`~engine.inspect.load.TestSet`. Runs on the CPU; maps are upsampled to the
@@ -254,12 +259,12 @@ def class_activation_maps(models, test, indices: Sequence[int], *, batch_size: i
     columns.append("student")
     layers: dict[str, str] = {}
     if models.teacher is not None:
-        tnet = CamNet(models.teacher, probe, models.teacher_heads)
+        tnet = CamNet(models.teacher, probe, models.teacher_heads, stages_back=stages_back)
         blocks = 1 + (len(models.teacher_heads) if models.teacher_heads is not None else 0)
         nets.append((tnet, blocks))
         for name in columns[:blocks]:
             layers[name] = f"teacher {tnet.layer_text}"
-    snet = CamNet(models.student, probe)
+    snet = CamNet(models.student, probe, stages_back=stages_back)
     nets.append((snet, 1))
     layers["student"] = f"student {snet.layer_text}"
 

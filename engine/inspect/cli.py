@@ -1,4 +1,4 @@
-"""``mgd-train inspect RUN_DIR [--images N] [--out DIR] [--compare OTHER_RUN_DIR]``.
+"""``mgd-train inspect RUN_DIR [--images N] [--out DIR] [--compare OTHER_RUN_DIR] [--earlier K]``.
 
 Writes the class-activation maps, the code projections and the per-class comparison as
 PNG files and one self-contained HTML page. Exit status: 0 done, 2 bad input (one line
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder with a trained student")
     p.add_argument("--images", type=int, default=1, metavar="N",
                    help="class-activation maps for the first N test images of each class (default 1)")
+    p.add_argument("--earlier", type=int, default=0, metavar="K",
+                   help="take the maps K stages before the last stage output (finer maps for tiny images; default 0)")
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: RUN_DIR/inspect)")
     p.add_argument("--compare", metavar="OTHER_RUN_DIR",
                    help="a second run on the same data: where this run's student gains over that one's")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.images < 1:
             raise InputError(f"--images must be at least 1, got {args.images}")
+        if args.earlier < 0:
+            raise InputError(f"--earlier must be 0 or more, got {args.earlier}")
         from engine.inspect.load import check_run_dir
 
         run_dir = check_run_dir(args.run_dir)
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         result = inspect_run(run_dir, images_per_class=args.images, compare=args.compare, method=args.projection,
-                             device=args.device, progress=_Progress(args.quiet))
+                             device=args.device, stages_back=args.earlier, progress=_Progress(args.quiet))
         files = write_report(result, out)
     except InputError as exc:
         sys.stderr.write(f"mgd-train inspect: error: {exc}\n")

@@ -40,7 +40,7 @@ def heat_rgb(cam: np.ndarray) -> np.ndarray:
     return colour_table()[index]
 
 
-def overlay(image, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The map's colours laid over the image (uint8 ``H x W x 3``)."""
     base = image_rgb(image).astype(np.float32)
     heat = heat_rgb(cam).astype(np.float32)

@@ -164,6 +164,15 @@ def test_every_zoo_model_gets_finite_maps_of_the_image_size(size):
             assert cam.shape == (2, size, size) and torch.isfinite(cam).all(), name
 
 
+def test_earlier_stages_give_finer_maps(mgd):
+    models, test = mgd
+    x = test.normalised([0])
+    assert [feature_index(models.student, x, k) for k in (0, 1, 2, 9)] == [3, 2, 1, 1]
+    cams = class_activation_maps(models, test, [0, 1], stages_back=2)
+    assert all("8x8" in text for text in cams.layers.values()), cams.layers
+    assert cams.maps["true"].shape == (2, 4, 8, 8) and np.isfinite(cams.maps["true"]).all()
+
+
 def test_maps_refuse_images_that_do_not_exist_and_can_be_cancelled(mgd):
     models, test = mgd
     with pytest.raises(InputError, match="does not exist"):

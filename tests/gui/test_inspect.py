@@ -47,7 +47,7 @@ def test_inspect_a_run_from_the_runs_panel(qtbot, window, listed, tmp_path):
     assert dialog.running == "inspect" and dialog.cancel_button.isEnabled()  # in the background
     qtbot.waitUntil(lambda: idle(dialog), timeout=WAIT_MS)
     assert dialog.error is None, dialog.error
-    assert dialog.bar.value() == 1000 and not dialog.cancel_button.isEnabled()
+    assert dialog.bar.isHidden() and not dialog.cancel_button.isEnabled()
 
     # maps: one row per class (the first image of each), columns image, teacher, 2 heads, student
     assert len(cells(dialog)) == 10 * 5
@@ -57,6 +57,12 @@ def test_inspect_a_run_from_the_runs_panel(qtbot, window, listed, tmp_path):
     assert len(cells(dialog)) == 50
     dialog.target_buttons["predicted"].setChecked(True)
     assert cells(dialog)[1].pixmap().toImage() == first
+    assert "features[3]" in dialog.layers.text() and "2x2" in dialog.layers.text()
+    dialog.stage.setCurrentIndex(1)  # one stage earlier: finer maps, computed again in the background
+    assert dialog.running == "maps" and not dialog.bar.isHidden()
+    qtbot.waitUntil(lambda: idle(dialog), timeout=WAIT_MS)
+    assert "features[2]" in dialog.layers.text() and "4x4" in dialog.layers.text()
+    assert len(cells(dialog)) == 50 and cells(dialog)[1].pixmap().toImage() != first
 
     # codes: teacher and student plots for both granularities, titled with the variance kept
     assert len(dialog.plots) == 4
