@@ -485,27 +485,41 @@ class InspectDialog(QDialog):
         cams = self.inspection.cams
         headers, rows, captions = cam_cells(self.inspection, self.target())
         self._clear(self.maps_grid)
+        for c in range(self.maps_grid.columnCount()):
+            self.maps_grid.setColumnStretch(c, 0)
+            self.maps_grid.setColumnMinimumWidth(c, 0)
+        for r in range(self.maps_grid.rowCount()):
+            self.maps_grid.setRowStretch(r, 0)
         bold = QFont()
         bold.setBold(True)
-        for c, text in enumerate(headers):
-            label = QLabel(text)
-            label.setFont(bold)
-            label.setToolTip(cams.layers.get(text, ""))
-            self.maps_grid.addWidget(label, 0, c)
+        # side by side blocks of rows when the window is wide enough for them
+        width = len(headers) * (CELL + 6) + 24
+        blocks = max(1, min(3, self.maps_area.viewport().width() // width, -(-len(rows) // 5)))
+        per_block = -(-len(rows) // blocks)
+        for b in range(blocks):
+            left = b * (len(headers) + 1)
+            if b:
+                self.maps_grid.setColumnMinimumWidth(left - 1, 18)
+            for c, text in enumerate(headers):
+                label = QLabel(text)
+                label.setFont(bold)
+                label.setToolTip(cams.layers.get(text, ""))
+                self.maps_grid.addWidget(label, 0, left + c)
         for r, (cells, caps) in enumerate(zip(rows, captions)):
+            left, row = (r // per_block) * (len(headers) + 1), r % per_block
             for c, rgb in enumerate(cells):
                 image = QLabel()
                 image.setObjectName("camCell")
                 image.setPixmap(pixmap(rgb, CELL))
                 image.setFixedSize(CELL, CELL)
-                self.maps_grid.addWidget(image, 1 + 2 * r, c)
+                self.maps_grid.addWidget(image, 1 + 2 * row, left + c)
                 text, colour = (caps[c], None) if isinstance(caps[c], str) else caps[c]
                 caption = QLabel(text)
                 if colour:
                     caption.setStyleSheet(f"color: {colour};")
-                self.maps_grid.addWidget(caption, 2 + 2 * r, c)
-        self.maps_grid.setColumnStretch(len(headers), 1)
-        self.maps_grid.setRowStretch(1 + 2 * len(rows), 1)
+                self.maps_grid.addWidget(caption, 2 + 2 * row, left + c)
+        self.maps_grid.setColumnStretch(blocks * (len(headers) + 1), 1)
+        self.maps_grid.setRowStretch(1 + 2 * per_block, 1)
         self.layers.setText("Feature maps: " + "; ".join(f"{k}: {v}" for k, v in cams.layers.items()))
         self.images.setText(", ".join(str(i) for i in cams.indices))
 
@@ -613,7 +627,8 @@ class InspectDialog(QDialog):
         for widget, label, indices, wrong, right_name, wrong_name in (
                 (self.b_only, self.b_only_label, gain.b_only, gain.pred_a, "B", "A"),
                 (self.a_only, self.a_only_label, gain.a_only, gain.pred_b, "A", "B")):
-            label.setText(f"Right by {right_name}, wrong by {wrong_name}: {len(indices)} images"
+            label.setText(f"Right by {right_name}, wrong by {wrong_name}: {len(indices)} "
+                          f"image{'' if len(indices) == 1 else 's'}"
                           + (" (the first 200)" if len(indices) > 200 else ""))
             widget.clear()
             for i in indices[:200]:

@@ -80,5 +80,7 @@ def compare_runs(inspection: Inspection, other: RunModels | str | Path, *, devic
         other = load_run_models(other)
     other_test = load_test_set(other)
     other_outputs = collect_outputs(other, other_test, device=device, progress=progress, cancelled=cancelled)
-    return student_gain(other_outputs, inspection.outputs, inspection.classes,
-                        (run_label(other), run_label(inspection.models)))
+    names = (run_label(other), run_label(inspection.models))
+    if names[0] == names[1]:  # two runs of the same experiment: tell them apart by folder
+        names = (f"{names[0]} [{other.run_dir.name}]", f"{names[1]} [{inspection.models.run_dir.name}]")
+    return student_gain(other_outputs, inspection.outputs, inspection.classes, names)

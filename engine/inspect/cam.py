@@ -263,10 +263,10 @@ def class_activation_maps(models, test, indices: Sequence[int], *, stages_back: 
         blocks = 1 + (len(models.teacher_heads) if models.teacher_heads is not None else 0)
         nets.append((tnet, blocks))
         for name in columns[:blocks]:
-            layers[name] = f"teacher {tnet.layer_text}"
+            layers[name] = f"the teacher's {tnet.layer_text}"
     snet = CamNet(models.student, probe, stages_back=stages_back)
     nets.append((snet, 1))
-    layers["student"] = f"student {snet.layer_text}"
+    layers["student"] = f"the student's {snet.layer_text}"
 
     batches = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
     total = len(batches) * len(columns) * len(TARGETS)

@@ -30,6 +30,10 @@ def _short(text: str, n: int = 10) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
+def _images(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
+
+
 def _pct(value) -> str:
     return f"{value:.1f}%" if isinstance(value, (int, float)) else "–"
 
@@ -158,8 +162,8 @@ def _gain_section(gain, files: dict[str, Path], key: str, intro: str) -> list[st
     a, b = gain.names
     out = [f"<p>{intro}</p>",
            f'<p class="meta">{html.escape(a)}: {_pct(gain.accuracy[0])} · {html.escape(b)}: {_pct(gain.accuracy[1])}'
-           f" · right only by {html.escape(b)}: {len(gain.b_only)} images · right only by {html.escape(a)}: "
-           f"{len(gain.a_only)} images</p>"]
+           f" · right only by {html.escape(b)}: {_images(len(gain.b_only))} · right only by {html.escape(a)}: "
+           f"{_images(len(gain.a_only))}</p>"]
     if f"{key}_per_class" in files:
         out.append(_img(files[f"{key}_per_class"], f"per-class accuracy, {a} and {b}"))
     out.append(f"<table><tr><th>class</th><th>images</th><th>{html.escape(a)}</th><th>{html.escape(b)}</th>"
