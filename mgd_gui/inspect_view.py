@@ -55,6 +55,19 @@ def _compare(inspection, other_dir: str, progress, cancelled):
     return other, compare_runs(inspection, other, progress=progress, cancelled=cancelled)
 
 
+def _codes(inspection, method: str, progress, cancelled):
+    from engine.inspect.codes import code_projections
+
+    return code_projections(inspection.outputs, method=method, seed=int(inspection.models.config.seed),
+                            progress=progress, cancelled=cancelled)
+
+
+def _methods() -> list[str]:
+    from engine.inspect.codes import available_methods
+
+    return available_methods()
+
+
 def _report(inspection, out_dir: str, progress, cancelled):
     from engine.inspect.report import write_report
 
@@ -64,7 +77,8 @@ def _report(inspection, out_dir: str, progress, cancelled):
     return files
 
 
-ENGINE: dict[str, Callable[..., Any]] = {"inspect": _inspect, "maps": _maps, "compare": _compare, "report": _report}
+ENGINE: dict[str, Callable[..., Any]] = {"inspect": _inspect, "maps": _maps, "codes": _codes, "compare": _compare,
+                                         "report": _report}
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -253,7 +267,20 @@ class InspectDialog(QDialog):
 
     def _build_codes_tab(self) -> QWidget:
         page = QWidget()
-        h = QHBoxLayout(page)
+        outer = QVBoxLayout(page)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Projection"))
+        self.method = QComboBox()
+        self.method.addItem("PCA", "pca")
+        self.method.setToolTip("How the codes go to two dimensions: PCA, or t-SNE / UMAP when scikit-learn / "
+                               "umap-learn is installed (pip install \"mgd-studio[projections]\")")
+        self.method.currentIndexChanged.connect(lambda _i: self.compute_codes())
+        row.addWidget(self.method)
+        row.addWidget(_muted("Codes are centred per image (the code loss compares softmax(code / T), which ignores "
+                             "a constant shift); separation: leave-one-out 5-NN accuracy in the plane."), 1)
+        outer.addLayout(row)
+        h = QHBoxLayout()
+        outer.addLayout(h, 1)
         self.codes_area = QScrollArea()
         self.codes_area.setWidgetResizable(True)
         self.codes_widget = QWidget()
@@ -356,6 +383,12 @@ class InspectDialog(QDialog):
         self._submit("maps", f"Computing the maps of {len(indices)} images…", self.inspection, indices,
                      int(self.stage.currentData()))
 
+    def compute_codes(self) -> None:
+        if self.inspection is None or self.running:
+            return
+        method = self.method.currentData()
+        self._submit("codes", f"Projecting the codes ({method.upper()})…", self.inspection, method)
+
     def compare(self) -> None:
         other = self.other.currentData()
         if self.inspection is None or self.running or not other:
@@ -403,6 +436,10 @@ class InspectDialog(QDialog):
         else:
             if kind == "inspect":
                 self._show_inspection(result)
+            elif kind == "codes":
+                self.inspection.projections = result
+                self._show_codes()
+                self.status.setText(f"Codes projected by {self.method.currentText()}.")
             elif kind == "maps":
                 self.inspection.cams = result
                 self._show_maps()
@@ -444,6 +481,11 @@ class InspectDialog(QDialog):
     # -- showing ---------------------------------------------------------------------------
     def _show_inspection(self, inspection) -> None:
         self.inspection = inspection
+        self.method.blockSignals(True)  # the projections installed here (torch is loaded by now)
+        for method in _methods():
+            if self.method.findData(method) < 0:
+                self.method.addItem({"tsne": "t-SNE", "umap": "UMAP"}.get(method, method), method)
+        self.method.blockSignals(False)
         m, out = inspection.models, inspection.outputs
         acc = {k: out.accuracy(k) for k in out.predictions}
         parts = [f"<b>{m.name}</b> · {m.config.distiller.name}, MGD {m.config.granularity.mode} · data "

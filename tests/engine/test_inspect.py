@@ -221,6 +221,23 @@ def test_codes_of_the_demo_separate_the_classes_far_better_than_chance(inspectio
         assert shuffled.separation < p.chance + 10.0  # the separation comes from the classes, not the measure
 
 
+def test_tsne_projection_when_scikit_learn_is_installed(inspection):
+    pytest.importorskip("sklearn")
+    p = project(inspection.outputs.teacher_codes[0], inspection.outputs.labels, granularity="d64 T2",
+                role="teacher", method="tsne")
+    assert p.points.shape == (len(inspection.test), 2) and p.variance_share is None
+    assert p.separation > p.chance + 25.0
+
+
+def test_unavailable_projection_is_refused_in_one_line(monkeypatch, inspection):
+    from engine.inspect import codes
+
+    monkeypatch.setattr(codes, "available_methods", lambda: ["pca"])
+    with pytest.raises(InputError, match="umap-learn"):
+        project(inspection.outputs.teacher_codes[0], inspection.outputs.labels, granularity="g", role="teacher",
+                method="umap")
+
+
 # ----------------------------------------------------------------------------- gain
 
 

@@ -68,6 +68,11 @@ def test_inspect_a_run_from_the_runs_panel(qtbot, window, listed, tmp_path):
     assert len(dialog.plots) == 4
     titles = [plot.getPlotItem().titleLabel.text for plot, _ in dialog.plots]
     assert all("of variance" in t and "5-NN" in t for t in titles)
+    assert dialog.method.findData("pca") == 0
+    dialog.compute_codes()  # projected again in the background
+    assert dialog.running == "codes"
+    qtbot.waitUntil(lambda: idle(dialog), timeout=WAIT_MS)
+    assert dialog.error is None and len(dialog.plots) == 4
     dialog.show_image(7)  # what a hover shows
     assert not dialog.preview.pixmap().isNull() and "#7" in dialog.preview_text.text()
 
