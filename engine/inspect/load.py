@@ -163,7 +163,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
         student_arch = peers[best]
         num_classes, in_channels = _classes_and_channels(weights, online)
         notes.append(f"online MGD: the student is peer {best + 1} ({student_arch}), the best at its best epoch; "
-                     "there is no teacher")
+                     "there is no teacher, and online.pt keeps no granularity heads, so no codes are shown")
         final_weights = None
     else:
         student_file = ckpt / "student.pt"
@@ -253,8 +253,11 @@ def load_run_models(run_dir: str | Path) -> RunModels:
             code_student = build_model(student_arch, num_classes, in_channels)
             _load(code_student, final_weights, ckpt / "student.pt")
             models.student_heads, models.code_student = _frozen(heads), _frozen(code_student)
-            notes.append("student codes: from the last epoch's student and heads (student_last.pt); the "
-                         f"maps and accuracies use the best epoch ({best_epoch})")
+            if best_epoch is not None and int(best_epoch) == cfg.student.schedule.epochs:
+                models.code_student = models.student  # the best epoch is the last: one student for all
+            else:
+                notes.append("student codes: from the last epoch's student and heads (student_last.pt); the "
+                             f"maps and accuracies use the best epoch ({best_epoch})")
     return models
 
 

@@ -51,7 +51,9 @@ def test_loads_every_model_of_a_run(runs, mgd):
     assert models.head_labels == ["d64 T2", "d256 T8"]
     # the student's heads are not in student.pt: they come from student_last.pt with the final weights
     assert models.student_heads is not None and models.code_student is not None
-    assert any("student_last.pt" in n for n in models.notes)
+    last_is_best = models.student_best_epoch == models.config.student.schedule.epochs
+    assert (models.code_student is models.student) == last_is_best
+    assert any("student_last.pt" in n for n in models.notes) != last_is_best
     assert not any(p.requires_grad for p in models.student.parameters())
     # the loaded best student gives the accuracy the run itself reported
     summary = json.loads((runs["mgd"] / "summary.json").read_text())
