@@ -125,6 +125,11 @@ def _load(args) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "inspect":  # `mgd-train inspect RUN_DIR ...`: its own parser (engine.inspect.cli)
+        from engine.inspect.cli import main as inspect_main
+
+        return inspect_main(argv[1:])
     args = build_parser().parse_args(argv)
     out = sys.stdout
     try:

@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         self.runs.resume_requested.connect(self.resume_run)
         self.runs.export_requested.connect(self.show_export)
         self.runs.compare_requested.connect(self.show_compare)
+        self.runs.inspect_requested.connect(self.show_inspect)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
         self.device_label = QLabel()
@@ -539,6 +540,17 @@ class MainWindow(QMainWindow):
         self.compare_dialog = CompareDialog(infos, self)
         self.compare_dialog.show()
         self.compare_dialog.raise_()
+
+    def show_inspect(self, path: Path) -> None:
+        """The Inspect view of a finished run (a window of its own; one at a time)."""
+        from engine.runs import list_runs
+        from mgd_gui.inspect_view import InspectDialog
+
+        if getattr(self, "inspect_dialog", None) is not None:
+            self.inspect_dialog.close()
+        self.inspect_dialog = InspectDialog(path, list_runs(self.runs_root), self)
+        self.inspect_dialog.show()
+        self.inspect_dialog.raise_()
 
     def about(self) -> None:
         QMessageBox.about(self, "About MGD Studio",

@@ -47,6 +47,7 @@ class RunsPanel(QWidget):
     resume_requested = Signal(object)
     export_requested = Signal(object)
     compare_requested = Signal(list)  # [Path]
+    inspect_requested = Signal(object)  # Path
 
     def __init__(self, root: Path, parent: QWidget | None = None):
         super().__init__(parent)
@@ -65,6 +66,8 @@ class RunsPanel(QWidget):
                 ("reopen", "Open", "Show the run's plots and log, and load its set-up into the form"),
                 ("resume", "Resume", "Continue an interrupted run from its last checkpoint"),
                 ("export", "Export…", "Export the run's student (weights, TorchScript, ONNX)"),
+                ("inspect", "Inspect", "See what the teacher, each granularity head and the student attend to, "
+                                       "the granularity codes in 2-D, and where the student gains over another run"),
                 ("folder", "Folder", "Open the run folder in the file manager"),
                 ("compare", "Compare", "Show the comparison table of the selected runs: each baseline with MGD "
                                        "off and on, over seeds, and each student's size, speed and calibration")):
@@ -103,6 +106,7 @@ class RunsPanel(QWidget):
         self.buttons["reopen"].clicked.connect(lambda: self._emit_current(self.open_requested))
         self.buttons["resume"].clicked.connect(lambda: self._emit_current(self.resume_requested))
         self.buttons["export"].clicked.connect(lambda: self._emit_current(self.export_requested))
+        self.buttons["inspect"].clicked.connect(lambda: self._emit_current(self.inspect_requested))
         self.buttons["folder"].clicked.connect(self._open_folder)
         self.buttons["compare"].clicked.connect(self._compare)
         self.tree.itemSelectionChanged.connect(self._selection_changed)
@@ -187,6 +191,7 @@ class RunsPanel(QWidget):
         self.buttons["reopen"].setEnabled(one is not None)
         self.buttons["folder"].setEnabled(one is not None)
         self.buttons["export"].setEnabled(one is not None and one.has_student)
+        self.buttons["inspect"].setEnabled(one is not None and one.has_student)
         self.buttons["resume"].setEnabled(one is not None and one.resumable and one.path != self.active
                                           and not self.busy)
         self.buttons["compare"].setEnabled(bool(paths))
@@ -205,7 +210,7 @@ class RunsPanel(QWidget):
     def context_menu(self) -> QMenu:
         """The menu of the selected runs: the buttons' actions, enabled as they are."""
         menu = QMenu(self)
-        for key in ("reopen", "resume", "export", "folder", None, "compare"):
+        for key in ("reopen", "resume", "export", "inspect", "folder", None, "compare"):
             if key is None:
                 menu.addSeparator()
                 continue

@@ -1,0 +1,288 @@
+"""A finished run's trained models and its test data, for inspection.
+
+:func:`load_run_models` is the ONE place of the inspect package that reads checkpoint
+files: when the run folder's checkpoint layout changes, port this function alone. It is
+written against the layout :mod:`engine.run` writes today:
+
+* ``checkpoints/teacher.pt``: ``{"arch", "num_classes", "in_channels", "model", ...}``
+  (absent when the teacher came from ``teacher.checkpoint``: then that file is read);
+* ``checkpoints/heads.pt``: ``{"heads": state dict of GranularityHeads, "dims", "temperatures", ...}``;
+* ``checkpoints/student.pt``: ``{"arch", "num_classes", "in_channels", "final", "best", "best_epoch", ...}``;
+* ``checkpoints/student_last.pt``: the training loop's last checkpoint, whose
+  ``modules["student_heads"]`` holds the student's granularity heads *of the last epoch*
+  (``student.pt`` does not save them): they pair with the ``final`` student weights, not
+  with the ``best`` ones, so the student's codes are computed with the final weights;
+* ``checkpoints/online.pt`` (online MGD): ``{"best_state": [peer state dicts], "best_acc": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CheckpointError, InputError
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class RunModels:
+    """The trained models of one run folder, in eval mode, frozen, on the CPU.
+
+    ``teacher`` and ``teacher_heads`` are ``None`` for a run without them (a student trained
+    alone, MGD off, online MGD). ``student_heads`` is ``None`` when the run folder does not
+    hold them; ``code_student`` is the student backbone they were trained with (the last
+    epoch's weights), ``student`` the best-epoch student used for predictions and maps.
+    ``notes`` says, in words, what is missing and why.
+    """
+
+    run_dir: Path
+    config: Any  # ExperimentConfig
+    num_classes: int
+    in_channels: int
+    student: Any
+    student_arch: str
+    student_best_epoch: int | None = None
+    teacher: Any = None
+    teacher_arch: str = ""
+    teacher_heads: Any = None
+    student_heads: Any = None
+    code_student: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def head_labels(self) -> list[str]:
+        """One label per granularity, e.g. ``d64 T2``."""
+        heads = self.teacher_heads if self.teacher_heads is not None else self.student_heads
+        if heads is None:
+            return []
+        return [f"d{h.dim} T{h.temperature:g}" for h in heads.heads]
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.config, "name", "") or self.run_dir.name)
+
+
+@dataclass
+class TestSet:
+    """The run's test split: the raw images (for display), the labels and a batch loader."""
+
+    name: str
+    classes: list[str]
+    images: Any  # uint8 N x C x H x W (or a file-backed equivalent with [i] and shape)
+    labels: Any  # int64 N
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    bundle: Any
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def image(self, index: int):
+        """One test image as uint8 ``C x H x W``."""
+        return self.images[int(index)]
+
+    def normalised(self, indices) -> Any:
+        """The test images ``indices`` as the models see them (float, normalised, no augmentation)."""
+        import torch
+
+        batch = torch.stack([self.image(i) for i in indices]).float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (batch - mean) / std
+
+    def loader(self, batch_size: int = 256, device: str = "cpu"):
+        """Batches ``(x, y, idx)`` of the whole test split in order (``loader.epoch(0)``)."""
+        from engine.data import make_loader
+
+        return make_loader(self.bundle, "test", batch_size=batch_size, device=device, train=False)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """The run folder as a path; :class:`InputError` when it is not a run folder."""
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise InputError(f"{path}: no such folder")
+    if not (path / CONFIG_FILE).is_file():
+        raise InputError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    return path
+
+
+def _frozen(module):
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _state(path: Path, what: str) -> dict:
+    from engine.trainer import safe_load
+
+    state = safe_load(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a {what} checkpoint of MGD Studio")
+    return state
+
+
+def load_run_models(run_dir: str | Path) -> RunModels:
+    """Every trained model of a run folder (all checkpoint reading of the inspection is here).
+
+    Raises :class:`InputError` when the folder is not a run folder or has no trained
+    student, :class:`CheckpointError` (an InputError) when a checkpoint does not fit.
+    """
+    from engine.config import load_config
+    from engine.mgd import GranularityHeads
+    from engine.models import build_model
+
+    path = check_run_dir(run_dir)
+    cfg = load_config(path / CONFIG_FILE)
+    ckpt = path / CHECKPOINT_DIR
+    notes: list[str] = []
+
+    # -- the student (best epoch) ------------------------------------------------------
+    if cfg.online.enabled:
+        online = ckpt / "online.pt"
+        if not online.is_file():
+            raise InputError(f"{path}: the run has no trained peers yet ({CHECKPOINT_DIR}/online.pt is missing); "
+                             "finish or resume the run first")
+        state = _state(online, "online")
+        try:
+            accs = list(state["best_acc"])
+            best = max(range(len(accs)), key=lambda i: accs[i])
+            weights, best_epoch = state["best_state"][best], int(state["best_epoch"][best])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise CheckpointError(f"{online}: not an online checkpoint of MGD Studio") from None
+        peers = cfg.online.peers or [cfg.student.arch, cfg.student.arch]
+        student_arch = peers[best]
+        num_classes, in_channels = _classes_and_channels(weights, online)
+        notes.append(f"online MGD: the student is peer {best + 1} ({student_arch}), the best at its best epoch; "
+                     "there is no teacher, and online.pt keeps no granularity heads, so no codes are shown")
+        final_weights = None
+    else:
+        student_file = ckpt / "student.pt"
+        if not student_file.is_file():
+            raise InputError(f"{path}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
+                             "finish or resume the run first")
+        state = _state(student_file, "student")
+        try:
+            student_arch = str(state["arch"])
+            num_classes, in_channels = int(state["num_classes"]), int(state["in_channels"])
+            weights = state.get("best") or state["final"]
+            final_weights = state.get("final")
+            best_epoch = state.get("best_epoch")
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{student_file}: not a student checkpoint of MGD Studio (keys: arch, "
+                                  "num_classes, in_channels, best)") from None
+    student = build_model(student_arch, num_classes, in_channels)
+    _load(student, weights, ckpt / ("online.pt" if cfg.online.enabled else "student.pt"))
+    models = RunModels(run_dir=path, config=cfg, num_classes=num_classes, in_channels=in_channels,
+                       student=_frozen(student), student_arch=student_arch,
+                       student_best_epoch=int(best_epoch) if best_epoch is not None else None, notes=notes)
+    if cfg.online.enabled:
+        return models
+
+    # -- the teacher ---------------------------------------------------------------------
+    teacher_file = ckpt / "teacher.pt"
+    if teacher_file.is_file():
+        state = _state(teacher_file, "teacher")
+        try:
+            arch, teacher_weights = str(state["arch"]), state["model"]
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{teacher_file}: not a teacher checkpoint of MGD Studio (keys: arch, model)") \
+                from None
+        teacher = build_model(arch, num_classes, in_channels)
+        _load(teacher, teacher_weights, teacher_file)
+        models.teacher, models.teacher_arch = _frozen(teacher), arch
+    elif cfg.teacher.checkpoint:
+        from engine.models.checkpoint import load_weights
+
+        source = Path(cfg.teacher.checkpoint).expanduser()
+        if not source.is_absolute() and not source.is_file():
+            source = path / source
+        teacher = build_model(cfg.teacher.arch, num_classes, in_channels)
+        try:
+            load_weights(teacher, str(source), cfg.teacher.arch)
+        except CheckpointError as exc:
+            notes.append(f"teacher: the run loaded it from {cfg.teacher.checkpoint}, which cannot be read now ({exc})")
+        else:
+            models.teacher, models.teacher_arch = _frozen(teacher), cfg.teacher.arch
+    else:
+        notes.append("teacher: none in this run (the student was trained without one)")
+
+    # -- the teacher's granularity heads ---------------------------------------------------
+    heads_file = ckpt / "heads.pt"
+    if models.teacher is not None and heads_file.is_file():
+        state = _state(heads_file, "heads")
+        try:
+            pairs = list(zip(state["dims"], state["temperatures"]))
+            heads_weights = state["heads"]
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio (keys: heads, dims, "
+                                  "temperatures)") from None
+        heads = GranularityHeads(models.teacher.feature_dim, num_classes, pairs)
+        _load(heads, heads_weights, heads_file)
+        models.teacher_heads = _frozen(heads)
+    elif cfg.granularity.mode == "off":
+        notes.append("granularity heads: none (MGD off in this run)")
+
+    # -- the student's granularity heads (with the weights they were trained with) --------
+    last = ckpt / "student_last.pt"
+    if cfg.granularity.mode != "off":
+        student_heads_weights = None
+        if last.is_file():
+            state = _state(last, "training")
+            modules = state.get("modules") if isinstance(state.get("modules"), dict) else {}
+            student_heads_weights = modules.get("student_heads")
+            if final_weights is None:
+                final_weights = modules.get("student")
+        if student_heads_weights is None or final_weights is None:
+            notes.append("student codes: the run folder does not hold the student's granularity heads "
+                         f"({CHECKPOINT_DIR}/student.pt does not save them and {CHECKPOINT_DIR}/student_last.pt "
+                         "is missing), so only the teacher's codes are shown")
+        else:
+            pairs = [(h.dim, h.temperature) for h in cfg.granularity.heads]
+            heads = GranularityHeads(student.feature_dim, num_classes, pairs)
+            _load(heads, student_heads_weights, last)
+            code_student = build_model(student_arch, num_classes, in_channels)
+            _load(code_student, final_weights, ckpt / "student.pt")
+            models.student_heads, models.code_student = _frozen(heads), _frozen(code_student)
+            if best_epoch is not None and int(best_epoch) == cfg.student.schedule.epochs:
+                models.code_student = models.student  # the best epoch is the last: one student for all
+            else:
+                notes.append("student codes: from the last epoch's student and heads (student_last.pt); the "
+                             f"maps and accuracies use the best epoch ({best_epoch})")
+    return models
+
+
+def _classes_and_channels(weights: dict, source: Path) -> tuple[int, int]:
+    """(classes, input channels) of a zoo state dict: the last 2-D weight's rows, the first 4-D weight's input."""
+    matrices = [v for k, v in weights.items() if k.endswith("weight") and v.dim() == 2]
+    kernels = [v for k, v in weights.items() if k.endswith("weight") and v.dim() == 4]
+    if not matrices or not kernels:
+        raise CheckpointError(f"{source}: holds no classifier weights")
+    return int(matrices[-1].shape[0]), int(kernels[0].shape[1])
+
+
+def _load(module, weights, source: Path) -> None:
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: does not fit the run's models ({first[:300]})") from None
+
+
+def load_test_set(models_or_config) -> TestSet:
+    """The test split of the run's data set (never downloading), as the run used it."""
+    from engine.run import load_data
+
+    cfg = getattr(models_or_config, "config", models_or_config)
+    bundle = load_data(dataclasses.replace(cfg.data, download=False))
+    return TestSet(name=bundle.name, classes=list(bundle.classes), images=bundle.test_images,
+                   labels=bundle.test_labels, mean=tuple(bundle.mean), std=tuple(bundle.std), bundle=bundle)
