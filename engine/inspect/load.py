@@ -1,18 +1,15 @@
 """A finished run's trained models and its test data, for inspection.
 
 :func:`load_run_models` is the ONE place of the inspect package that reads checkpoint
-files: when the run folder's checkpoint layout changes, port this function alone. It is
-written against the layout :mod:`engine.run` writes today:
+files. It reads the stage checkpoints :mod:`engine.run` writes (format 2, one for every
+stage: ``modules``, the best-weights ``tracker``, ``history``):
 
-* ``checkpoints/teacher.pt``: ``{"arch", "num_classes", "in_channels", "model", ...}``
-  (absent when the teacher came from ``teacher.checkpoint``: then that file is read);
-* ``checkpoints/heads.pt``: ``{"heads": state dict of GranularityHeads, "dims", "temperatures", ...}``;
-* ``checkpoints/student.pt``: ``{"arch", "num_classes", "in_channels", "final", "best", "best_epoch", ...}``;
-* ``checkpoints/student_last.pt``: the training loop's last checkpoint, whose
-  ``modules["student_heads"]`` holds the student's granularity heads *of the last epoch*
-  (``student.pt`` does not save them): they pair with the ``final`` student weights, not
-  with the ``best`` ones, so the student's codes are computed with the final weights;
-* ``checkpoints/online.pt`` (online MGD): ``{"best_state": [peer state dicts], "best_acc": [...], ...}``.
+* ``checkpoints/teacher.pt``: ``modules["model"]`` (absent when the teacher came from
+  ``teacher.checkpoint``: then that file is read);
+* ``checkpoints/heads.pt``: ``modules["heads"]``, each head at its own best epoch;
+* ``checkpoints/student.pt``: ``tracker["student"]`` and ``tracker["student_heads"]``, the
+  student and its granularity heads at the student's best epoch;
+* ``checkpoints/online.pt`` (online MGD): ``tracker["peer<k>"]`` and ``tracker["heads<k>"]``.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from typing import Any
 
 from engine.errors import CheckpointError, InputError
 
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
+from engine.runfolder import CHECKPOINT_DIR, CONFIG_FILE
 
 
 @dataclass
@@ -123,9 +119,9 @@ def _frozen(module):
 
 
 def _state(path: Path, what: str) -> dict:
-    from engine.trainer import safe_load
+    from engine.runfolder import load_checkpoint
 
-    state = safe_load(path)
+    state = load_checkpoint(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a {what} checkpoint of MGD Studio")
     return state
@@ -140,51 +136,60 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     from engine.config import load_config
     from engine.mgd import GranularityHeads
     from engine.models import build_model
+    from engine.runfolder import read_summary
+    from engine.runs import student_checkpoint
 
     path = check_run_dir(run_dir)
     cfg = load_config(path / CONFIG_FILE)
     ckpt = path / CHECKPOINT_DIR
     notes: list[str] = []
+    pairs = [(h.dim, h.temperature) for h in cfg.granularity.heads]
 
-    # -- the student (best epoch) ------------------------------------------------------
-    if cfg.online.enabled:
-        online = ckpt / "online.pt"
-        if not online.is_file():
-            raise InputError(f"{path}: the run has no trained peers yet ({CHECKPOINT_DIR}/online.pt is missing); "
-                             "finish or resume the run first")
-        state = _state(online, "online")
-        try:
-            accs = list(state["best_acc"])
-            best = max(range(len(accs)), key=lambda i: accs[i])
-            weights, best_epoch = state["best_state"][best], int(state["best_epoch"][best])
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise CheckpointError(f"{online}: not an online checkpoint of MGD Studio") from None
-        peers = cfg.online.peers or [cfg.student.arch, cfg.student.arch]
-        student_arch = peers[best]
-        num_classes, in_channels = _classes_and_channels(weights, online)
-        notes.append(f"online MGD: the student is peer {best + 1} ({student_arch}), the best at its best epoch; "
-                     "there is no teacher, and online.pt keeps no granularity heads, so no codes are shown")
-        final_weights = None
+    # -- the student and its granularity heads, at the student's best epoch ----------------
+    student_file = student_checkpoint(path)
+    if student_file is None:
+        raise InputError(f"{path}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
+                         "finish or resume the run first")
+    state = _state(student_file, "student")
+    try:
+        tracker = state["tracker"]
+        if state["stage"] == "online":
+            peers = [k for k in tracker if k.startswith("peer")]
+            key = max(peers, key=lambda k: -1.0 if tracker[k]["metric"] is None else tracker[k]["metric"])
+            index = int(key[len("peer"):])
+            student_arch = (cfg.online.peers or [cfg.student.arch, cfg.student.arch])[index - 1]
+            heads_key = f"heads{index}"
+            notes.append(f"online MGD: the student is peer {index} ({student_arch}), the best at its best epoch; "
+                         "there is no teacher")
+        else:
+            key, heads_key, student_arch = "student", "student_heads", cfg.student.arch
+        best = tracker[key]
+        weights = best["state"] if best["state"] is not None else state["modules"][key]
+        best_epoch = best["epoch"]
+        head_state = tracker.get(heads_key)
+        heads_weights = None
+        if head_state is not None:
+            heads_weights = head_state["state"] if head_state["state"] is not None else state["modules"].get(
+                "student_heads" if heads_key == "student_heads" else f"heads{heads_key[5:]}")
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise CheckpointError(f"{student_file}: not a stage checkpoint of MGD Studio (format 2: stage, modules, "
+                              "tracker)") from None
+    data = read_summary(path).get("data") or {}
+    if data.get("classes") and data.get("input_shape"):
+        num_classes, in_channels = int(data["classes"]), int(data["input_shape"][0])
     else:
-        student_file = ckpt / "student.pt"
-        if not student_file.is_file():
-            raise InputError(f"{path}: the run has no trained student yet ({CHECKPOINT_DIR}/student.pt is missing); "
-                             "finish or resume the run first")
-        state = _state(student_file, "student")
-        try:
-            student_arch = str(state["arch"])
-            num_classes, in_channels = int(state["num_classes"]), int(state["in_channels"])
-            weights = state.get("best") or state["final"]
-            final_weights = state.get("final")
-            best_epoch = state.get("best_epoch")
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{student_file}: not a student checkpoint of MGD Studio (keys: arch, "
-                                  "num_classes, in_channels, best)") from None
+        num_classes, in_channels = _classes_and_channels(weights, student_file)
     student = build_model(student_arch, num_classes, in_channels)
-    _load(student, weights, ckpt / ("online.pt" if cfg.online.enabled else "student.pt"))
+    _load(student, weights, student_file)
     models = RunModels(run_dir=path, config=cfg, num_classes=num_classes, in_channels=in_channels,
                        student=_frozen(student), student_arch=student_arch,
-                       student_best_epoch=int(best_epoch) if best_epoch is not None else None, notes=notes)
+                       student_best_epoch=int(best_epoch) if best_epoch else None, notes=notes)
+    if heads_weights is not None:
+        heads = GranularityHeads(student.feature_dim, num_classes, pairs)
+        _load(heads, heads_weights, student_file)
+        models.student_heads, models.code_student = _frozen(heads), models.student
+    elif cfg.granularity.mode != "off":
+        notes.append("student codes: the student checkpoint holds no granularity heads")
     if cfg.online.enabled:
         return models
 
@@ -193,13 +198,12 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     if teacher_file.is_file():
         state = _state(teacher_file, "teacher")
         try:
-            arch, teacher_weights = str(state["arch"]), state["model"]
+            teacher_weights = state["modules"]["model"]
         except (KeyError, TypeError):
-            raise CheckpointError(f"{teacher_file}: not a teacher checkpoint of MGD Studio (keys: arch, model)") \
-                from None
-        teacher = build_model(arch, num_classes, in_channels)
+            raise CheckpointError(f"{teacher_file}: not a teacher checkpoint of MGD Studio") from None
+        teacher = build_model(cfg.teacher.arch, num_classes, in_channels)
         _load(teacher, teacher_weights, teacher_file)
-        models.teacher, models.teacher_arch = _frozen(teacher), arch
+        models.teacher, models.teacher_arch = _frozen(teacher), cfg.teacher.arch
     elif cfg.teacher.checkpoint:
         from engine.models.checkpoint import load_weights
 
@@ -216,48 +220,19 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     else:
         notes.append("teacher: none in this run (the student was trained without one)")
 
-    # -- the teacher's granularity heads ---------------------------------------------------
+    # -- the teacher's granularity heads (each at its best epoch) ---------------------------
     heads_file = ckpt / "heads.pt"
     if models.teacher is not None and heads_file.is_file():
         state = _state(heads_file, "heads")
         try:
-            pairs = list(zip(state["dims"], state["temperatures"]))
-            heads_weights = state["heads"]
+            heads_weights = state["modules"]["heads"]
         except (KeyError, TypeError):
-            raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio (keys: heads, dims, "
-                                  "temperatures)") from None
+            raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio") from None
         heads = GranularityHeads(models.teacher.feature_dim, num_classes, pairs)
         _load(heads, heads_weights, heads_file)
         models.teacher_heads = _frozen(heads)
     elif cfg.granularity.mode == "off":
         notes.append("granularity heads: none (MGD off in this run)")
-
-    # -- the student's granularity heads (with the weights they were trained with) --------
-    last = ckpt / "student_last.pt"
-    if cfg.granularity.mode != "off":
-        student_heads_weights = None
-        if last.is_file():
-            state = _state(last, "training")
-            modules = state.get("modules") if isinstance(state.get("modules"), dict) else {}
-            student_heads_weights = modules.get("student_heads")
-            if final_weights is None:
-                final_weights = modules.get("student")
-        if student_heads_weights is None or final_weights is None:
-            notes.append("student codes: the run folder does not hold the student's granularity heads "
-                         f"({CHECKPOINT_DIR}/student.pt does not save them and {CHECKPOINT_DIR}/student_last.pt "
-                         "is missing), so only the teacher's codes are shown")
-        else:
-            pairs = [(h.dim, h.temperature) for h in cfg.granularity.heads]
-            heads = GranularityHeads(student.feature_dim, num_classes, pairs)
-            _load(heads, student_heads_weights, last)
-            code_student = build_model(student_arch, num_classes, in_channels)
-            _load(code_student, final_weights, ckpt / "student.pt")
-            models.student_heads, models.code_student = _frozen(heads), _frozen(code_student)
-            if best_epoch is not None and int(best_epoch) == cfg.student.schedule.epochs:
-                models.code_student = models.student  # the best epoch is the last: one student for all
-            else:
-                notes.append("student codes: from the last epoch's student and heads (student_last.pt); the "
-                             f"maps and accuracies use the best epoch ({best_epoch})")
     return models
 
 
@@ -280,7 +255,7 @@ def _load(module, weights, source: Path) -> None:
 
 def load_test_set(models_or_config) -> TestSet:
     """The test split of the run's data set (never downloading), as the run used it."""
-    from engine.run import load_data
+    from engine.runtime import load_data
 
     cfg = getattr(models_or_config, "config", models_or_config)
     bundle = load_data(dataclasses.replace(cfg.data, download=False))

@@ -33,7 +33,7 @@ class RunOutputs:
 def collect_outputs(models, test, *, batch_size: int = 256, device: str = "cpu",
                     progress: ProgressFn | None = None, cancelled: CancelledFn | None = None) -> RunOutputs:
     """Run the teacher (and its heads), the best student and the code student over the test set."""
-    from engine.run import select_device
+    from engine.runtime import select_device
 
     dev, _ = select_device(device)
     loader = test.loader(batch_size=batch_size, device=dev)

@@ -49,11 +49,9 @@ def test_loads_every_model_of_a_run(runs, mgd):
     models, test = mgd
     assert models.teacher is not None and models.teacher_heads is not None
     assert models.head_labels == ["d64 T2", "d256 T8"]
-    # the student's heads are not in student.pt: they come from student_last.pt with the final weights
-    assert models.student_heads is not None and models.code_student is not None
-    last_is_best = models.student_best_epoch == models.config.student.schedule.epochs
-    assert (models.code_student is models.student) == last_is_best
-    assert any("student_last.pt" in n for n in models.notes) != last_is_best
+    # the student's heads are kept from the student's best epoch: one student for maps and codes
+    assert models.student_heads is not None and models.code_student is models.student
+    assert models.student_best_epoch == json.loads((runs["mgd"] / "summary.json").read_text())["student"]["best_epoch"]
     assert not any(p.requires_grad for p in models.student.parameters())
     # the loaded best student gives the accuracy the run itself reported
     summary = json.loads((runs["mgd"] / "summary.json").read_text())
@@ -75,12 +73,17 @@ def test_teacher_from_a_checkpoint_and_no_heads(runs):
 
 
 def test_student_codes_only_when_the_run_holds_the_student_heads(runs, tmp_path):
+    from engine.runfolder import load_checkpoint, save_checkpoint
+
     copy = tmp_path / "run"
     shutil.copytree(runs["mgd"], copy)
-    (copy / "checkpoints" / "student_last.pt").unlink()
+    path = copy / "checkpoints" / "student.pt"
+    state = load_checkpoint(path)
+    del state["tracker"]["student_heads"]  # as a student checkpoint without heads would be
+    save_checkpoint(state, path)
     models = load_run_models(copy)
     assert models.teacher_heads is not None and models.student_heads is None
-    assert any("only the teacher's codes" in n for n in models.notes)
+    assert any("no granularity heads" in n for n in models.notes)
     outputs = collect_outputs(models, load_test_set(models))
     assert len(outputs.teacher_codes) == 2 and outputs.student_codes == []
 
