@@ -168,7 +168,8 @@ class ExperimentRun:
                          data={**self.summary["data"], "batch_size": d.batch_size,
                                "eval_batch_size": d.eval_batch_size},
                          models=self.models, distiller=distiller, stages=[s.plan for s in self.stages],
-                         export={"enabled": exporting, "formats": list(cfg.export.formats), "dir": str(out)})
+                         export={"enabled": exporting, "formats": list(cfg.export.formats),
+                                 "dir": str(out) if out is not None else "export/ in the run folder"})
         return self.plan
 
     def loaders(self, d, bundle):
