@@ -25,6 +25,8 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from engine.models import freeze  # noqa: E402,F401  (one definition, re-exported for the benchmarks)
+
 PAPER_PAIRS = (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"))
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR_STD = (0.2673, 0.2564, 0.2762)
@@ -326,11 +328,6 @@ def build(arch: str, num_classes: int, device, *, seed: int, channels_last: bool
     return model
 
 
-def freeze(module):
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def paper_heads(count: int) -> list[tuple[int, float]]:

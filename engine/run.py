@@ -29,6 +29,7 @@ from engine.control import RunControl
 from engine.errors import CheckpointError, InputError, MGDError, StopRequested, TrainingError
 from engine.events import (DatasetInfo, EventBus, Evaluation, Exported, HeadAccuracies, NoiseCurve, PlanReady,
                            RunFailed, RunFinished, RunStarted, StageFinished, StageProgress, StageStarted, Subscriber)
+from engine.models import freeze
 from engine.plan import Plan, StagePlan
 from engine.runfolder import (CHECKPOINT_DIR, CONFIG_FILE, ERROR_FILE, EXPORT_DIR, MetricsWriter, RunLock,
                               atomic_write, check_writable_dir, checkpoint_path, last_checkpoint_path, load_checkpoint,
@@ -406,12 +407,6 @@ class ExperimentRun:
         return report
 
     # -- what each stage does and reports ---------------------------------------------
-    @staticmethod
-    def freeze(module) -> None:
-        module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
-
     def _load_teacher(self) -> None:
         from engine.evaluate import evaluate_model
 
@@ -426,7 +421,7 @@ class ExperimentRun:
         self.bus.log(f"teacher: loaded {self.cfg.teacher.arch} from {self.cfg.teacher.checkpoint}")
 
     def _report_teacher(self, stage: Stage, history: list[dict]) -> dict:
-        self.freeze(self.teacher)
+        freeze(self.teacher)
         entry = {"arch": self.cfg.teacher.arch, "params": count_parameters(self.teacher)}
         if stage.task is None:
             entry.update(source=f"checkpoint {self.cfg.teacher.checkpoint}", test_acc=self.teacher_acc)
@@ -438,7 +433,7 @@ class ExperimentRun:
         return {"test_acc": entry["test_acc"]}
 
     def _report_heads(self, stage: Stage, history: list[dict]) -> dict:
-        self.freeze(self.teacher_heads)
+        freeze(self.teacher_heads)
         results = [{"dim": h.dim, "temperature": h.temperature, "test_acc": acc, "epoch": ep}
                    for h, acc, ep in zip(self.teacher_heads.heads, stage.task.best_acc, stage.task.best_epoch)]
         self.summary["heads"] = results

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError, InputError
+from engine.models import freeze
 
 from engine.runfolder import CHECKPOINT_DIR, CONFIG_FILE
 
@@ -111,13 +112,6 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
-def _frozen(module):
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 def _state(path: Path, what: str) -> dict:
     from engine.runfolder import load_checkpoint
 
@@ -182,12 +176,12 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     student = build_model(student_arch, num_classes, in_channels)
     _load(student, weights, student_file)
     models = RunModels(run_dir=path, config=cfg, num_classes=num_classes, in_channels=in_channels,
-                       student=_frozen(student), student_arch=student_arch,
+                       student=freeze(student), student_arch=student_arch,
                        student_best_epoch=int(best_epoch) if best_epoch else None, notes=notes)
     if heads_weights is not None:
         heads = GranularityHeads(student.feature_dim, num_classes, pairs)
         _load(heads, heads_weights, student_file)
-        models.student_heads, models.code_student = _frozen(heads), models.student
+        models.student_heads, models.code_student = freeze(heads), models.student
     elif cfg.granularity.mode != "off":
         notes.append("student codes: the student checkpoint holds no granularity heads")
     if cfg.online.enabled:
@@ -203,7 +197,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
             raise CheckpointError(f"{teacher_file}: not a teacher checkpoint of MGD Studio") from None
         teacher = build_model(cfg.teacher.arch, num_classes, in_channels)
         _load(teacher, teacher_weights, teacher_file)
-        models.teacher, models.teacher_arch = _frozen(teacher), cfg.teacher.arch
+        models.teacher, models.teacher_arch = freeze(teacher), cfg.teacher.arch
     elif cfg.teacher.checkpoint:
         from engine.models.checkpoint import load_weights
 
@@ -216,7 +210,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
         except CheckpointError as exc:
             notes.append(f"teacher: the run loaded it from {cfg.teacher.checkpoint}, which cannot be read now ({exc})")
         else:
-            models.teacher, models.teacher_arch = _frozen(teacher), cfg.teacher.arch
+            models.teacher, models.teacher_arch = freeze(teacher), cfg.teacher.arch
     else:
         notes.append("teacher: none in this run (the student was trained without one)")
 
@@ -230,7 +224,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
             raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio") from None
         heads = GranularityHeads(models.teacher.feature_dim, num_classes, pairs)
         _load(heads, heads_weights, heads_file)
-        models.teacher_heads = _frozen(heads)
+        models.teacher_heads = freeze(heads)
     elif cfg.granularity.mode == "off":
         notes.append("granularity heads: none (MGD off in this run)")
     return models

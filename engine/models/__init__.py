@@ -23,3 +23,11 @@ def model_names() -> list[str]:
 def build_model(name: str, num_classes: int, in_channels: int = 3):
     """Build a registered architecture for ``num_classes`` classes and ``in_channels`` input channels."""
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
+
+
+def freeze(module):
+    """Put ``module`` in eval mode with no gradients (a frozen teacher, heads, a loaded model); returns it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
