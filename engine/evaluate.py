@@ -9,10 +9,17 @@ import torch
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
 
 
-def noise_generator(seed: int, batch_index: int) -> torch.Generator:
-    # One fixed noise pattern per (seed, batch): every noise level scales the same draw,
-    # so curves are smooth in the level and identical across runs and devices.
-    return torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
+def sample_noise(shape: Sequence[int], indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """Standard normal noise for the test samples ``indices``, of per-sample ``shape``.
+
+    One fixed draw per (seed, sample): every noise level scales the same draw, so curves are
+    smooth in the level, and a sample gets the same noise whatever batch it is evaluated in,
+    so a model's curve does not depend on the evaluation batch size, the run or the device.
+    """
+    out = torch.empty((len(indices), *shape))
+    for row, index in enumerate(indices.tolist()):
+        out[row] = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed * 1_000_003 + int(index)))
+    return out
 
 
 @torch.no_grad()
@@ -20,10 +27,13 @@ def confusion_matrices(forward: Forward, loader, num_classes: int, *, noise_std:
                        noise_seed: int = 0, on_batch: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """One ``[true][predicted]`` count matrix per output of ``forward`` (a tensor or a list of them)."""
     matrices: list[torch.Tensor] | None = None
-    for b, (x, y, _) in enumerate(loader.epoch(0)):
+    seen = 0
+    for x, y, idx in loader.epoch(0):
         if noise_std > 0:
-            noise = torch.randn(x.shape, generator=noise_generator(noise_seed, b))
+            indices = idx.cpu() if idx is not None else torch.arange(seen, seen + x.shape[0])
+            noise = sample_noise(x.shape[1:], indices, noise_seed)
             x = x + noise_std * noise.to(x.device, x.dtype)
+        seen += x.shape[0]
         outputs = forward(x)
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]

@@ -252,8 +252,10 @@ class ExperimentRun:
                                                    note=f"from {cfg.teacher.checkpoint}"),
                                          work=self._load_teacher, report=self._report_teacher))
             else:
-                self.training("teacher", TeacherTask(self.teacher, self.test_loader, self.num_classes),
-                              cfg.teacher.schedule, self.seed("teacher"), ["teacher"], [], self._report_teacher)
+                self.training("teacher", TeacherTask(self.teacher, self.test_loader, self.num_classes,
+                                                     keep=cfg.teacher.keep),
+                              cfg.teacher.schedule, self.seed("teacher"), ["teacher"], [], self._report_teacher,
+                              note=f"the student learns from its {cfg.teacher.keep} epoch")
         else:
             self.summary["teacher"] = {"arch": None, "source": "none (student trained alone)"}
         if mode != "off":
@@ -425,10 +427,13 @@ class ExperimentRun:
         entry = {"arch": self.cfg.teacher.arch, "params": count_parameters(self.teacher)}
         if stage.task is None:
             entry.update(source=f"checkpoint {self.cfg.teacher.checkpoint}", test_acc=self.teacher_acc)
-        else:
-            tracker = stage.task.tracker
-            entry.update(source="trained", test_acc=history[-1]["test_acc"] if history else None,
-                         best_acc=tracker.best_metric("model"), best_epoch=tracker.epoch["model"])
+        else:  # test_acc: the weights the student learns from (teacher.keep: best or last)
+            tracker, last = stage.task.tracker, (history[-1] if history else {})
+            best = self.cfg.teacher.keep == "best" and tracker.best_metric("model") is not None
+            entry.update(source="trained", kept=self.cfg.teacher.keep, final_acc=last.get("test_acc"),
+                         best_acc=tracker.best_metric("model"), best_epoch=tracker.epoch["model"],
+                         test_acc=tracker.best_metric("model") if best else last.get("test_acc"),
+                         epoch_used=tracker.epoch["model"] if best else last.get("epoch"))
         self.summary["teacher"] = entry
         return {"test_acc": entry["test_acc"]}
 

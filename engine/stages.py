@@ -30,11 +30,20 @@ class TeacherTask(StageTask):
     name = "teacher"
     role = "teacher"
 
-    def __init__(self, model: nn.Module, test_loader, num_classes: int):
+    def __init__(self, model: nn.Module, test_loader, num_classes: int, keep: str = "last"):
+        if keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
         self.model = model
         self.test_loader = test_loader
         self.num_classes = num_classes
+        self.keep = keep
         self.tracker = BestTracker({"model": model})
+
+    def finish(self) -> None:
+        """With ``keep="best"`` the model ends with its best epoch's weights (what the stage's
+        checkpoint then holds, and what the student learns from)."""
+        if self.keep == "best":
+            self.tracker.restore("model")
 
     def modules(self):
         return {"model": self.model}

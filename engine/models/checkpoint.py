@@ -48,6 +48,10 @@ def load_weights(model: nn.Module, path_or_state: str | os.PathLike | Mapping, a
     else:
         source, raw = str(path_or_state), _read(Path(path_or_state))
     state = _find_state_dict(raw, source)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"checkpoint {source} holds NaN or infinite weights in {len(broken)} tensor(s) "
+                              f"(e.g. {broken[0]!r}): it was saved from a diverged run; use an earlier checkpoint")
     expected = model.state_dict()
     state = _unwrap(state, expected)
     problems = _describe_mismatch(state, expected)
@@ -79,11 +83,21 @@ def check_compatible(path: str | os.PathLike, arch_name: str, num_classes: int, 
 
 
 # -- reading ------------------------------------------------------------------------
+#: how a file torch wrote begins: a zip archive (torch >= 1.6) or a pickle (older torch.save)
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def _read(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head.startswith(TORCH_MAGIC):
+        what = "it is empty" if not head else f"it begins with {head!r}"
+        raise CheckpointError(f"checkpoint {path} is not a torch checkpoint (torch.save writes a zip archive or a "
+                              f"pickle; {what})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -75,3 +75,17 @@ def test_ece_by_hand():
     ece = expected_calibration_error(lambda x: x, ListLoader([(logits, y, None)]))
     expected = (2 / 3) * abs(0.9 - 0.5) + (1 / 3) * abs(0.6 - 1.0)
     assert ece == pytest.approx(100 * expected, rel=1e-9)
+
+
+def test_a_noise_curve_does_not_depend_on_the_evaluation_batch_size():
+    from engine.data import load_dataset, make_loader
+
+    bundle = load_dataset("demo")
+    torch.manual_seed(0)
+    w = torch.randn(64, 10)
+    forward = lambda x: x.flatten(1) @ w  # noqa: E731  a fixed linear model of the 8x8 digits
+    curves = [noise_robustness(forward, make_loader(bundle, "test", batch_size=b, device=torch.device("cpu"),
+                                                    train=False), 10, [0.0, 0.3, 1.0], seed=5)
+              for b in (7, 64, 1000)]
+    assert curves[0] == curves[1] == curves[2]
+    assert curves[0][2][1] != curves[0][0][1]  # the noise does change the predictions

@@ -271,8 +271,29 @@ def test_checkpoint_with_other_class_count_names_the_shapes(tmp_path, trained_re
 def test_non_torch_file_is_refused(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="is not a torch checkpoint .*begins with b'this is '"):
+        check_compatible(path, "resnet8", 100, 3)
+    path.write_bytes(bytes(range(7, 200)))  # random bytes: said to be no torch file, not "unsafe objects"
+    with pytest.raises(CheckpointError, match="is not a torch checkpoint") as info:
+        check_compatible(path, "resnet8", 100, 3)
+    assert "safe loading" not in str(info.value)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="it is empty"):
+        check_compatible(path, "resnet8", 100, 3)
+    path.write_bytes(b"PK\x03\x04 but a broken archive")  # looks like one, is not: still a clear refusal
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
         check_compatible(path, "resnet8", 100, 3)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, bad):
+    model = build_model("resnet8", num_classes=10, in_channels=1)
+    state = model.state_dict()
+    state["fc.weight"][0, 0] = bad
+    path = tmp_path / "diverged.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite weights in 1 tensor.*'fc.weight'"):
+        check_compatible(path, "resnet8", 10, 1)
 
 
 def test_pickled_module_is_refused_by_safe_loading(tmp_path):

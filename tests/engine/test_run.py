@@ -235,14 +235,37 @@ def test_student_alone_skips_the_teacher(tmp_path):
     assert 0 <= s["ece"] <= 100 and s["cpu_latency_ms"] > 0 and s["output_noise"] >= 0
 
 
-def test_bf16_autocast_runs_the_three_stages(tmp_path):
-    cfg = set_value(tiny_config(), "speed.amp", "bf16")
-    cfg = set_value(cfg, "speed.channels_last", "on")
-    summary, _ = run(cfg, tmp_path)
-    assert summary["status"] == "finished" and summary["speed"]["precision"] == "bf16"
-    assert set(summary["stages"]) == {"teacher", "heads", "student", "evaluate", "export"}
-    assert all(st["peak_rss_mib"] > 0 for st in summary["stages"].values())
-    assert 0 <= summary["student"]["best_acc"] <= 100
+def test_bf16_lands_within_two_points_of_fp32(tmp_path):
+    """Mixed precision is an opt-in speed-up: a short bf16 run of the demo ends within 2 points
+    (7 of 355 test images) of the same run in fp32, for the teacher and the student (measured:
+    0.3 and 0.8 points for seeds 0 and 1)."""
+    settings = {"teacher.schedule.epochs": 4, "teacher.schedule.milestones": [3], "granularity.schedule.epochs": 2,
+                "student.schedule.epochs": 4, "student.schedule.milestones": [3], "export.enabled": False}
+    fp32, _ = run(tiny_config(**settings), tmp_path, "fp32")
+    bf16, _ = run(tiny_config(**settings, **{"speed.amp": "bf16", "speed.channels_last": "on"}), tmp_path, "bf16")
+    assert fp32["speed"]["precision"] == "fp32" and bf16["speed"]["precision"] == "bf16"
+    assert abs(bf16["teacher"]["test_acc"] - fp32["teacher"]["test_acc"]) <= 2.0
+    assert abs(bf16["student"]["best_acc"] - fp32["student"]["best_acc"]) <= 2.0
+    assert bf16["student"]["best_acc"] > 80.0  # both learned: the comparison means something
+    assert all(st["peak_rss_mib"] > 0 for st in bf16["stages"].values())
+
+
+def test_the_student_learns_from_the_teachers_best_or_last_epoch(tmp_path):
+    # a learning rate high enough that the last of 3 epochs is not the best (epoch 2 is, for seed 0)
+    settings = {"teacher.schedule.epochs": 3, "teacher.schedule.milestones": [3], "granularity.mode": "off",
+                "export.enabled": False, "teacher.schedule.lr": 0.5}
+    best, _ = run(tiny_config(**settings), tmp_path, "best")
+    t = best["teacher"]
+    assert t["kept"] == "best" and t["epoch_used"] == t["best_epoch"] == 2 and t["test_acc"] == t["best_acc"]
+    assert t["best_acc"] > t["final_acc"]
+    state = safe_load(tmp_path / "best" / "checkpoints" / "teacher.pt")
+    kept = state["tracker"]["model"]["state"]
+    assert all(torch.equal(state["modules"]["model"][k], kept[k]) for k in kept)  # the checkpoint holds the best
+    assert t["noise_curve"][0][1] == t["best_acc"]  # the evaluated (and distilled-from) teacher is the best one
+    last, _ = run(tiny_config(**settings, **{"teacher.keep": "last"}), tmp_path, "last")
+    t = last["teacher"]
+    assert t["kept"] == "last" and t["epoch_used"] == 3 and t["test_acc"] == t["final_acc"]
+    assert t["noise_curve"][0][1] == t["final_acc"]
 
 
 def test_in_memory_off_streams_an_image_folder(tmp_path):
