@@ -677,7 +677,8 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
         if getattr(out, stage).schedule.lr is None:
             getattr(out, stage).schedule.lr = lr
     cls = distiller_class(out.distiller.name)
-    out.distiller.options = cls.resolve_options(out.distiller.options)  # every option, defaults filled in
+    # every option, defaults filled in (for the pair, where the baseline tunes them per pair)
+    out.distiller.options = cls.resolve_options(out.distiller.options, out.teacher.arch, out.student.arch)
     defaults = cls.default_weights
     for key, value in zip(("w_ce", "w_div", "w_kd"), defaults):
         if getattr(out.distiller, key) is None:

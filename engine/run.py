@@ -273,7 +273,8 @@ class ExperimentRun:
                       for m in (self.student, self.teacher)]
         context = DistillerContext(student_shapes=shapes[0], teacher_shapes=shapes[1], num_classes=self.num_classes,
                                    train_size=len(self.bundle.train_labels), student_arch=cfg.student.arch,
-                                   teacher_arch=cfg.teacher.arch, options=cfg.distiller.options)
+                                   teacher_arch=cfg.teacher.arch, options=cfg.distiller.options,
+                                   train_labels=self.bundle.train_labels)
         torch.manual_seed(self.seed("distiller"))
         with blame("distiller.options"):
             self.distiller = distiller = cls(context).to(self.device)

@@ -33,6 +33,7 @@ class DistillerContext:
     student_arch: str = ""
     teacher_arch: str = ""
     options: dict = field(default_factory=dict)
+    train_labels: Any = None  # the class of every training sample (CRD draws negatives from other classes)
 
 
 @dataclass
@@ -70,8 +71,9 @@ class Distiller(nn.Module):
         return build_section(cls.Options, dict(options or {}), OPTIONS_FIELD)
 
     @classmethod
-    def resolve_options(cls, options: dict | None) -> dict:
-        """Every option of the baseline, defaults filled in, as plain data (for config.yaml)."""
+    def resolve_options(cls, options: dict | None, teacher_arch: str = "", student_arch: str = "") -> dict:
+        """Every option of the baseline, defaults filled in (some depend on the pair, as DKD's
+        beta), as plain data (for config.yaml)."""
         return dataclasses.asdict(cls.parse_options(options))
 
     # -- the student stage ----------------------------------------------------------

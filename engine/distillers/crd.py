@@ -21,15 +21,15 @@ NCE loss is
 and the term is the sum of both directions. After scoring, the bank rows of the batch are
 updated with momentum ``nce_m``: ``M[i] <- normalise(nce_m * M[i] + (1 - nce_m) * v[i])``.
 
-Simplifications (documented): the negatives are drawn uniformly *with replacement* from all
-training samples other than the anchor, on the device, in this module. RepDistiller's default
-CIFAR loader instead draws ``nce_k`` indices from the samples of the *other classes* (without
-replacement unless there are too few), and its memory's fallback (AliasMethod over a uniform
-distribution) draws with replacement from all samples, the anchor included. A training set
-with fewer than ``nce_k + 1`` samples uses ``K = N - 1`` negatives (silently; the cap is
-``self.num_negatives``); a set of fewer than 2 samples is refused. When ``B * (K + 1)``
-exceeds ``N`` the scores are computed as one product with the whole bank and gathered (the
-same numbers, far less memory traffic than gathering ``B * (K + 1)`` bank rows).
+Negatives (RepDistiller's ``CIFAR100InstanceSample``, mode "exact", dataset/cifar100.py): for an
+anchor of class ``y`` the ``nce_k`` negatives are drawn from the training samples of the *other*
+classes, without replacement, or with replacement when ``nce_k`` exceeds their number (a small
+training set: RepDistiller's own fallback, ``replace = k > len(cls_negative[target])``). They are
+drawn on the device, in this module, from the class of every training sample
+(``DistillerContext.train_labels``); without those labels (a caller that has none), from all
+samples other than the anchor. A training set of fewer than 2 samples is refused. When
+``B * (K + 1)`` exceeds ``N`` the scores are computed as one product with the whole bank and
+gathered (the same numbers, far less memory traffic than gathering ``B * (K + 1)`` bank rows).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def nce_loss(p: torch.Tensor, n_data: int) -> torch.Tensor:
 class CRDOptions:
     feat_dim: int = setting(128, help="Width of the embeddings compared by the contrastive loss.", minimum=1,
                             maximum=65536)
-    nce_k: int = setting(16384, help="Negatives drawn per sample from the memory bank (capped at the training set size - 1).",
+    nce_k: int = setting(16384, help="Negatives drawn per sample from the memory bank, from the other classes "
+                                     "(with replacement when they are fewer, as RepDistiller).",
                          minimum=1, maximum=10_000_000)
     nce_t: float = setting(0.07, help="Temperature of the contrastive scores.", above=0.0, maximum=100.0)
     nce_m: float = setting(0.5, help="Momentum of the memory bank's update.", minimum=0.0, maximum=1.0)
@@ -104,7 +105,22 @@ class CRD(Distiller):
         s_dim, t_dim = (math.prod(int(d) for d in shapes[-1])
                         for shapes in (context.student_shapes, context.teacher_shapes))
         self.n_data = n_data
-        self.num_negatives = min(nce_k, n_data - 1)  # a small set: every other sample at most
+        self.num_negatives = nce_k
+        self.register_buffer("labels", None, persistent=False)
+        if context.train_labels is not None:
+            labels = torch.as_tensor(context.train_labels).long().flatten().cpu()
+            if labels.numel() != n_data:
+                raise ConfigError(FIELD, f"CRD got {labels.numel()} training labels for {n_data} samples")
+            counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
+            if int(counts.max()) == n_data:
+                raise ConfigError(FIELD, "CRD draws its negatives from other classes, but the training set has one")
+            # the samples grouped by class: class c holds positions start[c] .. start[c] + count[c] - 1
+            self.register_buffer("labels", labels, persistent=False)
+            self.register_buffer("by_class", torch.argsort(labels, stable=True), persistent=False)
+            self.register_buffer("class_count", counts, persistent=False)
+            self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        elif self.num_negatives > n_data - 1:
+            self.num_negatives = n_data - 1  # no labels, a small set: every other sample at most
         self.embed_s = Embed(s_dim, feat_dim)
         self.embed_t = Embed(t_dim, feat_dim)
         stdv = 1.0 / math.sqrt(feat_dim / 3)
@@ -113,10 +129,29 @@ class CRD(Distiller):
         self.register_buffer("z", torch.full((2,), -1.0))  # Z_s, Z_t; negative: not set yet
 
     # -- negatives --------------------------------------------------------------------
-    def sample_negatives(self, indices: torch.Tensor) -> torch.Tensor:
-        """``B x K`` indices drawn uniformly, with replacement, from the samples other than each anchor."""
-        r = torch.randint(0, self.n_data - 1, (indices.shape[0], self.num_negatives), device=indices.device)
-        return r + (r >= indices.view(-1, 1)).long()
+    def sample_negatives(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``B x K`` negative indices for the anchors ``indices`` (of classes ``labels``): from the
+        other classes, without replacement where there are enough of them (see the module's text)."""
+        k, device = self.num_negatives, indices.device
+        if self.labels is None:  # no classes known: uniform over the samples other than the anchor
+            r = torch.randint(0, self.n_data - 1, (indices.shape[0], k), device=device)
+            return r + (r >= indices.view(-1, 1)).long()
+        labels = self.labels[indices] if labels is None else labels.long().to(device)
+        available = self.n_data - self.class_count[labels]  # negatives of each anchor
+        out = torch.empty(indices.shape[0], k, dtype=torch.long, device=device)
+        plenty = available >= k
+        if bool(plenty.any()):  # without replacement: the k largest of random keys, own class excluded
+            rows = labels[plenty]
+            keys = torch.rand(rows.shape[0], self.n_data, device=device)
+            keys.masked_fill_(self.labels.view(1, -1) == rows.view(-1, 1), -1.0)
+            out[plenty] = keys.topk(k, dim=1).indices
+        few = ~plenty
+        if bool(few.any()):  # with replacement: a position among the other classes' samples
+            rows = labels[few]
+            r = (torch.rand(rows.shape[0], k, device=device) * available[few].view(-1, 1)).long()
+            start, count = self.class_start[rows].view(-1, 1), self.class_count[rows].view(-1, 1)
+            out[few] = self.by_class[r + (r >= start).long() * count]
+        return out
 
     def _scores(self, memory: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``<memory[idx[n, k]], v[n]>`` for every n, k (memory detached)."""
@@ -133,12 +168,12 @@ class CRD(Distiller):
 
     # -- the loss ---------------------------------------------------------------------
     def contrast(self, f_s: torch.Tensor, f_t: torch.Tensor, indices: torch.Tensor,
-                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+                 negatives: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The CRD term for pooled features ``f_s``, ``f_t`` (updates the memory bank)."""
         v_s, v_t = self.embed_s(f_s), self.embed_t(f_t)
         indices = indices.long().to(v_s.device)
         if negatives is None:
-            negatives = self.sample_negatives(indices)
+            negatives = self.sample_negatives(indices, labels)
         idx = torch.cat([indices.view(-1, 1), negatives.long().to(v_s.device)], dim=1)
         p_s = torch.exp(self._scores(self.memory_t, v_s, idx) / self.nce_t)
         p_t = torch.exp(self._scores(self.memory_s, v_t, idx) / self.nce_t)
@@ -155,4 +190,4 @@ class CRD(Distiller):
         return loss
 
     def forward(self, student, teacher, labels, indices, negatives=None):
-        return {"crd": self.contrast(student.features[-1], teacher.features[-1], indices, negatives)}
+        return {"crd": self.contrast(student.features[-1], teacher.features[-1], indices, negatives, labels)}

@@ -45,11 +45,23 @@ def dkd_terms(s_logits: torch.Tensor, t_logits: torch.Tensor, labels: torch.Tens
 @dataclass
 class DKDOptions:
     alpha: float = setting(1.0, help="Weight of the target-class term (TCKD).", minimum=0.0)
-    beta: float = setting(8.0, help="Weight of the non-target-class term (NCKD); DKD's paper tunes it per pair.",
-                          minimum=0.0)
+    beta: float | None = setting(
+        None, help="Weight of the non-target-class term (NCKD). Empty: mdistiller's value for the teacher/student "
+                   "pair (2 for resnet56/110 -> resnet20/32, 6 for wrn_40_2 and vgg13 pairs), 8 for other pairs.",
+        minimum=0.0)
     temperature: float = setting(4.0, help="Temperature of both terms.", above=0.0, maximum=1000.0)
     warmup_epochs: int = setting(20, help="Epochs over which the DKD terms ramp in linearly.", minimum=0,
                                  maximum=100000)
+
+
+#: beta tuned per CIFAR-100 pair by mdistiller (configs/cifar100/dkd/<pair>.yaml, DKD.BETA; its
+#: default CFG.DKD.BETA = 8.0 serves the pairs without an entry, e.g. res32x4_res8x4)
+PAIR_BETA = {
+    ("resnet56", "resnet20"): 2.0, ("resnet110", "resnet32"): 2.0,
+    ("wrn_40_2", "wrn_16_2"): 6.0, ("wrn_40_2", "wrn_40_1"): 6.0,
+    ("vgg13", "vgg8"): 6.0, ("vgg13", "MobileNetV2"): 6.0,
+}
+DEFAULT_BETA = 8.0
 
 
 @register_distiller("dkd")
@@ -61,9 +73,19 @@ class DKD(Distiller):
     default_weights = (1.0, 0.0, 1.0)
     Options = DKDOptions
 
+    @classmethod
+    def resolve_options(cls, options: dict | None, teacher_arch: str = "", student_arch: str = "") -> dict:
+        resolved = super().resolve_options(options)
+        if resolved["beta"] is None:
+            resolved["beta"] = PAIR_BETA.get((teacher_arch, student_arch), DEFAULT_BETA)
+        return resolved
+
     def __init__(self, context):
         super().__init__(context)
         self.alpha, self.beta = self.opts.alpha, self.opts.beta
+        if self.beta is None:
+            self.beta = PAIR_BETA.get((context.teacher_arch, context.student_arch), DEFAULT_BETA)
+            self.options["beta"] = self.beta
         self.temperature, self.warmup_epochs = self.opts.temperature, self.opts.warmup_epochs
         if context.num_classes < 2:
             raise ConfigError("distiller.name", "dkd needs at least two classes (a target and a non-target class)")

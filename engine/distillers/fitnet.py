@@ -15,26 +15,46 @@ from engine.errors import ConfigError
 
 
 class HintRegressor(nn.Module):
-    """Maps the student's hint map onto the teacher's: size, then Conv -> BN -> ReLU.
+    """Maps the student's hint map ``(C_s, H_s, W_s)`` onto the teacher's ``(C_t, H_t, W_t)``:
+    a convolution, then BatchNorm and ReLU (RepDistiller's ``ConvReg``, models/util.py).
 
-    Spatial size: a larger student map is average-pooled down to the teacher's size; a
-    smaller one is upsampled bilinearly to it, so the student always regresses the
-    teacher's hint at the teacher's own resolution (RepDistiller's ``ConvReg`` does the
-    same with strided / transposed convolutions, for factors of 2 only). Channels: the
-    convolution (1x1 or 3x3, padding keeps the size) maps ``C_s`` to ``C_t``.
+    ``kernel_size=None`` (the default) is RepDistiller's choice of convolution by size:
+
+    * ``H_s == 2 H_t``: 3x3, stride 2, padding 1;
+    * ``2 H_s == H_t``: a 4x4 transposed convolution, stride 2, padding 1;
+    * ``H_s >= H_t``: a ``(1 + H_s - H_t) x (1 + W_s - W_t)`` convolution without padding, so
+      a 1x1 convolution when the sizes match (every pair of the paper);
+    * otherwise (a smaller student map, not half; RepDistiller refuses the pair): the map is
+      upsampled bilinearly to the teacher's size, then a 1x1 convolution.
+
+    ``kernel_size`` 1 or 3: the map is first average-pooled (larger) or upsampled (smaller)
+    to the teacher's size, then a size-preserving 1x1 or 3x3 convolution.
     """
 
-    def __init__(self, s_channels: int, t_channels: int, kernel_size: int = 3):
+    def __init__(self, s_shape, t_shape, kernel_size: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(s_channels, t_channels, kernel_size, padding=kernel_size // 2)
-        self.bn = nn.BatchNorm2d(t_channels)
+        (s_c, s_h, s_w), (t_c, t_h, t_w) = (tuple(int(d) for d in s_shape), tuple(int(d) for d in t_shape))
+        self.target = (t_h, t_w)
+        self.resize = True
+        if kernel_size is not None:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size, padding=kernel_size // 2)
+        elif (s_h, s_w) == (2 * t_h, 2 * t_w):
+            self.conv, self.resize = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1), False
+        elif (2 * s_h, 2 * s_w) == (t_h, t_w):
+            self.conv, self.resize = nn.ConvTranspose2d(s_c, t_c, kernel_size=4, stride=2, padding=1), False
+        elif s_h >= t_h and s_w >= t_w:
+            self.conv, self.resize = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w)), False
+        else:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=1)
+        self.bn = nn.BatchNorm2d(t_c)
 
-    def forward(self, x, size):
-        h, w = int(size[0]), int(size[1])
-        if x.shape[-2] > h or x.shape[-1] > w:
-            x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], h), min(x.shape[-1], w)))
-        if tuple(x.shape[-2:]) != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    def forward(self, x):
+        if self.resize:
+            h, w = self.target
+            if x.shape[-2] > h or x.shape[-1] > w:
+                x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], h), min(x.shape[-1], w)))
+            if tuple(x.shape[-2:]) != (h, w):
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         return F.relu(self.bn(self.conv(x)))
 
 
@@ -42,7 +62,11 @@ class HintRegressor(nn.Module):
 class FitNetOptions:
     hint_layer: int = setting(2, help="Index of the hint map in [stem, stage1, ..., stageK, pooled], the same for "
                                       "both networks; negative counts from the end.", minimum=-64, maximum=64)
-    kernel_size: int = setting(3, help="Kernel size of the regressor's convolution.", choices=(1, 3))
+    kernel_size: int | None = setting(
+        None, help="Regressor convolution. Empty: RepDistiller's ConvReg, chosen by the maps' sizes (1x1 when "
+                   "they match, as in every pair of the paper; 3x3 stride 2 when the student's map is twice the "
+                   "teacher's; a transposed 4x4 when half). 1 or 3: resize the map to the teacher's, then that kernel.",
+        choices=(1, 3))
 
 
 @register_distiller("fitnet")
@@ -59,8 +83,7 @@ class FitNet(Distiller):
         s_shapes, t_shapes = context.student_shapes, context.teacher_shapes
         self.s_index = self._resolve(hint, s_shapes, "student", context.student_arch)
         self.t_index = self._resolve(hint, t_shapes, "teacher", context.teacher_arch)
-        s_shape, t_shape = s_shapes[self.s_index], t_shapes[self.t_index]
-        self.regressor = HintRegressor(s_shape[0], t_shape[0], kernel)
+        self.regressor = HintRegressor(s_shapes[self.s_index], t_shapes[self.t_index], kernel)
 
     @staticmethod
     def _resolve(hint: int, shapes: list, who: str, arch: str) -> int:
@@ -78,5 +101,5 @@ class FitNet(Distiller):
 
     def forward(self, student, teacher, labels, indices):
         f_t = teacher.features[self.t_index].detach()
-        f_s = self.regressor(student.features[self.s_index], f_t.shape[-2:])
+        f_s = self.regressor(student.features[self.s_index])
         return {"fitnet": F.mse_loss(f_s, f_t)}

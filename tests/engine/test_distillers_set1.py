@@ -93,11 +93,15 @@ def softmax(v):
 
 
 # -- hand-checked losses -----------------------------------------------------------
-def test_fitnet_by_hand():
+@pytest.mark.parametrize("kernel", [None, 3])
+def test_fitnet_by_hand(kernel):
+    """The student's 4x4 hint against the teacher's 2x2: RepDistiller's ConvReg (kernel None) is a
+    3x3 convolution with stride 2 and padding 1; kernel 3 average-pools to 2x2, then a 3x3 convolution."""
     s_feats = [rand(2, 2, 8, 8, seed=1), rand(2, 2, 8, 8, seed=2), rand(2, 2, 4, 4, seed=3), rand(2, 2, 2, 2, seed=4), rand(2, 2, seed=5)]
     t_feats = [rand(2, 3, 4, 4, seed=6), rand(2, 3, 4, 4, seed=7), rand(2, 3, 2, 2, seed=8), rand(2, 3, 1, 1, seed=9), rand(2, 3, seed=10)]
     torch.manual_seed(0)
-    d = distiller_class("fitnet")(context(s_feats, t_feats)).double()
+    options = {} if kernel is None else {"kernel_size": kernel}
+    d = distiller_class("fitnet")(context(s_feats, t_feats, **options)).double()
     with torch.no_grad():  # non-trivial batch-norm affine parameters
         d.regressor.bn.weight.copy_(torch.tensor([0.5, 1.5, -1.0]))
         d.regressor.bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
@@ -107,12 +111,15 @@ def test_fitnet_by_hand():
     b = d.regressor.conv.bias.tolist()
     gamma, beta = d.regressor.bn.weight.tolist(), d.regressor.bn.bias.tolist()
     s, t = s_feats[2].tolist(), t_feats[2].tolist()
-    pooled = [pool_to(s[n], 2, 2) for n in range(2)]  # student 4x4 -> teacher's 2x2
+    if kernel is None:  # stride 2 over the 4x4 map: output (i, j) reads input rows 2i-1..2i+1
+        source, stride, size = s, 2, 4
+    else:
+        source, stride, size = [pool_to(s[n], 2, 2) for n in range(2)], 1, 2  # pooled to the teacher's 2x2
 
     def px(n, c, i, j):
-        return pooled[n][c][i][j] if 0 <= i < 2 and 0 <= j < 2 else 0.0
+        return source[n][c][i][j] if 0 <= i < size and 0 <= j < size else 0.0
 
-    conv = [[[[b[o] + sum(W[o][c][a][e] * px(n, c, i + a - 1, j + e - 1)
+    conv = [[[[b[o] + sum(W[o][c][a][e] * px(n, c, stride * i + a - 1, stride * j + e - 1)
                           for c in range(2) for a in range(3) for e in range(3))
                for j in range(2)] for i in range(2)] for o in range(3)] for n in range(2)]
     total, count = 0.0, 0
@@ -127,6 +134,33 @@ def test_fitnet_by_hand():
                     total += (y - t[n][o][i][j]) ** 2
                     count += 1
     assert loss == pytest.approx(total / count, rel=1e-10)
+
+
+@pytest.mark.parametrize("s_shape, t_shape, params", [
+    # RepDistiller's ConvReg (models/util.py): conv weights + bias, then BatchNorm's weight and bias
+    ((128, 16, 16), (128, 16, 16), 128 * 128 * 1 * 1 + 128 + 2 * 128),  # same size: 1x1 (resnet32x4 -> resnet8x4)
+    ((16, 8, 8), (32, 4, 4), 16 * 32 * 3 * 3 + 32 + 2 * 32),  # twice the teacher's: 3x3, stride 2
+    ((16, 4, 4), (32, 8, 8), 16 * 32 * 4 * 4 + 32 + 2 * 32),  # half: 4x4 transposed, stride 2
+    ((8, 6, 6), (8, 4, 4), 8 * 8 * 3 * 3 + 8 + 2 * 8),  # larger otherwise: a (1 + 6 - 4) kernel, no padding
+])
+def test_fitnet_regressor_is_repdistillers_convreg(s_shape, t_shape, params):
+    from engine.distillers.fitnet import HintRegressor
+
+    reg = HintRegressor(s_shape, t_shape)
+    assert sum(p.numel() for p in reg.parameters()) == params
+    out = reg(torch.randn(2, *s_shape))
+    assert tuple(out.shape[1:]) == tuple(t_shape)
+
+
+def test_fitnet_on_the_papers_pair_has_a_1x1_regressor():
+    from engine.models import build_model
+
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        s_feats, t_feats = (build_model(a, 100)(x)[1] for a in ("resnet8x4", "resnet32x4"))
+    d = distiller_class("fitnet")(context(s_feats, t_feats, num_classes=100))
+    assert d.regressor.conv.kernel_size == (1, 1)
+    assert sum(p.numel() for p in d.parameters()) == 16_768  # not the 147,840 of a 3x3 regressor
 
 
 def hand_attention(f, p):
@@ -482,3 +516,23 @@ def test_kdsvd_survives_a_degenerate_spectrum():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(f.grad).all() for f in s_feats[1:-1])
+
+
+@pytest.mark.parametrize("teacher, student, beta", [
+    # mdistiller, configs/cifar100/dkd/<pair>.yaml (DKD.BETA), and its default CFG.DKD.BETA = 8.0
+    ("resnet56", "resnet20", 2.0), ("resnet110", "resnet32", 2.0), ("wrn_40_2", "wrn_16_2", 6.0),
+    ("wrn_40_2", "wrn_40_1", 6.0), ("vgg13", "vgg8", 6.0), ("resnet32x4", "resnet8x4", 8.0),
+    ("resnet110", "resnet20", 8.0),  # no mdistiller entry: its default
+])
+def test_dkd_beta_is_mdistillers_for_the_pair(teacher, student, beta):
+    from engine.config import ExperimentConfig, resolve, set_value
+
+    cfg = ExperimentConfig()
+    for key, value in (("distiller.name", "dkd"), ("teacher.arch", teacher), ("student.arch", student)):
+        cfg = set_value(cfg, key, value)
+    assert resolve(cfg).distiller.options["beta"] == beta  # written out in the run's config.yaml
+    feats = [torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 2, 2), torch.zeros(1, 4)]
+    ctx = DistillerContext(shapes(feats), shapes(feats), 100, 10, student_arch=student, teacher_arch=teacher)
+    assert distiller_class("dkd")(ctx).beta == beta
+    ctx.options = {"beta": 1.5}  # a value the user sets wins
+    assert distiller_class("dkd")(ctx).beta == 1.5

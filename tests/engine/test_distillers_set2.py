@@ -244,6 +244,45 @@ def test_crd_small_training_set_and_sampling():
     assert err.value.field == "distiller.name"
 
 
+def _crd_with_labels(labels, nce_k):
+    shapes = [(2, 4, 4), (3, 4, 4), (5,)]
+    ctx = DistillerContext(shapes, shapes, num_classes=int(max(labels)) + 1, train_size=len(labels),
+                           options={"nce_k": nce_k}, train_labels=torch.tensor(labels))
+    return distiller_class("crd")(ctx)
+
+
+def test_crd_draws_negatives_from_other_classes_without_replacement():
+    """RepDistiller (dataset/cifar100.py, mode "exact"): np.random.choice(cls_negative[target], k,
+    replace=k > len(cls_negative[target])): other classes only, no repeats when there are enough."""
+    labels = [i % 4 for i in range(40)]  # 4 classes of 10: 30 negatives per anchor
+    d = _crd_with_labels(labels, nce_k=25)
+    assert d.num_negatives == 25
+    torch.manual_seed(0)
+    indices = torch.arange(40)
+    neg = d.sample_negatives(indices, torch.tensor(labels))
+    assert neg.shape == (40, 25)
+    own = torch.tensor(labels)
+    assert not bool((own[neg] == own.view(-1, 1)).any())  # never the anchor's class
+    assert all(len(set(row.tolist())) == 25 for row in neg)  # without replacement
+    seen = set(neg[0].tolist())
+    for _ in range(20):
+        seen |= set(d.sample_negatives(indices[:1], own[:1])[0].tolist())
+    assert seen == {i for i in range(40) if labels[i] != 0}  # every other-class sample can be drawn
+
+
+def test_crd_draws_with_replacement_when_there_are_too_few_negatives():
+    labels = [0] * 6 + [1] * 3 + [2] * 1  # class 0 has 4 negatives, class 2 has 9
+    d = _crd_with_labels(labels, nce_k=8)
+    torch.manual_seed(1)
+    own = torch.tensor(labels)
+    neg = d.sample_negatives(torch.tensor([0, 9]), torch.tensor([0, 2]))  # one row short, one with enough
+    assert neg.shape == (2, 8)
+    assert set(neg[0].tolist()) <= {6, 7, 8, 9} and len(neg[0].tolist()) == 8  # repeats: only 4 exist
+    assert not bool((own[neg[1]] == 2).any()) and len(set(neg[1].tolist())) == 8
+    with pytest.raises(ConfigError, match="one"):
+        _crd_with_labels([3] * 5, nce_k=2)  # a single class has no negatives at all
+
+
 def test_crd_memory_is_a_saved_buffer():
     shapes = [(2, 4, 4), (3, 4, 4), (5,)]
     d = make("crd", shapes, shapes, train_size=20, feat_dim=8)
