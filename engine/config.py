@@ -212,7 +212,21 @@ class TransferConfig:
 
 
 @dataclass
+class PairConfig:
+    """A teacher and the student distilled from it."""
+
+    teacher: str = setting("resnet32x4", help="Teacher architecture.", choices="models")
+    student: str = setting("resnet8x4", help="Student architecture.", choices="models")
+
+
+@dataclass
 class ComparisonConfig:
+    pairs: list[PairConfig] = setting(
+        help="Teacher/student pairs to compare (empty: the experiment's own teacher and student).", factory=list)
+    teachers_dir: str | None = setting(
+        None, help="RepDistiller's folder of published CIFAR-100 teachers (its save/models): each pair's teacher "
+                   "is loaded from <folder>/<teacher>_vanilla/ckpt_epoch_240.pth instead of being trained.",
+        widget="dir")
     baselines: list[str] = setting(
         help="Baselines to compare, each run with every MGD mode below (empty: one ordinary run).",
         factory=list, choices="distillers")

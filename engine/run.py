@@ -95,6 +95,8 @@ class ExperimentRun:
             "name": cfg.name, "status": "running", "run_dir": str(run_dir), "started": now_iso(),
             "mode": cfg.granularity.mode, "distiller": cfg.distiller.name, "seed": cfg.seed,
             "teacher": {"arch": cfg.teacher.arch}, "heads": [], "student": {"arch": cfg.student.arch}, "stages": {},
+            # the configured pair (a comparison's row), even when the student is trained alone
+            "pair": {"teacher": None if cfg.online.enabled else cfg.teacher.arch, "student": cfg.student.arch},
         }
 
     def save_summary(self) -> None:

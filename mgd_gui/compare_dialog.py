@@ -16,22 +16,14 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFileDialog, QHeaderView,
                                QLabel, QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from engine.compare import BASELINE_HEADERS, STUDENT_HEADERS, comparison_table, table_cells, to_csv, to_markdown
+from engine.compare import (BASELINE_HEADERS, BASELINE_NUMERIC, BASELINE_TIPS, STUDENT_HEADERS, comparison_table,
+                            table_cells, to_csv, to_markdown)
 from engine.runs import RunInfo
 from mgd_gui import theme
 from mgd_gui.icons import icon
 
-BASELINE_TIPS = (
-    "The distiller; the student trained alone (no teacher) is the reference",
-    "Best test accuracy (%) with MGD off: mean ± standard deviation over seeds",
-    "Best test accuracy (%) with MGD granularity-wise",
-    "Best test accuracy (%) with MGD stable",
-    "The better MGD mode minus MGD off, in accuracy points",
-    "Whether the difference is larger than the seed-to-seed spread (the two deviations combined); "
-    "with one seed there is no spread to compare with",
-)
 STUDENT_TIPS = (
-    "The distiller", "The MGD mode", "The student's architecture", "Trainable parameters of the student",
+    "Teacher -> student", "The distiller", "The MGD mode", "The student's architecture", "Trainable parameters of the student",
     "Size of the exported weights (KiB); - when the run exported nothing",
     "Milliseconds per image on the CPU (batch of one), mean over seeds",
     "Expected calibration error (%), mean over seeds: lower is better calibrated",
@@ -40,8 +32,8 @@ STUDENT_TIPS = (
 
 
 LEFT, RIGHT, CENTER = (Qt.AlignmentFlag.AlignLeft, Qt.AlignmentFlag.AlignRight, Qt.AlignmentFlag.AlignHCenter)
-BASELINE_ALIGN = (LEFT, RIGHT, RIGHT, RIGHT, RIGHT, CENTER)  # names left, numbers right, verdicts centred
-STUDENT_ALIGN = (LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT)
+BASELINE_ALIGN = tuple(RIGHT if numeric else LEFT for numeric in BASELINE_NUMERIC)  # names left, numbers right
+STUDENT_ALIGN = (LEFT, LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT)
 MAX_VISIBLE_ROWS = 12  # a longer table scrolls
 
 
@@ -209,33 +201,36 @@ class CompareDialog(QDialog):
         return out
 
     def _decorate(self) -> None:
-        """Mark the reference row, the verdicts, and explain each difference in its tool tip."""
+        """Mark the reference row and the significant differences, and explain each cell in its tool tip."""
         good = QColor("#22c55e" if theme.is_dark() else "#15803d")
         muted = QColor(theme.muted_color())
         for r, row in enumerate(self.table["rows"]):
-            beyond = self.baselines.item(r, 5)
-            if row.get("beyond_spread") is True:
-                beyond.setForeground(good)
-                font = QFont(beyond.font())
-                font.setBold(True)
-                beyond.setFont(font)
-            elif "difference" in row:
-                beyond.setForeground(muted)
-            if "difference" in row:
-                better = max(("granularity", "stable"), key=lambda m: row[m]["mean"] if row[m]["n"] else -1e9)
-                self.baselines.item(r, 4).setToolTip(
-                    f"MGD {better} minus MGD off: {row['difference']:+.2f} points; "
-                    f"seed spread {row['spread']:.2f}")
+            for mode, col in (("granularity", 5), ("stable", 6)):
+                versus = row["versus_off"].get(mode)
+                if versus is None:
+                    continue
+                item = self.baselines.item(r, col)
+                if versus["verdict"] in ("better", "worse"):
+                    item.setForeground(good if versus["verdict"] == "better" else QColor(theme.error_color()))
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                else:
+                    item.setForeground(muted)
+                p = f"Welch's t-test p = {versus['p']:.4f}" if versus["p"] is not None else \
+                    "no test: fewer than three seeds per mode"
+                item.setToolTip(f"MGD {mode} minus MGD off, final accuracy: {versus['difference']:+.2f} points "
+                                f"over {versus['seeds']} seed(s); {p}")
             if row["baseline"] == "none":
-                item = self.baselines.item(r, 0)
+                item = self.baselines.item(r, 1)
                 font = QFont(item.font())
                 font.setItalic(True)
                 item.setFont(font)
                 item.setToolTip("The student trained alone at the same budget: what distillation must beat")
-            for m, col in (("off", 1), ("granularity", 2), ("stable", 3)):
-                n = row[m]["n"]
+            for m, col in (("off", 2), ("granularity", 3), ("stable", 4)):
+                n = row[m]["best"]["n"]
                 if n:
-                    self.baselines.item(r, col).setToolTip(f"{n} seed{'s' if n != 1 else ''}")
+                    self.baselines.item(r, col).setToolTip(f"final / best epoch, {n} seed{'s' if n != 1 else ''}")
 
     # -- actions -----------------------------------------------------------------------
     def markdown(self) -> str:

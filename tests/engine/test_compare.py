@@ -12,36 +12,56 @@ from engine.config import save_config, set_value
 from tests.engine.conftest import tiny_config
 
 
-def fake(distiller, mode, acc, seed=0):
+def fake(distiller, mode, acc, seed=0, final=None, pair=("resnet32x4", "resnet8x4"), dataset="cifar100"):
     return {"status": "finished", "distiller": distiller, "mode": mode, "seed": seed,
+            "pair": {"teacher": pair[0], "student": pair[1]}, "data": {"dataset": dataset, "test_size": 10000},
             "teacher": {"test_acc": 90.0},
-            "student": {"arch": "resnet8", "params": 1000, "best_acc": acc, "cpu_latency_ms": 1.0, "ece": 2.0,
-                        "output_noise": 0.1},
+            "student": {"arch": pair[1], "params": 1000, "best_acc": acc, "test_acc": acc - 0.5 if final is None else final,
+                        "cpu_latency_ms": 1.0, "ece": 2.0, "output_noise": 0.1},
             "export": {"bytes": {"weights": 4096}}}
 
 
-def test_table_statistics_and_spread():
-    runs = [fake("kd", "off", 70.0), fake("kd", "off", 72.0, 1),
-            fake("kd", "stable", 75.0), fake("kd", "stable", 77.0, 1),
-            fake("kd", "granularity", 71.0), fake("kd", "granularity", 73.0, 1),
-            fake("none", "off", 65.0), fake("none", "off", 65.0, 1),
-            {"status": "failed", "distiller": "kd", "mode": "off"}]
+def test_table_final_and_best_per_mode_and_welch_verdicts():
+    runs = [fake("kd", "off", 71.0 + s, seed=s, final=70.0 + s) for s in range(3)]  # final 70, 71, 72
+    runs += [fake("kd", "stable", 75.0 + s, seed=s, final=73.0 + s) for s in range(3)]  # final 73, 74, 75
+    runs += [fake("kd", "granularity", 71.0, seed=s, final=70.5 + 0.5 * s) for s in range(3)]
+    runs += [fake("none", "off", 65.0, seed=s) for s in range(3)]
+    runs.append({"status": "failed", "distiller": "kd", "mode": "off"})
     table = comparison_table(runs)
     kd = next(r for r in table["rows"] if r["baseline"] == "kd")
-    assert kd["off"]["mean"] == pytest.approx(71.0) and kd["off"]["n"] == 2
-    assert kd["off"]["std"] == pytest.approx(math.sqrt(2.0))
-    assert kd["difference"] == pytest.approx(5.0)  # the better MGD mode (stable) minus off
-    assert kd["spread"] == pytest.approx(2.0) and kd["beyond_spread"] is True
+    assert kd["pair"] == ["resnet32x4", "resnet8x4"]
+    assert kd["off"]["final"]["mean"] == pytest.approx(71.0) and kd["off"]["final"]["std"] == pytest.approx(1.0)
+    assert kd["off"]["best"]["mean"] == pytest.approx(72.0) and kd["off"]["final"]["n"] == 3
+    stable = kd["versus_off"]["stable"]  # [70, 71, 72] vs [73, 74, 75]: t = 3 / sqrt(2/3), df = 4
+    assert stable["difference"] == pytest.approx(3.0) and 0.02 < stable["p"] < 0.025
+    assert stable["verdict"] == "better"
+    gran = kd["versus_off"]["granularity"]  # [70.5, 71, 71.5] vs [70, 71, 72]: no difference
+    assert gran["difference"] == pytest.approx(0.0) and gran["verdict"] == "no significant difference"
     assert table["rows"][-1]["baseline"] == "none"  # the reference comes last
+    # the paper's numbers (METHOD.md) beside ours, for the pair it reports
+    assert kd["off"]["paper"] == 73.27 and kd["stable"]["paper"] == 74.20 and kd["granularity"]["paper"] is None
     md = to_markdown(table)
-    assert "75.00 ± 1.41" not in md and "76.00 ± 1.41" in md and "student alone" in md
-    assert "kd,71.0" in to_csv(table).replace(" ", "")
+    assert "| resnet32x4 -> resnet8x4 | kd | 71.00 ± 1.00 / 72.00 ± 1.00 |" in md
+    assert "+3.00 (p = 0.02" in md and "73.27 / 74.20 (stable)" in md
+    assert "-1.27 / +1.80" in md  # ours (best) minus paper: 72.00 - 73.27, 76.00 - 74.20
+    assert "Welch" in md and "final = the last epoch" in md  # the table says how its figures were chosen
+    assert "student alone" in md and "(paper 79.42)" in md
+    assert "resnet32x4,resnet8x4,kd,71.0,1.0,3" in to_csv(table).replace(" ", "")
 
 
-def test_one_seed_does_not_claim_significance():
+def test_few_seeds_do_not_claim_significance():
     table = comparison_table([fake("kd", "off", 70.0), fake("kd", "stable", 71.0)])
-    assert table["rows"][0]["beyond_spread"] is None
-    assert "one seed" in to_markdown(table)
+    v = table["rows"][0]["versus_off"]["stable"]
+    assert v["p"] is None and v["verdict"] == "not enough seeds"
+    assert "one seed, 3 needed" in to_markdown(table)
+    two = comparison_table([fake("kd", m, a, seed=s) for m, a in (("off", 70.0), ("stable", 75.0)) for s in (0, 1)])
+    assert two["rows"][0]["versus_off"]["stable"]["verdict"] == "not enough seeds"
+
+
+def test_other_data_sets_show_no_paper_numbers():
+    table = comparison_table([fake("kd", "off", 70.0, dataset="demo"), fake("kd", "stable", 71.0, dataset="demo")])
+    assert table["rows"][0]["off"]["paper"] is None
+    assert "| - | - |" in to_markdown(table)
 
 
 def test_plan_resets_weights_per_baseline():
@@ -67,7 +87,7 @@ def test_comparison_through_the_cli(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main([str(path), "--out", str(out), "-q"]) == EXIT_OK
     text = capsys.readouterr().out
-    assert "| kd |" in text and "student alone" in text
+    assert "| kd |" in text and "student alone" in text and "Welch" in text
     for name in ("comparison.md", "comparison.csv", "comparison.json"):
         assert (out / name).is_file()
     # the teacher was trained once: the later runs loaded it
@@ -76,9 +96,32 @@ def test_comparison_through_the_cli(tmp_path, capsys):
     assert "checkpoint" in (out / "s0-kd-stable" / "summary.json").read_text()
 
 
-def test_agreeing_seeds_do_not_make_one_image_significant():
-    runs = [fake("kd", "off", 70.0), fake("kd", "off", 70.0, 1), fake("kd", "stable", 70.25), fake("kd", "stable", 70.25, 1)]
+def test_a_difference_below_one_test_image_is_never_significant():
+    runs = [fake("kd", "off", 70.0, seed=s, final=70.0) for s in range(3)]
+    runs += [fake("kd", "stable", 70.25, seed=s, final=70.25) for s in range(3)]
     for r in runs:
-        r["data"] = {"test_size": 400}  # one image = 0.25 points
+        r["data"]["test_size"] = 355  # one image = 0.28 points
     row = comparison_table(runs)["rows"][0]
-    assert row["spread"] == pytest.approx(0.25) and row["beyond_spread"] is False
+    assert row["versus_off"]["stable"]["p"] == 0.0  # agreeing seeds: the test alone would say "certain"
+    assert row["versus_off"]["stable"]["verdict"] == "no significant difference"
+
+
+def test_pairs_and_published_teachers(tmp_path):
+    from engine.compare import check_comparison
+    from engine.errors import InputError
+
+    cfg = set_value(tiny_config(), "comparison.baselines", ["kd", "dkd"])
+    cfg = set_value(cfg, "comparison.modes", ["off"])
+    cfg = set_value(cfg, "comparison.pairs", [{"teacher": "resnet56", "student": "resnet20"},
+                                              {"teacher": "wrn_40_2", "student": "wrn_16_2"}])
+    plan = dict(comparison_runs(cfg))
+    assert len(plan) == 2 * 3  # per pair: the student alone, kd and dkd with MGD off
+    dkd = plan["wrn_40_2-wrn_16_2-s0-dkd-off"]
+    assert (dkd.teacher.arch, dkd.student.arch) == ("wrn_40_2", "wrn_16_2")
+    from engine.config import resolve
+    assert resolve(dkd).distiller.options["beta"] == 6.0  # mdistiller's beta for this pair
+    cfg = set_value(cfg, "comparison.teachers_dir", str(tmp_path))
+    with pytest.raises(InputError, match="resnet56_vanilla/ckpt_epoch_240.pth is missing"):
+        check_comparison(cfg)
+    assert dict(comparison_runs(cfg))["resnet56-resnet20-s0-kd-off"].teacher.checkpoint == \
+        str(tmp_path / "resnet56_vanilla" / "ckpt_epoch_240.pth")

@@ -18,7 +18,8 @@ def fake_run(folder: Path, distiller: str, mode: str, seed: int, acc: float, min
         "name": f"demo-{distiller}-{mode}-s{seed}", "status": "finished", "started": f"2026-01-01T00:{minute:02d}:00",
         "distiller": distiller, "mode": mode, "seed": seed, "data": {"dataset": "demo"},
         "teacher": {"arch": None} if distiller == "none" else {"arch": "resnet20", "test_acc": 90.0},
-        "student": {"arch": "resnet8", "params": 78042, "best_acc": acc, "best_epoch": 3, "cpu_latency_ms": 1.25,
+        "student": {"arch": "resnet8", "params": 78042, "best_acc": acc, "test_acc": acc - 1.5, "best_epoch": 3,
+                    "cpu_latency_ms": 1.25,
                     "ece": 2.5, "output_noise": 0.0312},
         "export": {"bytes": {"weights": 320 * 1024}},
     }
@@ -60,25 +61,28 @@ def test_compare_selected_runs(qtbot, window, studio_home, tmp_path):
 
     b = dialog.baselines
     assert [b.horizontalHeaderItem(c).text() for c in range(b.columnCount())] == [
-        "baseline", "MGD off", "+ MGD granularity", "+ MGD stable", "difference", "beyond seed spread"]
+        "pair", "baseline", "MGD off", "+ MGD granularity", "+ MGD stable", "granularity - off", "stable - off",
+        "paper (off / MGD)", "ours - paper"]
     assert b.rowCount() == 2
-    assert [b.item(0, c).text() for c in range(6)] == ["kd", "71.00 ± 1.41", "-", "76.00 ± 1.41", "+5.00", "yes"]
-    assert [b.item(1, c).text() for c in range(6)] == ["student alone (no teacher)", "65.50 ± 0.71", "-", "-",
-                                                       "-", "-"]
-    assert "spread 2.00" in b.item(0, 4).toolTip()
+    assert [b.item(0, c).text() for c in range(7)] == [
+        "resnet20 -> resnet8", "kd", "69.50 ± 1.41 / 71.00 ± 1.41", "-", "74.50 ± 1.41 / 76.00 ± 1.41", "-",
+        "+5.00 (not enough seeds: 2 seeds, 3 needed)"]
+    assert [b.item(1, c).text() for c in range(3)] == ["resnet20 -> resnet8", "student alone (no teacher)",
+                                                       "64.00 ± 0.71 / 65.50 ± 0.71"]
+    assert "fewer than three seeds" in b.item(0, 6).toolTip()
     s = dialog.students
     assert s.rowCount() == 3
     row = [s.item(0, c).text() for c in range(s.columnCount())]
-    assert row == ["kd", "off", "resnet8", "78,042", "320", "1.25", "2.50", "0.0312"]
-    assert s.item(2, 0).text() == "student alone (no teacher)"
-    assert "Teacher: 90.00 ± 0.00 %" in dialog.note.text()
+    assert row == ["resnet20 -> resnet8", "kd", "off", "resnet8", "78,042", "320", "1.25", "2.50", "0.0312"]
+    assert s.item(2, 1).text() == "student alone (no teacher)"
+    assert "resnet20 -> resnet8: teacher 90.00 ± 0.00 %" in dialog.note.text() and "Welch" in dialog.note.text()
     assert dialog.summary_label.text().startswith("6 runs selected, 6 in the table · seeds 0, 1 · data demo")
     assert dialog.warnings_label.isHidden()
 
     expected = comparison_table(summaries)
     dialog.copy_button.click()
     assert QApplication.clipboard().text() == to_markdown(expected)
-    assert "| kd | 71.00 ± 1.41 | - | 76.00 ± 1.41 | +5.00 | yes |" in QApplication.clipboard().text()
+    assert "| kd | 69.50 ± 1.41 / 71.00 ± 1.41 | - |" in QApplication.clipboard().text()
     out = dialog.save_csv(tmp_path / "table.csv")
     assert out.read_bytes().decode("utf-8") == to_csv(expected)
     dialog.close()
@@ -99,8 +103,7 @@ def test_compare_from_the_context_menu_says_what_was_left_out(qtbot, window, stu
     actions["compare"].trigger()
     dialog = window.compare_dialog
     assert dialog.isVisible()
-    assert dialog.baselines.item(0, 4).text() == "+5.00"
-    assert dialog.baselines.item(0, 5).text() == "- (one seed)"  # no spread to compare with
+    assert dialog.baselines.item(0, 6).text() == "+5.00 (not enough seeds: one seed, 3 needed)"
     assert "not finished: stopped (stopped)" in dialog.warnings_label.text()
     assert dialog.summary_label.text().startswith("3 runs selected, 2 in the table")
     dialog.close()
