@@ -162,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
             if cfg is None:
                 cfg, _ = prepare_run(None, args.resume, args.runs_root, resume=True)
-                out.write(plan_experiment(cfg, args.resume).describe() + "\n")
+                out.write(plan_experiment(cfg, args.resume, estimate=True).describe() + "\n")
+            elif cfg.comparison.baselines:
+                _print_comparison_plan(cfg, out)
             else:
-                out.write(plan_experiment(cfg, args.out).describe() + "\n")
+                out.write(plan_experiment(cfg, args.out, estimate=True).describe() + "\n")
             return EXIT_OK
 
         from engine.control import RunControl
@@ -216,6 +218,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"mgd-train: training failed: {type(exc).__name__}: {exc} "
                          f"(the traceback is in the run folder's error.log)\n")
         return EXIT_TRAINING
+
+
+def _print_comparison_plan(cfg, out: TextIO) -> None:
+    from engine.compare import comparison_pairs
+    from engine.estimate import estimate_comparison
+
+    est = estimate_comparison(cfg)
+    c = cfg.comparison
+    pairs = ", ".join(f"{t} -> {s}" for t, s in comparison_pairs(cfg))
+    out.write(f"comparison {cfg.name!r}: {len(est['jobs'])} runs (pairs {pairs}; baselines "
+              f"{', '.join(c.baselines)}; modes {', '.join(c.modes)}; seeds {', '.join(map(str, c.seeds))}"
+              f"{'; the student alone' if c.student_alone else ''})\n")
+    for job in est["jobs"]:
+        out.write(f"  {job['run']:<40} about {format_duration(job['seconds'])}\n")
+    out.write(f"expected run time on this machine: about {format_duration(est['total'])} "
+              f"({est['total'] / 3600:.1f} hours; each teacher trained once per seed)\n")
 
 
 def _print_result(summary: dict, out: TextIO) -> None:

@@ -64,6 +64,7 @@ class Plan:
     stages: list[StagePlan]
     export: dict  # enabled, dir, formats
     warnings: list[str] = field(default_factory=list)
+    estimate: dict | None = None  # seconds per stage and "total" on this machine (engine.estimate), when asked
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +125,10 @@ class Plan:
             lines.append(f"export: {', '.join(ex['formats'])} to {ex['dir']}")
         for w in self.warnings:
             lines.append(f"warning: {w}")
+        if self.estimate:
+            from engine.estimate import describe_estimate
+
+            lines.append(describe_estimate(self.estimate))
         return "\n".join(lines)
 
 

@@ -558,13 +558,20 @@ def prepare_run(config: ExperimentConfig | None, run_dir: str | Path | None, run
     return cfg, path
 
 
-def plan_experiment(config: ExperimentConfig, run_dir: str | Path | None = None) -> Plan:
+def plan_experiment(config: ExperimentConfig, run_dir: str | Path | None = None, estimate: bool = False) -> Plan:
     """Check a config and return what a run of it would do, without training or writing anything.
 
     Raises :class:`InputError` (a ConfigError naming the field where there is one) for the first
-    problem found: the same checks a run makes before its first step.
+    problem found: the same checks a run makes before its first step. With ``estimate`` the
+    plan also holds the expected time of each stage on this machine (a few timed passes).
     """
-    return ExperimentRun(_resolved(config), Path(run_dir) if run_dir else None).prepare()
+    run = ExperimentRun(_resolved(config), Path(run_dir) if run_dir else None)
+    plan = run.prepare()
+    if estimate:
+        from engine.estimate import estimate_stages
+
+        plan.estimate = estimate_stages(plan, run.device)
+    return plan
 
 
 def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Path | None = None,

@@ -6,6 +6,7 @@ Small functions the run (:mod:`engine.run`), the runs panel and the benchmarks s
 from __future__ import annotations
 
 import platform
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -58,13 +59,34 @@ def augmentation(mode: str, bundle) -> tuple[int, bool]:
     return (bundle.crop_padding if "crop" in mode else 0), ("flip" in mode)
 
 
+_DATA_CACHE: dict | None = None  # while planning many runs of one data set (see data_cache)
+
+
 def load_data(d):
     """The data set a config's data section names (``~`` in ``root`` expanded)."""
     from engine.data import load_dataset
 
+    key = (d.dataset, d.root, d.download, d.image_size, d.test_fraction, d.in_memory)
+    if _DATA_CACHE is not None and key in _DATA_CACHE:
+        return _DATA_CACHE[key]
     root = str(Path(d.root).expanduser()) if d.root else None
-    return load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
-                        test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+    bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
+                          test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+    if _DATA_CACHE is not None:
+        _DATA_CACHE[key] = bundle
+    return bundle
+
+
+@contextmanager
+def data_cache():
+    """Within the block, each data set is loaded once (planning a comparison's many runs)."""
+    global _DATA_CACHE
+    outer = _DATA_CACHE
+    _DATA_CACHE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _DATA_CACHE = outer
 
 
 def speed_settings(speed, device) -> tuple[str, bool]:

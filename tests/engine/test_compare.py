@@ -125,3 +125,18 @@ def test_pairs_and_published_teachers(tmp_path):
         check_comparison(cfg)
     assert dict(comparison_runs(cfg))["resnet56-resnet20-s0-kd-off"].teacher.checkpoint == \
         str(tmp_path / "resnet56_vanilla" / "ckpt_epoch_240.pth")
+
+
+def test_the_paper_table_preset_runs_the_papers_pairs_and_baselines():
+    from engine.config import load_config
+    from engine.paper import PAPER_PAIRS
+
+    cfg = load_config("resources/presets/paper_table.yaml")
+    assert [(p.teacher, p.student) for p in cfg.comparison.pairs] == list(PAPER_PAIRS)
+    assert cfg.comparison.baselines == ["kd", "crd"] and cfg.comparison.modes == ["off", "granularity", "stable"]
+    runs = comparison_runs(cfg)
+    assert len(runs) == 7 * 3 * (1 + 2 * 3)
+    assert cfg.speed.amp == "off" and cfg.teacher.keep == "best"  # the authors' numerics
+    child = dict(runs)["resnet56-resnet20-s2-crd-granularity"]
+    assert (child.teacher.arch, child.student.arch, child.seed) == ("resnet56", "resnet20", 2)
+    assert child.student.schedule.epochs == 240 and child.teacher.schedule.milestones == [60, 120, 180]

@@ -108,3 +108,38 @@ def test_unwritable_folders_are_refused_at_plan_time(tmp_path):
         plan_experiment(tiny_config(**{"export.dir": str(a_file / "out")}))
     with pytest.raises(InputError, match="--out"):
         plan_experiment(tiny_config(), a_file / "run")
+
+
+def test_plan_estimates_the_run_time_from_timed_passes():
+    from engine.estimate import estimate_stages
+
+    plan = plan_experiment(tiny_config(), estimate=True)
+    est = plan.estimate
+    assert set(est) == {"teacher", "heads", "student", "evaluate", "export", "total"}
+    assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total"))
+    assert all(v > 0 for v in est.values())
+    assert "expected run time on this machine: about" in plan.describe()
+    # twice the epochs, twice the teacher's time (the timings are cached: the same figures)
+    longer = plan_experiment(tiny_config(**{"teacher.schedule.epochs": 4}))
+    import torch
+    assert estimate_stages(longer, torch.device("cpu"))["teacher"] == pytest.approx(2 * est["teacher"])
+
+
+def test_a_comparison_plan_counts_each_teacher_once_per_seed(tmp_path, capsys):
+    from engine.cli import main
+    from engine.config import save_config
+    from engine.estimate import estimate_comparison
+
+    cfg = tiny_config(**{"comparison.baselines": ["kd"], "comparison.modes": ["off", "stable"],
+                         "comparison.seeds": [0, 1]})
+    est = estimate_comparison(cfg)
+    runs = {j["run"]: j["seconds"] for j in est["jobs"]}
+    assert list(runs) == ["s0-none-off", "s0-kd-off", "s0-kd-stable", "s1-none-off", "s1-kd-off", "s1-kd-stable"]
+    assert runs["s0-kd-off"] == pytest.approx(runs["s1-kd-off"])  # the seed changes no stage's cost
+    assert runs["s0-none-off"] < runs["s0-kd-stable"] < runs["s0-kd-off"]  # kd-off trains the teacher
+    assert est["total"] == pytest.approx(sum(runs.values()))
+    path = tmp_path / "cmp.yaml"
+    save_config(cfg, path)
+    assert main([str(path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs" in out and "expected run time on this machine" in out and not (tmp_path / "runs").exists()
