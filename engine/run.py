@@ -109,7 +109,8 @@ def load_data(d):
 
     root = str(Path(d.root).expanduser()) if d.root else None
     return load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
-                        test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+                        test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory,
+                        augment=d.augment, normalize=d.normalize)
 
 
 def speed_settings(speed, device) -> tuple[str, bool]:
@@ -201,6 +202,9 @@ class ExperimentRun:
                 raise InputError(f"transfer.data: {self.transfer_bundle.name} has {self.transfer_bundle.in_channels} "
                                  f"channel(s) but the student is trained on {b.in_channels}; choose a data set "
                                  "with the same number of channels")
+        from engine.preflight import check_models
+
+        check_models(cfg, self.num_classes, self.input_shape, len(b.train_labels), log=self.bus.log)
         self.loaded_teacher = None
         if cfg.teacher.checkpoint and not cfg.online.enabled:  # refuse a checkpoint of another architecture before any training
             from engine.models.checkpoint import load_weights
@@ -249,13 +253,17 @@ class ExperimentRun:
             task, epochs=schedule.epochs, lr=schedule.lr, momentum=schedule.momentum,
             weight_decay=schedule.weight_decay, milestones=schedule.milestones, gamma=schedule.gamma)
 
-    def build(self, arch: str, seed_offset: int):
+    def build(self, arch: str, seed_offset: int, init=None):
+        """A model on the run's device; ``init`` (the teacher or student section) names its starting weights."""
         import torch
 
         from engine.models import build_model
 
         torch.manual_seed(self.cfg.seed + seed_offset)  # each model's init depends on the seed alone
-        model = build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
+        model = build_model(arch, self.num_classes, self.input_shape[0], pretrained=bool(getattr(init, "pretrained", False)),
+                            weights=getattr(init, "weights", None)).to(self.device)
+        for note in getattr(model, "init_notes", ()):
+            self.bus.log(note)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.speed.compile:
@@ -308,8 +316,9 @@ class ExperimentRun:
             source = "trained (this run)"
             self.bus.log("teacher: already trained in this run, loaded its weights")
         else:
-            teacher = self.build(cfg.teacher.arch, 0)
-            history = self.fit(TeacherTask(teacher, self.test_loader, self.num_classes), cfg.teacher.schedule)
+            teacher = self.build(cfg.teacher.arch, 0, init=cfg.teacher)
+            history = self.fit(TeacherTask(teacher, self.test_loader, self.num_classes,
+                                           backbone_lr_scale=cfg.teacher.backbone_lr_scale), cfg.teacher.schedule)
             seconds_before = time.perf_counter() - t0
             atomic_save({"arch": cfg.teacher.arch, "num_classes": self.num_classes,
                          "in_channels": self.input_shape[0], "model": teacher.state_dict(),
@@ -377,7 +386,7 @@ class ExperimentRun:
         cfg = self.cfg
         self.stage = "student"
         t0 = time.perf_counter()
-        student = self.build(cfg.student.arch, 2)
+        student = self.build(cfg.student.arch, 2, init=cfg.student)
         mode = cfg.granularity.mode
         student_heads = None
         if mode != "off":
@@ -556,16 +565,21 @@ class ExperimentRun:
                     "heads": [{"dim": h.dim, "temperature": h.temperature} for h in cfg.granularity.heads]},
             "config": to_dict(cfg),
         }
+        failed: dict[str, str] = {}
         try:
             files = export_model(student, out, arch=self.summary["student"]["arch"], input_shape=self.input_shape,
                                  classes=self.classes, mean=self.bundle.mean, std=self.bundle.std,
-                                 formats=cfg.export.formats, card_extra=card)
+                                 formats=cfg.export.formats, card_extra=card, failures=failed)
         except Exception as exc:  # training is done and saved: report, do not lose the run
             self.summary["export"] = {"error": f"{type(exc).__name__}: {exc}"}
             self.bus.emit(Log(f"export failed: {exc}", "error"))
             return
         self.summary["export"] = {k: str(v) for k, v in files.items()}
         self.summary["export"]["bytes"] = {k: Path(v).stat().st_size for k, v in files.items()}
+        for fmt, reason in failed.items():  # the other formats were written
+            self.bus.emit(Log(f"export: {fmt} skipped: {reason}", "warning"))
+        if failed:
+            self.summary["export"]["failed"] = dict(failed)
         self.bus.emit(Exported({k: str(v) for k, v in files.items()}))
 
     # -- all -----------------------------------------------------------------------

@@ -29,15 +29,19 @@ class TeacherTask(StageTask):
     name = "teacher"
     role = "teacher"
 
-    def __init__(self, model: nn.Module, test_loader, num_classes: int):
+    def __init__(self, model: nn.Module, test_loader, num_classes: int, backbone_lr_scale: float | None = 1.0):
         self.model = model
         self.test_loader = test_loader
         self.num_classes = num_classes
+        # fine-tuning a pretrained teacher: its backbone at a fraction of the learning rate
+        self.backbone_lr_scale = 1.0 if backbone_lr_scale is None else float(backbone_lr_scale)
 
     def modules(self):
         return {"model": self.model}
 
     def parameters(self):
+        if self.backbone_lr_scale != 1.0 and hasattr(self.model, "parameter_groups"):
+            return self.model.parameter_groups(self.backbone_lr_scale)
         return list(self.model.parameters())
 
     def train_mode(self):
