@@ -103,7 +103,7 @@ def activation_count(name: str, num_classes: int, in_channels: int, image_size: 
         total += sum(o[0].numel() for o in outs if isinstance(o, torch.Tensor) and o.dim() > 0)
 
     with torch.device("meta"):
-        model = build_model(name, num_classes, in_channels)
+        model = build_model(name, num_classes, in_channels).eval()  # same output sizes; batch norm takes one image
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
         with torch.no_grad():
             model(torch.zeros(1, in_channels, image_size, image_size))
