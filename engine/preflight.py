@@ -70,13 +70,20 @@ def check_models(cfg: ExperimentConfig, num_classes: int, input_shape: tuple[int
         return
     cls = distiller_class(cfg.distiller.name)
     needs_teacher = bool(cls.uses_teacher) or cfg.granularity.mode != "off"
-    roles = [("student", cfg.student)] + ([("teacher", cfg.teacher)] if needs_teacher else [])
+    roles = ([("teacher", cfg.teacher)] if needs_teacher else []) + [("student", cfg.student)]
+    missing = []
     for role, section in roles:
         trains_from_library = section.pretrained and not (role == "teacher" and cfg.teacher.checkpoint)
         if trains_from_library and is_external(section.arch):
-            path = pretrained_weights_file(section.arch, field=f"{role}.weights")
+            try:
+                path = pretrained_weights_file(section.arch, field=f"{role}.weights")
+            except InputError as exc:
+                missing.append(str(exc))
+                continue
             if log is not None:
                 log(f"{role}: pretrained weights of {section.arch}: {path}")
+    if missing:  # every missing file in one line, so that one trip to a connected machine fetches them all
+        raise InputError("; and ".join(missing))
     preact = bool(cls.needs_preact)
     student = _build_meta(cfg.student.arch, num_classes, in_channels, cfg.student.weights, "student")
     student_shapes = _features(student, cfg.student.arch, input_shape, preact)

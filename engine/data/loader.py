@@ -62,16 +62,16 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
         """Normalised float32 batch from a uint8 ``B x C x H x W`` batch already on the device."""
-        size = self.output_size or images.shape[-1]
+        size = self.output_size
         if self.resized_crop:
             gen = generator("aug", self.seed, int(epoch), int(step))
             boxes = draw_resized_crops(gen, images.shape[0], images.shape[-2], images.shape[-1])
             _, flips = draw_augmentation(gen, images.shape[0], 0, self.flip)
-            x = resized_crop(images.float().div_(255.0), boxes, size)
+            x = resized_crop(images.float().div_(255.0), boxes, size or images.shape[-1])
             if flips is not None:
                 x = random_flip(x, flips)
             return x.sub_(self.mean).mul_(self.inv_std)
-        if size != images.shape[-1] or size != images.shape[-2]:
+        if size is not None:
             images = center_crop(images, size)
         x = images.float().div_(255.0)
         if self.crop_padding > 0 or self.flip:

@@ -55,11 +55,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, *, pretrained
         if pretrained:
             raise InputError(f"{name}: the CIFAR zoo has no pretrained weights (pretrained: true is for "
                              "torchvision:NAME and timm:NAME); train it, or give a weights file or a checkpoint")
-        if name not in MODELS:
-            from engine.models.sources import name_problem
-
-            raise InputError(name_problem(name) or MODELS.unknown_message(name))
-        model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
+        model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)  # KeyError if unknown
         model.init_notes = []
     if weights:
         from pathlib import Path

@@ -68,10 +68,11 @@ def check_compatible(path: str | os.PathLike, arch_name: str, num_classes: int, 
     Builds the model on the ``meta`` device (no memory, no init) and runs every check of
     :func:`load_weights`, so the GUI can call it cheaply before a run starts.
     """
-    from engine.models import build_model
-    from engine.models.sources import name_problem
+    from engine.models import MODELS, build_model
+    from engine.models.sources import is_external, name_problem
 
-    problem = name_problem(arch_name)
+    problem = name_problem(arch_name) if is_external(arch_name) else \
+        (None if arch_name in MODELS else MODELS.unknown_message(arch_name))
     if problem:
         raise CheckpointError(f"cannot check checkpoint {path}: {problem}")
     with torch.device("meta"):

@@ -127,7 +127,7 @@ def _build_timm(name: str, model: str, num_classes: int, in_channels: int, pretr
 
     kwargs: dict = {"num_classes": int(num_classes), "in_chans": int(in_channels)}
     try:
-        cfg = get_pretrained_cfg(model, allow_unregistered=True)
+        cfg = get_pretrained_cfg(model)
     except RuntimeError as exc:  # an unknown pretrained tag
         raise InputError(f"{name}: {str(exc).splitlines()[0]}") from None
     if cfg is not None and cfg.fixed_input_size:

@@ -145,6 +145,19 @@ def catalog() -> list[tuple[str, str]]:
     return out
 
 
+def describe_sources() -> str:
+    """Lines for ``mgd-train --list-models`` about the library models, after the zoo's."""
+    examples = {"torchvision": "torchvision:resnet50", "timm": "timm:mobilenetv3_small_100"}
+    lines = []
+    for source in SOURCES:
+        try:
+            count = f"any of the {len(library_models(source)):,} {source} classification models"
+        except InputError:
+            count = f"{source} is not installed ({INSTALL_HINT[source]})"
+        lines.append(f"{source + ':NAME':<14} {count}, e.g. {examples[source]}; pretrained: true for its weights\n")
+    return "".join(lines)
+
+
 # ----------------------------------------------------------------------------- pretrained weights
 
 
@@ -218,7 +231,7 @@ def _timm_pretrained_cfg(model: str):
     from timm.models import get_pretrained_cfg
 
     try:
-        cfg = get_pretrained_cfg(model, allow_unregistered=True)
+        cfg = get_pretrained_cfg(model)
     except RuntimeError as exc:  # an unknown pretrained tag
         raise InputError(f"timm:{model}: {str(exc).splitlines()[0]}") from None
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
