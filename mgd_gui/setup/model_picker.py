@@ -1,7 +1,7 @@
 """The teacher's and student's architecture picker: the CIFAR zoo, torchvision and timm.
 
 A drop-down holds the current choice (the zoo at first; the libraries' models once the
-background look-up has listed them) and a search box next to it filters the whole catalogue
+background look-up has listed them) and a search box under it filters the whole catalogue
 as the user types (``timm:mobilenet`` lists timm's MobileNets), showing each model's
 parameter count for the data set when it is known. Under them, the chosen model's
 parameter count and a warning when training it would not fit the chosen device (the
@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import QCompleter, QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from mgd_gui import theme
 from mgd_gui.setup.editors import ChoiceEditor
@@ -66,15 +66,12 @@ class ModelPicker(ChoiceEditor):
         column = QVBoxLayout()
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
-        row = QHBoxLayout()
-        row.setSpacing(4)
-        row.addWidget(self.combo, 1)
+        column.addWidget(self.combo)
         self.search = QLineEdit()
         self.search.setClearButtonEnabled(True)
         self.search.setToolTip("Search every model: the CIFAR zoo, torchvision:NAME and timm:NAME "
                                "(e.g. timm:mobilenet); choose one from the list, or type a full name and press Enter")
-        row.addWidget(self.search, 1)
-        column.addLayout(row)
+        column.addWidget(self.search)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
