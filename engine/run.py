@@ -260,7 +260,8 @@ class ExperimentRun:
         from engine.models import build_model
 
         torch.manual_seed(self.cfg.seed + seed_offset)  # each model's init depends on the seed alone
-        model = build_model(arch, self.num_classes, self.input_shape[0], pretrained=bool(getattr(init, "pretrained", False)),
+        model = build_model(arch, self.num_classes, self.input_shape[0],
+                            pretrained=bool(getattr(init, "pretrained", False)),
                             weights=getattr(init, "weights", None)).to(self.device)
         for note in getattr(model, "init_notes", ()):
             self.bus.log(note)

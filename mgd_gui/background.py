@@ -118,8 +118,8 @@ class Lookups(QObject):
         size = self.image_size or d.image_size or KNOWN_SIZES.get(d.dataset, 32)
         for role in ("teacher", "student"):
             arch = getattr(cfg, role).arch
-            self._ask(f"memory:{role}", (arch, classes, channels, size, d.batch_size, cfg.device), probes.training_memory,
-                      arch, classes, channels, size, d.batch_size, cfg.device)
+            question = (arch, classes, channels, size, d.batch_size, cfg.device)
+            self._ask(f"memory:{role}", question, probes.training_memory, *question)
         for role in ("teacher", "student"):
             arch = getattr(cfg, role).arch
             for summary in (self.window.teacher_summary, self.window.student_summary):

@@ -199,9 +199,9 @@ def _build_torchvision(name: str, model: str, num_classes: int, in_channels: int
         body = create_feature_extractor(net, return_nodes=nodes)
     except Exception as exc:  # a node of the eval graph missing from the train graph
         raise _refuse(name, f"torchvision's feature extractor fails on it ({str(exc).splitlines()[0]})") from None
-    wrapped = TorchvisionModel(name, body, layout.classifier, num_classes, layout.channels[0], list(layout.channels[1:]),
-                               layout.feature_dim, map_nodes=list(layout.map_nodes), pooled_node=layout.pooled_node,
-                               logits_node=layout.logits_node)
+    wrapped = TorchvisionModel(name, body, layout.classifier, num_classes, layout.channels[0],
+                               list(layout.channels[1:]), layout.feature_dim, map_nodes=list(layout.map_nodes),
+                               pooled_node=layout.pooled_node, logits_node=layout.logits_node)
     if pretrained:
         from engine.models.checkpoint import load_initial_weights
         from engine.models.sources import pretrained_weights_file
