@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
             for name, entry in MODELS.entries().items():
                 out.write(f"{name:<14} {entry.description}\n")
+            from engine.models.sources import describe_sources
+
+            out.write(describe_sources())
             return EXIT_OK
         if args.list_distillers:
             from engine.distillers import DISTILLERS

@@ -45,7 +45,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = Non
 
 
 MGD_MODES = ("off", "granularity", "stable")
-AUGMENT_CHOICES = ("auto", "none", "crop", "flip", "crop_flip")
+AUGMENT_CHOICES = ("auto", "none", "crop", "flip", "crop_flip", "resized_crop_flip")
+NORMALIZE_CHOICES = ("auto", "dataset", "imagenet")
 EXPORT_FORMATS = ("weights", "torchscript", "onnx")
 SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleNetV1", "ShuffleNetV2")  # METHOD.md: lr 0.01
 #: the largest seed: every model's seed (seed + a small per-role offset) must stay a valid
@@ -106,9 +107,19 @@ class DataConfig:
         widget="dir",
     )
     download: bool = setting(False, help="Download CIFAR into root with torchvision when it is missing (needs internet).")
-    image_size: int | None = setting(None, help="Side in pixels that image-folder images are resized to (empty: 32).", minimum=4, maximum=1024)
+    image_size: int | None = setting(None, help="Side in pixels of the images the models see, for image folders "
+                                                "(empty: 32; 224 for ImageNet-pretrained models).", minimum=4, maximum=1024)
     test_fraction: float = setting(0.2, help="Share of an image folder without train/test split held out for testing.", minimum=0.01, maximum=0.9)
-    augment: str = setting("auto", help="Training augmentation; auto: random crop with padding, plus horizontal flip for natural images.", choices=AUGMENT_CHOICES)
+    augment: str = setting(
+        "auto", help="Training augmentation. crop: random crop with zero padding; flip: horizontal flip; "
+                     "resized_crop_flip: random resized crop (8-100% of the area, aspect 3/4-4/3) and flip, the "
+                     "images loaded at image_size / 0.875 and centre-cropped for testing (the ImageNet recipe). "
+                     "auto: resized_crop_flip for image folders of image_size 64 or more, else crop (plus flip "
+                     "for natural images).", choices=AUGMENT_CHOICES)
+    normalize: str = setting(
+        "auto", help="Input normalisation: dataset (the data set's own mean and std), imagenet (ImageNet's, which "
+                     "the libraries' pretrained weights expect); auto: imagenet when the teacher or the student "
+                     "starts from pretrained weights or a weights file, else dataset.", choices=NORMALIZE_CHOICES)
     in_memory: str = setting(
         "auto", help="Hold the data set in memory (fast, augmented on the device) or stream it from disk with "
                      "worker processes; auto streams image folders too large for memory.",
@@ -118,15 +129,31 @@ class DataConfig:
     eval_batch_size: int = setting(256, help="Batch size for test evaluation.", minimum=1, maximum=65536)
 
 
+MODEL_HELP = (" A CIFAR zoo model, any torchvision classification model (torchvision:resnet50) or any timm "
+              "model (timm:mobilenetv3_small_100).")
+PRETRAINED_HELP = ("Start from the library's pretrained weights (torchvision: and timm: models), taken from its "
+                   "cache or downloaded into it when the machine is online.")
+WEIGHTS_HELP = ("Weights file to start from (.pth or .safetensors: a state dict of this model, e.g. the library's "
+                "pretrained weights downloaded by hand); a classifier for another number of classes is replaced.")
+
+
 @dataclass
 class TeacherConfig:
-    arch: str = setting("resnet32x4", help="Teacher architecture.", choices="models")
+    arch: str = setting("resnet32x4", help="Teacher architecture." + MODEL_HELP, choices="models")
+    pretrained: bool = setting(False, help=PRETRAINED_HELP + " The teacher stage then fine-tunes it on the data.")
+    weights: str | None = setting(None, help=WEIGHTS_HELP + " The teacher stage then fine-tunes it on the data.",
+                                  widget="file")
     checkpoint: str | None = setting(
-        None, help="Teacher weights to load instead of training (RepDistiller-style state dicts load directly).",
+        None, help="Trained teacher to load instead of training one (RepDistiller-style state dicts load directly).",
         widget="file",
     )
+    backbone_lr_scale: float | None = setting(
+        None, help="Factor on the learning rate of the teacher's backbone (all but its classifier) while it trains "
+                   "(empty: 0.1 when it starts from pretrained weights or a weights file, else 1).",
+        minimum=0.0, maximum=10.0)
     schedule: Schedule = setting(
-        help="Teacher training schedule (ignored when a checkpoint is loaded).",
+        help="Teacher training schedule (ignored when a checkpoint is loaded; learning rate empty: 0.05, or 0.01 "
+             "when fine-tuning pretrained weights).",
         factory=lambda: Schedule(epochs=240, lr=0.05, milestones=[60, 120, 180]),
     )
     # The authors' train_teacher.py (after RepDistiller's) saves the best-accuracy epoch and the
@@ -134,6 +161,11 @@ class TeacherConfig:
     keep: str = setting(
         "best", help="Which weights of a trained teacher the student learns from: best (the epoch with the best "
                      "test accuracy, as the authors) or last (the final epoch).", choices=("best", "last"))
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """Whether the teacher to train starts from pretrained weights or a weights file."""
+        return bool(self.pretrained or self.weights) and not self.checkpoint
 
 
 @dataclass
@@ -162,7 +194,9 @@ class GranularityConfig:
 
 @dataclass
 class StudentConfig:
-    arch: str = setting("resnet8x4", help="Student architecture.", choices="models")
+    arch: str = setting("resnet8x4", help="Student architecture." + MODEL_HELP, choices="models")
+    pretrained: bool = setting(False, help=PRETRAINED_HELP)
+    weights: str | None = setting(None, help=WEIGHTS_HELP, widget="file")
     schedule: Schedule = setting(
         help="Student schedule (learning rate empty: 0.05, or 0.01 for MobileNetV2 and ShuffleNet).",
         factory=lambda: Schedule(epochs=240, lr=None, milestones=[150, 180, 210]),
@@ -607,8 +641,16 @@ def iter_fields(cfg: Any, prefix: str = ""):
 def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
     if value is None:
         return None
-    choices = choices_of(f)
     items = value if isinstance(value, list) else [value]
+    if f.metadata.get("choices") == "models":  # the zoo, or any torchvision:/timm: classification model
+        from engine.models.sources import name_problem
+
+        for item in items:
+            problem = name_problem(item)
+            if problem:
+                return problem
+        return None
+    choices = choices_of(f)
     if choices is not None:
         for item in items:
             if item not in choices:
@@ -666,9 +708,38 @@ def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
             errors.append(ConfigError("online.peers", "online MGD needs at least two peers (or none: two students)"))
     elif cfg.teacher.checkpoint is None and cfg.teacher.schedule.epochs < 1:
         errors.append(ConfigError("teacher.schedule.epochs", "must be at least 1 when no teacher checkpoint is given"))
+    errors += _model_source_errors(cfg)
     dev = cfg.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         errors.append(ConfigError("device", f"{dev!r} is not allowed; choose auto, cpu, cuda, cuda:N or mps"))
+    return errors
+
+
+def _model_source_errors(cfg: ExperimentConfig) -> list[ConfigError]:
+    """Where each model's starting weights come from, and baselines a library model cannot serve."""
+    from engine.models.sources import is_external
+
+    errors: list[ConfigError] = []
+    for role in ("teacher", "student"):
+        section = getattr(cfg, role)
+        if section.pretrained and section.weights:
+            errors.append(ConfigError(f"{role}.weights", "give pretrained or a weights file, not both"))
+        if section.pretrained and not is_external(section.arch):
+            errors.append(ConfigError(f"{role}.pretrained", f"the CIFAR zoo model {section.arch} has no pretrained "
+                                      "weights; use a torchvision:NAME or timm:NAME model, or a weights file"))
+        if section.weights and not Path(section.weights).expanduser().is_file():
+            errors.append(ConfigError(f"{role}.weights", f"no such file: {section.weights}"))
+    if cfg.teacher.checkpoint and (cfg.teacher.pretrained or cfg.teacher.weights):
+        errors.append(ConfigError("teacher.checkpoint", "a checkpoint is a trained teacher, used as it is; "
+                                  "pretrained and weights start a teacher to fine-tune: give one or the other"))
+    archs = [cfg.student.arch] + (list(cfg.online.peers) if cfg.online.enabled else [cfg.teacher.arch])
+    library = [a for a in archs if isinstance(a, str) and is_external(a)]
+    if library:
+        from engine.distillers import DISTILLERS, distiller_class
+
+        if cfg.distiller.name in DISTILLERS and getattr(distiller_class(cfg.distiller.name), "needs_preact", False):
+            errors.append(ConfigError("distiller.name", f"{cfg.distiller.name} needs pre-activation features, which "
+                                      f"library models such as {library[0]} do not give; choose another baseline"))
     return errors
 
 
@@ -690,9 +761,17 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     out = copy.deepcopy(cfg)
     if out.student.schedule.lr is None:
         out.student.schedule.lr = 0.01 if out.student.arch in SMALL_LR_STUDENTS else 0.05
-    for stage, lr in (("teacher", 0.05), ("granularity", 0.01)):
+    fine_tune = out.teacher.starts_pretrained
+    for stage, lr in (("teacher", 0.01 if fine_tune else 0.05), ("granularity", 0.01)):
         if getattr(out, stage).schedule.lr is None:
             getattr(out, stage).schedule.lr = lr
+    if out.teacher.backbone_lr_scale is None:
+        out.teacher.backbone_lr_scale = 0.1 if fine_tune else 1.0
+    teacher_used = not out.online.enabled
+    pretrained = (teacher_used and out.teacher.starts_pretrained) or bool(out.student.pretrained or out.student.weights)
+    for data in (out.data, out.transfer.data):
+        if data.normalize == "auto":
+            data.normalize = "imagenet" if pretrained else "dataset"
     cls = distiller_class(out.distiller.name)
     # every option, defaults filled in (for the pair, where the baseline tunes them per pair)
     out.distiller.options = cls.resolve_options(out.distiller.options, out.teacher.arch, out.student.arch)

@@ -113,6 +113,7 @@ def export_model(
     card_extra: Mapping[str, Any] | None = None,
     basename: str = "student",
     progress: Callable[[int, int], None] | None = None,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Export ``model`` to ``out_dir`` in ``formats`` and write ``model_card.yaml``.
 
@@ -126,6 +127,11 @@ def export_model(
     Returns ``{format: path}`` for every format written plus ``"card"``.
     Raises :class:`InputError` for bad arguments (unknown format, ...) and
     :class:`ExportError` when tracing / converting / writing fails.
+
+    With a ``failures`` dict, a format whose conversion fails (a library model TorchScript
+    cannot trace, say) is left out instead: its reason goes into ``failures[format]`` and
+    into the card (``failed_formats``), and the other formats are written. Only when every
+    format fails is :class:`ExportError` raised.
     """
     fmts = _check_formats(formats)
     shape = _check_input_shape(input_shape)
@@ -151,15 +157,25 @@ def export_model(
     # build every artifact (and the card) in memory first: a failure leaves no new files behind
     blobs: dict[str, bytes] = {}
     info: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
     for done, fmt in enumerate(fmts):
         if progress is not None:
             progress(done, len(fmts) + 1)
-        if fmt == "weights":
-            blobs[fmt] = _weights_bytes(cpu_model, arch, num_classes, shape)
-        elif fmt == "torchscript":
-            blobs[fmt] = _torchscript_bytes(wrapper, example, checks, arch)
-        elif fmt == "onnx":
-            blobs[fmt], info[fmt] = _onnx_bytes(wrapper, example, checks, arch)
+        try:
+            if fmt == "weights":
+                blobs[fmt] = _weights_bytes(cpu_model, arch, num_classes, shape)
+            elif fmt == "torchscript":
+                blobs[fmt] = _torchscript_bytes(wrapper, example, checks, arch)
+            elif fmt == "onnx":
+                blobs[fmt], info[fmt] = _onnx_bytes(wrapper, example, checks, arch)
+        except ExportError as exc:
+            if failures is None or len(failed) + 1 == len(fmts):
+                raise
+            failed[fmt] = str(exc)
+    if failures is not None:
+        failures.update(failed)
+    total = len(fmts) + 1
+    fmts = tuple(f for f in fmts if f not in failed)
 
     paths = {fmt: out / f"{basename}{FILE_SUFFIXES[fmt]}" for fmt in fmts}
     files: dict[str, dict[str, Any]] = {}
@@ -177,7 +193,7 @@ def export_model(
         mean=mean_l,
         std=std_l,
         files=files,
-        extra=card_extra,
+        extra={**(card_extra or {}), **({"failed_formats": failed} if failed else {})},
     )
     card_bytes = _dump_yaml(card).encode("utf-8")
 
@@ -191,7 +207,7 @@ def export_model(
     _atomic_write(card_path, card_bytes)
     written["card"] = card_path
     if progress is not None:
-        progress(len(fmts) + 1, len(fmts) + 1)
+        progress(total, total)
     return written
 
 

@@ -64,6 +64,7 @@ class Plan:
     stages: list[StagePlan]
     export: dict  # enabled, dir, formats
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was adapted (a classifier replaced, weights found)
     estimate: dict | None = None  # seconds per stage and "total" on this machine (engine.estimate), when asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +124,8 @@ class Plan:
         ex = self.export
         if ex.get("enabled"):
             lines.append(f"export: {', '.join(ex['formats'])} to {ex['dir']}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         if self.estimate:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 from engine.config import ExperimentConfig, load_config, resolve, save_config, to_dict, validate
 from engine.control import RunControl
-from engine.errors import CheckpointError, InputError, MGDError, StopRequested, TrainingError
+from engine.errors import CheckpointError, ConfigError, InputError, MGDError, StopRequested, TrainingError
 from engine.events import (DatasetInfo, EventBus, Evaluation, Exported, HeadAccuracies, NoiseCurve, PlanReady,
                            RunFailed, RunFinished, RunStarted, StageFinished, StageProgress, StageStarted, Subscriber)
 from engine.models import freeze
@@ -91,6 +91,7 @@ class ExperimentRun:
         self.transfer_model = None
         self.previous_seconds = 0.0
         self.t_session = time.perf_counter()
+        self.notes: list[str] = []  # what the engine adapted while planning (logged when the run starts)
         self.summary: dict[str, Any] = {
             "name": cfg.name, "status": "running", "run_dir": str(run_dir), "started": now_iso(),
             "mode": cfg.granularity.mode, "distiller": cfg.distiller.name, "seed": cfg.seed,
@@ -172,7 +173,8 @@ class ExperimentRun:
                                "eval_batch_size": d.eval_batch_size},
                          models=self.models, distiller=distiller, stages=[s.plan for s in self.stages],
                          export={"enabled": exporting, "formats": list(cfg.export.formats),
-                                 "dir": str(out) if out is not None else "export/ in the run folder"})
+                                 "dir": str(out) if out is not None else "export/ in the run folder"},
+                         notes=list(self.notes))
         return self.plan
 
     def loaders(self, d, bundle):
@@ -190,14 +192,21 @@ class ExperimentRun:
                            workers=d.workers)
         return train, test
 
-    def build(self, arch: str, role: str, index: int = 0, name: str | None = None):
-        """A model of the zoo, initialised from the seed of its role, on the run's device."""
+    def build(self, arch: str, role: str, index: int = 0, name: str | None = None, init=None):
+        """A model (of the zoo or a library), initialised from the seed of its role, on the run's
+        device; ``init`` (the teacher or student section) names its starting weights, and what had
+        to be adapted (a classifier for other classes) is noted. The model must run on the data's
+        input size."""
         import torch
 
         from engine.models import build_model
 
         torch.manual_seed(self.seed(role, index))
-        model = build_model(arch, self.num_classes, self.input_shape[0]).to(self.device)
+        with blame(f"{role}.weights" if init is not None and getattr(init, "weights", None) else f"{role}.arch"):
+            model = build_model(arch, self.num_classes, self.input_shape[0],
+                                pretrained=bool(getattr(init, "pretrained", False)),
+                                weights=getattr(init, "weights", None)).to(self.device)
+        self.notes += [f"{role}: {note}" for note in getattr(model, "init_notes", ())]
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.speed.compile:
@@ -205,6 +214,22 @@ class ExperimentRun:
         self.models[name or role] = {"arch": arch, "params": count_parameters(model),
                                      "feature_dim": int(model.feature_dim)}
         return model
+
+    def feature_shapes(self, model, role: str, probe, preact: bool) -> list[tuple]:
+        """Per-sample shapes of a model's features on the data's inputs (what a baseline builds its
+        modules for); a model that cannot run on them is refused, naming the model and the size."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                return [tuple(f.shape[1:]) for f in model.eval()(probe, preact=preact)[1]]
+        except NotImplementedError as exc:  # pre-activation features of a library model (AB)
+            raise ConfigError("distiller.name", str(exc)) from None
+        except RuntimeError as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{role}.arch: {getattr(self.cfg, role).arch} cannot run on the data's "
+                             f"{'x'.join(map(str, self.input_shape))} inputs ({reason[:200]}); choose another model "
+                             "or data.image_size").at(f"{role}.arch") from None
 
     def build_heads(self, feature_dim: int, role: str):
         import torch
@@ -241,10 +266,15 @@ class ExperimentRun:
         from engine.distillers.base import DistillerContext
         from engine.stages import HeadsTask, PretrainTask, StudentTask, TeacherTask
 
+        from engine.preflight import check_starting_weights
+
         cfg, mode = self.cfg, self.cfg.granularity.mode
         cls = distiller_class(cfg.distiller.name)
-        if cls.uses_teacher or mode != "off":
-            self.teacher = self.build(cfg.teacher.arch, "teacher")
+        uses_teacher = bool(cls.uses_teacher) or mode != "off"
+        check_starting_weights(cfg, uses_teacher, log=self.notes.append)
+        if uses_teacher:
+            # a teacher loaded from a checkpoint needs no starting weights of its own
+            self.teacher = self.build(cfg.teacher.arch, "teacher", init=None if cfg.teacher.checkpoint else cfg.teacher)
             if cfg.teacher.checkpoint:  # refuse a checkpoint of another architecture before any training
                 from engine.models.checkpoint import load_weights
 
@@ -255,7 +285,8 @@ class ExperimentRun:
                                          work=self._load_teacher, report=self._report_teacher))
             else:
                 self.training("teacher", TeacherTask(self.teacher, self.test_loader, self.num_classes,
-                                                     keep=cfg.teacher.keep),
+                                                     keep=cfg.teacher.keep,
+                                                     backbone_lr_scale=cfg.teacher.backbone_lr_scale),
                               cfg.teacher.schedule, self.seed("teacher"), ["teacher"], [], self._report_teacher,
                               note=f"the student learns from its {cfg.teacher.keep} epoch")
         else:
@@ -266,13 +297,12 @@ class ExperimentRun:
                           cfg.granularity.schedule, self.seed("teacher_heads"), ["teacher_heads"], ["teacher"],
                           self._report_heads)
 
-        self.student = self.build(cfg.student.arch, "student")
+        self.student = self.build(cfg.student.arch, "student", init=cfg.student)
         if mode != "off":
             self.student_heads = self.build_heads(self.student.feature_dim, "student_heads")
-        with torch.no_grad():  # the feature shapes a baseline builds its own modules for
-            probe = next(iter(self.test_loader.epoch(0)))[0][:2]
-            shapes = [[tuple(f.shape[1:]) for f in m.eval()(probe, preact=cls.needs_preact)[1]] if m else []
-                      for m in (self.student, self.teacher)]
+        probe = next(iter(self.test_loader.epoch(0)))[0][:2]
+        shapes = [self.feature_shapes(m, role, probe, cls.needs_preact) if m is not None else []
+                  for m, role in ((self.student, "student"), (self.teacher, "teacher"))]
         context = DistillerContext(student_shapes=shapes[0], teacher_shapes=shapes[1], num_classes=self.num_classes,
                                    train_size=len(self.bundle.train_labels), student_arch=cfg.student.arch,
                                    teacher_arch=cfg.teacher.arch, options=cfg.distiller.options,
@@ -511,11 +541,17 @@ class ExperimentRun:
                         "heads": [{"dim": h.dim, "temperature": h.temperature} for h in cfg.granularity.heads]},
                 "config": to_dict(cfg)}
         tick = self.progress("export", len(cfg.export.formats) + 1)
+        failed: dict[str, str] = {}  # a format the model cannot take (a library model's TorchScript)
         files = export_model(self.student, out, arch=s["student"]["arch"], input_shape=self.input_shape,
                              classes=self.classes, mean=self.bundle.mean, std=self.bundle.std,
-                             formats=cfg.export.formats, card_extra=card, progress=lambda done, total: tick(done))
+                             formats=cfg.export.formats, card_extra=card, progress=lambda done, total: tick(done),
+                             failures=failed)
         s["export"] = {k: str(v) for k, v in files.items()}
         s["export"]["bytes"] = {k: Path(v).stat().st_size for k, v in files.items()}
+        for fmt, reason in failed.items():  # the other formats were written
+            self.bus.log(f"export: {fmt} skipped: {reason}", "warning")
+        if failed:
+            s["export"]["failed"] = dict(failed)
         self.bus.emit(Exported({k: str(v) for k, v in files.items()}))
 
     def _report_transfer(self, stage: Stage, history: list[dict]) -> dict:
@@ -620,6 +656,8 @@ def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Pat
         bus.emit(DatasetInfo(b.name, run.classes, len(b.train_labels), len(b.test_labels), list(run.input_shape)))
         if removed:
             bus.log(f"removed {len(removed)} temporary file(s) left by an interrupted writer")
+        for note in run.notes:
+            bus.log(note)
         if run.summary["data"]["streamed"]:
             bus.log(f"data: {b.name} is too large for memory (or in_memory: off): streaming it from disk "
                     f"with {cfg.data.workers} worker(s)")

@@ -66,12 +66,13 @@ def load_data(d):
     """The data set a config's data section names (``~`` in ``root`` expanded)."""
     from engine.data import load_dataset
 
-    key = (d.dataset, d.root, d.download, d.image_size, d.test_fraction, d.in_memory)
+    key = (d.dataset, d.root, d.download, d.image_size, d.test_fraction, d.in_memory, d.augment, d.normalize)
     if _DATA_CACHE is not None and key in _DATA_CACHE:
         return _DATA_CACHE[key]
     root = str(Path(d.root).expanduser()) if d.root else None
     bundle = load_dataset(d.dataset, root=root, download=d.download, image_size=d.image_size,
-                          test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory)
+                          test_fraction=d.test_fraction, split_seed=0, in_memory=d.in_memory,
+                          augment=d.augment, normalize=d.normalize)
     if _DATA_CACHE is not None:
         _DATA_CACHE[key] = bundle
     return bundle

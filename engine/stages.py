@@ -30,7 +30,8 @@ class TeacherTask(StageTask):
     name = "teacher"
     role = "teacher"
 
-    def __init__(self, model: nn.Module, test_loader, num_classes: int, keep: str = "last"):
+    def __init__(self, model: nn.Module, test_loader, num_classes: int, keep: str = "last",
+                 backbone_lr_scale: float | None = 1.0):
         if keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
         self.model = model
@@ -38,6 +39,8 @@ class TeacherTask(StageTask):
         self.num_classes = num_classes
         self.keep = keep
         self.tracker = BestTracker({"model": model})
+        # fine-tuning a pretrained teacher: its backbone at a fraction of the learning rate
+        self.backbone_lr_scale = 1.0 if backbone_lr_scale is None else float(backbone_lr_scale)
 
     def finish(self) -> None:
         """With ``keep="best"`` the model ends with its best epoch's weights (what the stage's
@@ -49,6 +52,8 @@ class TeacherTask(StageTask):
         return {"model": self.model}
 
     def parameters(self):
+        if self.backbone_lr_scale != 1.0 and hasattr(self.model, "parameter_groups"):
+            return self.model.parameter_groups(self.backbone_lr_scale)
         return list(self.model.parameters())
 
     def train_mode(self):

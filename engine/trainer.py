@@ -43,6 +43,16 @@ def lr_at(base_lr: float, milestones: list[int], gamma: float, epoch: int) -> fl
     return base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
 
 
+def param_groups(params) -> list[dict]:
+    """Optimiser groups from a task's parameters: one group for a plain list, the task's own
+    groups (each with an ``lr_scale``, default 1) otherwise; empty groups are dropped."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [{**g, "params": list(g["params"]), "lr_scale": float(g.get("lr_scale", 1.0))} for g in params]
+        return [g for g in groups if g["params"]]
+    return [{"params": params, "lr_scale": 1.0}]
+
+
 # ----------------------------------------------------------------------------- tasks
 
 
@@ -65,8 +75,9 @@ class StageTask:
         """The modules whose state the checkpoint holds (trained ones and their best copies)."""
         raise NotImplementedError
 
-    def parameters(self) -> list[nn.Parameter]:
-        """The parameters the optimiser updates."""
+    def parameters(self) -> list[nn.Parameter] | list[dict]:
+        """The parameters the optimiser updates: a list of parameters, or of optimiser groups
+        ``{"params": [...], "lr_scale": s}`` whose learning rate is ``s`` times the schedule's."""
         raise NotImplementedError
 
     def train_mode(self) -> None:
@@ -134,8 +145,9 @@ class Trainer:
         a resumed stage draws exactly what it would have drawn. ``self.seconds`` is then the
         stage's wall time over every session.
         """
-        params = task.parameters()
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        groups = param_groups(task.parameters())
+        params = [p for g in groups for p in g["params"]]
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
         device_type = params[0].device.type if params else "cpu"
         autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         scaler = torch.amp.GradScaler(device_type, enabled=self.precision == "fp16")
@@ -172,7 +184,7 @@ class Trainer:
         for epoch in range(start_epoch, epochs):
             epoch_lr = lr_at(lr, milestones, gamma, epoch)
             for group in optimizer.param_groups:
-                group["lr"] = epoch_lr
+                group["lr"] = epoch_lr * group.get("lr_scale", 1.0)
             task.begin_epoch(epoch, epochs)
             task.train_mode()
             t0 = time.perf_counter()

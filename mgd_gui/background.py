@@ -1,6 +1,8 @@
 """What the window looks up in the background when the set-up changes: the devices,
 the data set's preview and class count, parameter counts, and whether a teacher
-checkpoint fits the chosen architecture (refused at the field before a run starts)."""
+checkpoint fits the chosen architecture (refused at the field before a run starts);
+for the model pickers, the catalogue of library models, the counts of a search's
+matches, and whether training the chosen model fits the chosen device."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # class count and channels of a data set before it is loaded (for parameter counts)
 KNOWN_SHAPES = {"demo": (10, 1), "cifar10": (10, 3), "cifar100": (100, 3)}
+# image side of a data set before it is loaded (for memory estimates)
+KNOWN_SIZES = {"demo": 8, "cifar10": 32, "cifar100": 32}
+PICKERS = ("teacher.arch", "student.arch")
 DEBOUNCE_MS = 400
 
 
@@ -32,12 +37,22 @@ class Lookups(QObject):
         self.cfg: ExperimentConfig | None = None
         self.data_key: Any = None
         self.shape: tuple[int, int] | None = None  # (classes, channels) of the loaded data set
+        self.image_size: int | None = None  # side of the models' input, from the loaded data set
         self.asked: dict[str, Any] = {}
         self.plan_error: str | None = None  # the field the engine's plan check marks
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
         self.timer.timeout.connect(self._look_up)
+        self.counted_shape: tuple[int, int] | None = None  # the shape the pickers' counts are for
+        for path in PICKERS:
+            picker = self._picker(path)
+            if picker is not None:
+                picker.counts_wanted.connect(self._counts_wanted)
+
+    def _picker(self, path: str):
+        editor = self.window.form.editors().get(path)
+        return editor if hasattr(editor, "set_catalog") else None
 
     def start(self) -> None:
         """Begin looking things up (the first job imports torch, in the background)."""
@@ -46,6 +61,7 @@ class Lookups(QObject):
         self.started = True
         self.jobs.submit("devices", probes.probe_devices)
         self.jobs.submit("warm-up", probes.warm_up)
+        self.jobs.submit("catalog", probes.model_catalog)
         self._look_up()
 
     def close(self) -> None:
@@ -94,6 +110,17 @@ class Lookups(QObject):
                              {"dataset": d.dataset, "root": d.root, "image_size": d.image_size,
                               "test_fraction": d.test_fraction})
         classes, channels = self._shape()
+        if self.counted_shape != (classes, channels):
+            self.counted_shape = (classes, channels)
+            for path in PICKERS:
+                picker = self._picker(path)
+                if picker is not None:
+                    picker.set_counts({}, reset=True)
+        size = self.image_size or d.image_size or KNOWN_SIZES.get(d.dataset, 32)
+        for role in ("teacher", "student"):
+            arch = getattr(cfg, role).arch
+            question = (arch, classes, channels, size, d.batch_size, cfg.device)
+            self._ask(f"memory:{role}", question, probes.training_memory, *question)
         for role in ("teacher", "student"):
             arch = getattr(cfg, role).arch
             for summary in (self.window.teacher_summary, self.window.student_summary):
@@ -142,6 +169,11 @@ class Lookups(QObject):
             reason = f"{cfg.device!r} is not available on this machine; choose auto, cpu or a GPU listed"
         self.window.form.set_external_error("device", reason)
 
+    def _counts_wanted(self, path: str, names: list) -> None:
+        """A picker's search lists models whose counts are not known yet: count them (newest search wins)."""
+        classes, channels = self._shape()
+        self.jobs.submit(f"counts:{path}", _counts, path, list(names), classes, channels)
+
     # -- answers ------------------------------------------------------------------------
     def _done(self, kind: str, token: int, result: Any, error: Any) -> None:
         w = self.window
@@ -156,6 +188,15 @@ class Lookups(QObject):
                 w.devices.show_device(self.cfg.device)
             self._update_device_error()
             return
+        if kind == "catalog":
+            if error is not None:
+                w.log.add(f"Could not list the torchvision and timm models: {error}", "warning")
+                return
+            for path in PICKERS:
+                picker = self._picker(path)
+                if picker is not None:
+                    picker.set_catalog(result)
+            return
         if not self.jobs.is_latest(kind, token):
             return  # an answer to a question the user has moved on from
         if kind == "dataset":
@@ -164,14 +205,35 @@ class Lookups(QObject):
                 return
             w.preview.show_overview(result)
             shape = (len(result["classes"]), int(result["in_channels"]))
-            if shape != self.shape:
-                self.shape = shape
+            size = int(result["image_size"][0]) if result.get("image_size") else None
+            if shape != self.shape or size != self.image_size:
+                self.shape, self.image_size = shape, size
                 self._look_up()
         elif kind.startswith("params:"):
             role, arch, count = result if result else (kind.split(":")[1], "", None)
             for summary in (w.teacher_summary, w.student_summary):
                 if arch:
                     summary.set_count(role, arch, count)
+            picker = self._picker(f"{role}.arch")
+            if picker is not None and arch and count is not None:
+                picker.set_counts({arch: count})
+        elif kind.startswith("counts:"):
+            if error is None and result:
+                path, counts = result
+                picker = self._picker(path)
+                if picker is not None:
+                    picker.set_counts(counts)
+        elif kind.startswith("memory:"):
+            picker = self._picker(f"{kind.split(':', 1)[1]}.arch")
+            if picker is None:
+                return
+            if error is not None or not result:
+                picker.show_memory("", False)  # a model the engine refuses: its field says why
+                return
+            from mgd_gui.setup.model_picker import memory_text
+
+            picker.show_memory(*memory_text(result["arch"], result["estimate"], result["capacity"], result["device"],
+                                            result["image_size"], result["batch_size"]))
         elif kind == "options":
             if error is None and self.cfg is not None:
                 w.form.set_options_schema(*result)
@@ -214,3 +276,7 @@ def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str,
 
 def _options(baseline: str) -> tuple[str, type]:
     return baseline, probes.distiller_options(baseline)
+
+
+def _counts(path: str, names: list[str], classes: int, channels: int) -> tuple[str, dict]:
+    return path, probes.parameter_counts(names, classes, channels)

@@ -67,10 +67,57 @@ def dataset_overview(data: dict, samples: int = 16) -> dict[str, Any]:
 
 
 def parameter_count(arch: str, num_classes: int, in_channels: int) -> int:
-    from engine.models import build_model
+    """Parameters of ``arch`` for the data set (counted on the meta device and cached by the engine)."""
+    from engine.models import parameter_count as count
 
-    model = build_model(arch, num_classes, in_channels)
-    return sum(p.numel() for p in model.parameters())
+    return count(arch, num_classes, in_channels)
+
+
+def parameter_counts(names: list[str], num_classes: int, in_channels: int) -> dict[str, int | None]:
+    """Counts of several models (None for one that cannot be built), for the model pickers' lists."""
+    out: dict[str, int | None] = {}
+    for name in names:
+        try:
+            out[name] = parameter_count(name, num_classes, in_channels)
+        except Exception:  # noqa: BLE001 - a library model MGD Studio cannot wrap: no count
+            out[name] = None
+    return out
+
+
+def model_catalog() -> list[tuple[str, str]]:
+    """Every model the pickers offer: the zoo, torchvision's and timm's classification models."""
+    from engine.models.sources import catalog
+
+    return catalog()
+
+
+def device_memory(device: str) -> tuple[str, int | None]:
+    """(device name, bytes of memory) that training on the config's ``device`` can use: the GPU's
+    total memory, or the RAM available now for the CPU (and Apple GPUs, which share it)."""
+    import torch
+
+    from engine.data.imagefolder import _available_ram
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return device, None
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return device, None
+        return f"cuda:{index}", int(torch.cuda.get_device_properties(index).total_memory)
+    return ("mps" if device == "mps" else "cpu"), _available_ram()
+
+
+def training_memory(arch: str, num_classes: int, in_channels: int, image_size: int, batch_size: int,
+                    device: str) -> dict[str, Any]:
+    """The engine's estimate of the memory training ``arch`` takes, and what the device has."""
+    from engine.models import training_memory as estimate
+
+    name, capacity = device_memory(device)
+    return {"arch": arch, "estimate": estimate(arch, num_classes, in_channels, image_size, batch_size),
+            "capacity": capacity, "device": name, "image_size": image_size, "batch_size": batch_size}
 
 
 def distiller_options(name: str) -> type:

@@ -7,7 +7,8 @@ first use (PEP 562), so the GUI can list the data sets without paying for ``impo
   class names, normalisation statistics and the augmentation defaults of the data set).
 * :class:`BatchLoader` yields normalised, augmented batches with deterministic shuffling
   and augmentation derived from ``(seed, epoch, step)``, so a run resumed mid-epoch sees
-  exactly the batches it would have seen.
+  exactly the batches it would have seen. Natural images at real resolution (image folders
+  of 64 px and more) get the random resized crop for training and the centre crop for testing.
 * :class:`StreamLoader` does the same for an image folder too large for memory (a
   file-backed bundle): DataLoader workers decode the files, the augmentation is the same.
   :func:`make_loader` picks the right one for a bundle.
@@ -30,6 +31,9 @@ _LAZY = {
     "random_crop": "engine.data.augment",
     "random_flip": "engine.data.augment",
     "draw_augmentation": "engine.data.augment",
+    "draw_resized_crops": "engine.data.augment",
+    "resized_crop": "engine.data.augment",
+    "center_crop": "engine.data.augment",
     "digits_path": "engine.data.demo",
     "make_loader": "engine.data.factory",
     "StreamLoader": "engine.data.stream",
@@ -39,7 +43,8 @@ _LAZY = {
 __all__ = ["DATASETS", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from engine.data.augment import derive_seed, draw_augmentation, random_crop, random_flip
+    from engine.data.augment import (center_crop, derive_seed, draw_augmentation, draw_resized_crops, random_crop,
+                                     random_flip, resized_crop)
     from engine.data.bundle import DatasetBundle, channel_stats
     from engine.data.demo import digits_path
     from engine.data.load import load_dataset

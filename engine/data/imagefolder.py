@@ -5,7 +5,13 @@ A folder is decoded into memory (uint8 tensors) unless its decoded size exceeds
 :func:`in_memory_budget` (``in_memory="auto"``) or streaming is asked for
 (``in_memory="off"``): the bundle then holds :class:`~engine.data.stream.FileImages`
 (file names only) and its normalisation statistics come from a seeded sample of
-:data:`STATS_SAMPLE` training images.
+:data:`STATS_SAMPLE` training images, decoded :data:`STATS_CHUNK` at a time (never the
+whole sample at once).
+
+For the random resized crop (``crop_fraction``), images keep their aspect ratio: the
+shorter side is resized to ``image_size / crop_fraction`` and the centre square of that
+side is kept; the loaders then cut ``image_size`` crops out of it (random resized crops
+for training, the centre crop for testing: resize 256, crop 224 at 224 px).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ IN_MEMORY_FRACTION = 0.25
 STATS_SAMPLE = 2048
 #: Test images also decoded up front for a streamed set (to see whether the set is gray).
 TEST_SAMPLE = 256
+#: Images decoded at a time for the statistics of a streamed set
+STATS_CHUNK = 128
 IN_MEMORY_CHOICES = ("auto", "on", "off")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -79,8 +87,18 @@ def _scan(folder: Path) -> tuple[list[str], list[list[Path]]]:
     return [c.name for c in classes], files
 
 
-def _read_image(path: Path, size: int):
-    """(pixels as a uint8 array H x W (gray) or H x W x 3, is_gray) resized to size x size."""
+def _cover_box(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """(resized width and height, crop box) that scale the shorter side to ``size`` and keep the centre square."""
+    scale = size / min(width, height)
+    w, h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (w - size) // 2, (h - size) // 2
+    return (w, h), (left, top, left + size, top + size)
+
+
+def _read_image(path: Path, size: int, fit: str = "stretch"):
+    """(pixels as a uint8 array H x W (gray) or H x W x 3, is_gray) resized to size x size:
+    ``fit="stretch"`` resizes the whole image to the square, ``"cover"`` keeps the aspect ratio
+    (shorter side to ``size``, centre square kept)."""
     import numpy as np
     from PIL import Image
 
@@ -100,7 +118,10 @@ def _read_image(path: Path, size: int):
                     r, g, b = img.split()
                     if r.tobytes() == g.tobytes() == b.tobytes():
                         img, gray = r, True
-            if img.size != (size, size):
+            if fit == "cover" and img.size != (size, size):
+                resized, box = _cover_box(img.size[0], img.size[1], size)
+                img = img.resize(resized, Image.Resampling.BILINEAR).crop(box)
+            elif img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8).copy(), gray
     except DataError:
@@ -174,39 +195,49 @@ def _in_memory_choice(in_memory) -> str:
     return choice
 
 
-def _decode_many(paths: list[Path], size: int) -> list:
+def _decode_many(paths: list[Path], size: int, fit: str = "stretch") -> list:
     """``_read_image`` of many files on a thread pool (PIL releases the GIL while decoding)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if len(paths) < 16:
-        return [_read_image(p, size) for p in paths]
+        return [_read_image(p, size, fit) for p in paths]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda p: _read_image(p, size), paths))
+        return list(pool.map(lambda p: _read_image(p, size, fit), paths))
 
 
-def _streamed_bundle(classes, train_items, test_items, size: int, split_seed: int):
-    """A file-backed bundle: file names, labels, and mean/std from a seeded sample of training images."""
+def _streamed_bundle(classes, train_items, test_items, size: int, split_seed: int, fit: str = "stretch"):
+    """A file-backed bundle: file names, labels, and mean/std from a seeded sample of training
+    images, decoded and counted a chunk at a time."""
     import numpy as np
     import torch
 
-    from engine.data.bundle import DatasetBundle, channel_stats
+    from engine.data.bundle import DatasetBundle, channel_histogram, stats_from_histogram
     from engine.data.stream import FileImages
 
     rng = np.random.default_rng([int(split_seed), len(train_items), 7919])
     n_train = len(train_items)
     train_pick = sorted(rng.choice(n_train, size=min(STATS_SAMPLE, n_train), replace=False).tolist())
     test_pick = sorted(rng.choice(len(test_items), size=min(TEST_SAMPLE, len(test_items)), replace=False).tolist())
-    train_sample = _decode_many([train_items[i][0] for i in train_pick], size)
-    test_sample = _decode_many([test_items[i][0] for i in test_pick], size)
-    gray = all(g for _, g in train_sample) and all(g for _, g in test_sample)
+    counts = None  # RGB histograms (gray images repeated over the channels, as _stack does)
+    gray = True
+    for start in range(0, len(train_pick), STATS_CHUNK):
+        chunk = _decode_many([train_items[i][0] for i in train_pick[start:start + STATS_CHUNK]], size, fit)
+        gray = gray and all(g for _, g in chunk)
+        images, _ = _stack([a for a, _ in chunk], [0] * len(chunk), False)
+        part = channel_histogram(images)
+        counts = part if counts is None else counts + part
+    for start in range(0, len(test_pick), STATS_CHUNK):
+        if not gray:
+            break
+        chunk = _decode_many([test_items[i][0] for i in test_pick[start:start + STATS_CHUNK]], size, fit)
+        gray = all(g for _, g in chunk)
     channels = 1 if gray else 3
-    images, _ = _stack([a for a, _ in train_sample], [0] * len(train_sample), gray)
-    mean, std = channel_stats(images)
+    mean, std = stats_from_histogram(counts[:1] if gray else counts)
     return DatasetBundle(
         name="imagefolder",
-        train_images=FileImages([f for f, _ in train_items], size, channels),
+        train_images=FileImages([f for f, _ in train_items], size, channels, fit),
         train_labels=torch.tensor([c for _, c in train_items], dtype=torch.int64),
-        test_images=FileImages([f for f, _ in test_items], size, channels),
+        test_images=FileImages([f for f, _ in test_items], size, channels, fit),
         test_labels=torch.tensor([c for _, c in test_items], dtype=torch.int64),
         classes=classes,
         mean=mean,
@@ -217,12 +248,18 @@ def _streamed_bundle(classes, train_items, test_items, size: int, split_seed: in
 
 
 def load_imagefolder(root: str | Path | None, image_size: int | None = None,
-                     test_fraction: float = 0.2, split_seed: int = 0, in_memory: str = "auto"):
+                     test_fraction: float = 0.2, split_seed: int = 0, in_memory: str = "auto",
+                     crop_fraction: float | None = None):
     """An image-folder data set as a DatasetBundle (images resized to ``image_size`` square).
 
     ``in_memory``: ``"on"`` decodes every image into memory; ``"off"`` keeps them on disk
     (a file-backed bundle, streamed by :class:`~engine.data.stream.StreamLoader`); ``"auto"``
     streams when the decoded size exceeds :func:`in_memory_budget`.
+
+    ``crop_fraction`` (e.g. 0.875): prepare the set for the random resized crop: images are
+    stored at ``round(image_size / crop_fraction)`` with their aspect ratio kept (shorter side
+    resized, centre square), ``bundle.view_size`` is ``image_size`` and ``bundle.resized_crop``
+    is set (see :class:`~engine.data.loader.BatchAugment`).
     """
     from engine.data.bundle import DatasetBundle, channel_stats
 
@@ -235,6 +272,12 @@ def load_imagefolder(root: str | Path | None, image_size: int | None = None,
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
     choice = _in_memory_choice(in_memory)
+    view = None
+    fit = "stretch"
+    if crop_fraction:
+        if not 0.0 < float(crop_fraction) <= 1.0:
+            raise DataError(f"crop_fraction: expected a number in (0, 1], got {crop_fraction!r}")
+        view, size, fit = size, max(size, round(size / float(crop_fraction))), "cover"
 
     train_dir = _subdir(root, "train")
     if train_dir is not None:
@@ -267,10 +310,13 @@ def load_imagefolder(root: str | Path | None, image_size: int | None = None,
 
     decoded_bytes = (len(train_items) + len(test_items)) * 3 * size * size  # as RGB: gray is not known yet
     if choice == "off" or (choice == "auto" and decoded_bytes > in_memory_budget()):
-        return _streamed_bundle(classes, train_items, test_items, size, split_seed)
+        bundle = _streamed_bundle(classes, train_items, test_items, size, split_seed, fit)
+        if view is not None:
+            bundle.resized_crop, bundle.view_size, bundle.crop_padding = True, view, 0
+        return bundle
 
-    train = [_read_image(f, size) for f, _ in train_items]
-    test = [_read_image(f, size) for f, _ in test_items]
+    train = [_read_image(f, size, fit) for f, _ in train_items]
+    test = [_read_image(f, size, fit) for f, _ in test_items]
     gray = all(g for _, g in train) and all(g for _, g in test)
     train_images, train_labels = _stack([a for a, _ in train], [c for _, c in train_items], gray)
     test_images, test_labels = _stack([a for a, _ in test], [c for _, c in test_items], gray)
@@ -285,5 +331,7 @@ def load_imagefolder(root: str | Path | None, image_size: int | None = None,
         mean=mean,
         std=std,
         natural=True,
-        crop_padding=size // 8,
+        crop_padding=0 if view is not None else size // 8,
+        resized_crop=view is not None,
+        view_size=view,
     )

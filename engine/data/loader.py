@@ -6,7 +6,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from engine.data.augment import draw_augmentation, generator, random_crop, random_flip
+from engine.data.augment import (center_crop, draw_augmentation, draw_resized_crops, generator, random_crop,
+                                 random_flip, resized_crop)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -30,10 +31,15 @@ def epoch_order(num_samples: int, train: bool, seed: int, epoch: int) -> torch.T
 class BatchAugment:
     """The batch transform every loader applies on the device: uint8 -> [0, 1], random crop
     with zero padding and flip drawn from ``(seed, epoch, step)`` (training only), then
-    ``(x - mean) / std``. In-memory and streamed loaders share it, so they give equal batches."""
+    ``(x - mean) / std``. In-memory and streamed loaders share it, so they give equal batches.
+
+    With ``output_size`` smaller than the stored images, the models see ``output_size``
+    squares: training batches take a random resized crop (``resized_crop``, then the flip),
+    test batches the centre crop. The boxes come from ``(seed, epoch, step)`` as well."""
 
     def __init__(self, channels: int, device: str | torch.device, *, mean: Sequence[float], std: Sequence[float],
-                 train: bool, crop_padding: int = 0, flip: bool = False, seed: int = 0):
+                 train: bool, crop_padding: int = 0, flip: bool = False, seed: int = 0,
+                 resized_crop: bool = False, output_size: int | None = None):
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean and std need {channels} values (one per channel)")
         if any(float(s) <= 0 for s in std):
@@ -45,6 +51,10 @@ class BatchAugment:
         self.crop_padding = int(crop_padding) if self.train else 0
         self.flip = bool(flip) and self.train
         self.seed = int(seed)
+        self.resized_crop = bool(resized_crop) and self.train
+        self.output_size = int(output_size) if output_size else None
+        if self.output_size is not None and self.output_size < 1:
+            raise ValueError(f"output_size must be positive, got {output_size}")
         shape = (1, channels, 1, 1)
         self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float32, device=self.device).view(shape)
         inv_std = (1.0 / torch.tensor([float(s) for s in std], dtype=torch.float64)).float()
@@ -52,6 +62,17 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
         """Normalised float32 batch from a uint8 ``B x C x H x W`` batch already on the device."""
+        size = self.output_size
+        if self.resized_crop:
+            gen = generator("aug", self.seed, int(epoch), int(step))
+            boxes = draw_resized_crops(gen, images.shape[0], images.shape[-2], images.shape[-1])
+            _, flips = draw_augmentation(gen, images.shape[0], 0, self.flip)
+            x = resized_crop(images.float().div_(255.0), boxes, size or images.shape[-1])
+            if flips is not None:
+                x = random_flip(x, flips)
+            return x.sub_(self.mean).mul_(self.inv_std)
+        if size is not None:
+            images = center_crop(images, size)
         x = images.float().div_(255.0)
         if self.crop_padding > 0 or self.flip:
             offsets, flips = draw_augmentation(generator("aug", self.seed, int(epoch), int(step)),
@@ -70,11 +91,13 @@ class EpochLoader:
 
     def __init__(self, labels: torch.Tensor, channels: int, *, batch_size: int, device: str | torch.device,
                  mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 0,
-                 flip: bool = False, seed: int = 0, drop_last: bool = False):
+                 flip: bool = False, seed: int = 0, drop_last: bool = False, resized_crop: bool = False,
+                 output_size: int | None = None):
         check_batch_size(batch_size)
         self.device = torch.device(device)
         self.augment = BatchAugment(channels, self.device, mean=mean, std=std, train=train,
-                                    crop_padding=crop_padding, flip=flip, seed=seed)
+                                    crop_padding=crop_padding, flip=flip, seed=seed, resized_crop=resized_crop,
+                                    output_size=output_size)
         self.labels = labels.to(device=self.device, dtype=torch.int64)
         self.batch_size = int(batch_size)
         self.train = bool(train)
@@ -122,13 +145,15 @@ class BatchLoader(EpochLoader):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  device: str | torch.device, mean: Sequence[float], std: Sequence[float], train: bool,
-                 crop_padding: int = 0, flip: bool = False, seed: int = 0, drop_last: bool = False):
+                 crop_padding: int = 0, flip: bool = False, seed: int = 0, drop_last: bool = False,
+                 resized_crop: bool = False, output_size: int | None = None):
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype != torch.uint8:
             raise ValueError("images must be a uint8 tensor of shape N x C x H x W")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be a 1-D tensor of {images.shape[0]} entries")
         super().__init__(labels, images.shape[1], batch_size=batch_size, device=device, mean=mean, std=std,
-                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last)
+                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last,
+                         resized_crop=resized_crop, output_size=output_size)
         self.images = images.to(self.device)  # uint8 copy on the device
 
     def _iterate(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -23,14 +23,15 @@ from engine.data.loader import EpochLoader, epoch_order
 from engine.errors import DataError
 
 
-def decode_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
+def decode_image(path: str | Path, size: int, channels: int, fit: str = "stretch") -> torch.Tensor:
     """One image file as a uint8 ``C x size x size`` tensor with ``channels`` (1 or 3) channels,
-    decoded and resized exactly as the in-memory image-folder loader does."""
+    decoded and resized (``fit``, see :func:`engine.data.imagefolder._read_image`) exactly as
+    the in-memory image-folder loader does."""
     import numpy as np
 
     from engine.data.imagefolder import _read_image
 
-    arr, _ = _read_image(Path(path), size)
+    arr, _ = _read_image(Path(path), size, fit)
     if channels == 1:
         if arr.ndim == 3:  # a colour image in a set judged gray from its sample: PIL's luma
             from PIL import Image
@@ -52,12 +53,13 @@ class FileImages:
     streamed = True
     dtype = torch.uint8
 
-    def __init__(self, files: Sequence[str | Path], size: int, channels: int):
+    def __init__(self, files: Sequence[str | Path], size: int, channels: int, fit: str = "stretch"):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.files = [str(f) for f in files]
         self.size = int(size)
         self.channels = int(channels)
+        self.fit = fit
 
     @property
     def shape(self) -> torch.Size:
@@ -75,7 +77,7 @@ class FileImages:
         return len(self.files)
 
     def decode(self, i: int) -> torch.Tensor:
-        return decode_image(self.files[i], self.size, self.channels)
+        return decode_image(self.files[i], self.size, self.channels, self.fit)
 
     def __getitem__(self, key):
         if isinstance(key, torch.Tensor):
@@ -151,7 +153,7 @@ class StreamLoader(EpochLoader):
     def __init__(self, images: FileImages, labels: torch.Tensor, *, batch_size: int,
                  device: str | torch.device, mean: Sequence[float], std: Sequence[float], train: bool,
                  crop_padding: int = 0, flip: bool = False, seed: int = 0, drop_last: bool = False,
-                 workers: int = 0, prefetch: int = 2):
+                 workers: int = 0, prefetch: int = 2, resized_crop: bool = False, output_size: int | None = None):
         if not getattr(images, "streamed", False):
             raise ValueError("images must be FileImages (use BatchLoader for tensors)")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != len(images):
@@ -159,7 +161,8 @@ class StreamLoader(EpochLoader):
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         super().__init__(labels, images.channels, batch_size=batch_size, device=device, mean=mean, std=std,
-                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last)
+                         train=train, crop_padding=crop_padding, flip=flip, seed=seed, drop_last=drop_last,
+                         resized_crop=resized_crop, output_size=output_size)
         self.images = images
         self.workers = int(workers)
         self.prefetch = max(1, int(prefetch))

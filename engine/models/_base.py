@@ -34,6 +34,8 @@ class ZooModel(nn.Module):
     classifier_name: str
     stem_channels: int
     stage_channels: list[int]
+    #: whether ``forward(x, preact=True)`` gives pre-activation stage outputs (AB needs them)
+    supports_preact: bool = True
 
     @property
     def feature_channels(self) -> list[int]:
@@ -49,6 +51,16 @@ class ZooModel(nn.Module):
         self.set_submodule(self.classifier_name, layer)
         if isinstance(layer, nn.Linear):
             self.num_classes = layer.out_features
+
+    def parameter_groups(self, backbone_lr_scale: float = 1.0) -> list[dict]:
+        """The parameters as two optimiser groups: the backbone (everything but the classifier),
+        whose learning rate is scaled by ``backbone_lr_scale`` (the trainer multiplies each
+        group's rate by its ``lr_scale``), and the classifier at the full rate. Fine-tuning a
+        pretrained backbone wants the smaller rate; a new classifier the full one."""
+        head = {id(p) for p in self.get_classifier().parameters()}
+        backbone = [p for p in self.parameters() if id(p) not in head]
+        return [{"params": backbone, "lr_scale": float(backbone_lr_scale)},
+                {"params": [p for p in self.parameters() if id(p) in head], "lr_scale": 1.0}]
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Loading teacher (or student) weights from a checkpoint, safely and with clear errors.
 
 Accepted files: anything ``torch.load(..., weights_only=True)`` reads (so no pickled
-code runs) holding a state dict, either plain or under one of the keys ``model``,
+code runs), or a ``.safetensors`` file, holding a state dict, either plain or under one of the keys ``model``,
 ``state_dict``, ``net`` or ``model_state_dict`` (RepDistiller and the MGD authors save
 ``{"model": state_dict, "epoch": ..., "accuracy": ...}``). Wrapper prefixes such as
 ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) are stripped, and the
@@ -74,12 +74,65 @@ def check_compatible(path: str | os.PathLike, arch_name: str, num_classes: int, 
     :func:`load_weights`, so the GUI can call it cheaply before a run starts.
     """
     from engine.models import MODELS, build_model
+    from engine.models.sources import is_external, name_problem
 
-    if arch_name not in MODELS:
-        raise CheckpointError(f"cannot check checkpoint {path}: {MODELS.unknown_message(arch_name)}")
+    problem = name_problem(arch_name) if is_external(arch_name) else \
+        (None if arch_name in MODELS else MODELS.unknown_message(arch_name))
+    if problem:
+        raise CheckpointError(f"cannot check checkpoint {path}: {problem}")
     with torch.device("meta"):
         model = build_model(arch_name, num_classes=num_classes, in_channels=in_channels)
     load_weights(model, path, arch_name)
+
+
+def load_initial_weights(model: nn.Module, path: str | os.PathLike, arch_name: str,
+                         what: str = "weights file") -> list[str]:
+    """Start ``model`` from the weights in ``path`` (a torch file or ``.safetensors``), e.g. a
+    library's pretrained weights or a model trained on another data set; returns notes for the log.
+
+    The file is read like :func:`load_weights` (safely, state dict found under the usual keys,
+    wrapper prefixes stripped). A library model (``model.weights_prefix``) also takes the
+    library's own key names. Two differences are adapted rather than refused, each with a note:
+    a classifier for another number of classes (or none) is left out, the model keeping its
+    new one; and RGB weights of a first convolution given to a one-channel model are summed
+    over the colours. Every other mismatch is a :class:`CheckpointError` naming the keys.
+    """
+    source = str(path)
+    state = _find_state_dict(_read(Path(path)), source)
+    expected = model.state_dict()
+    state = _unwrap(state, expected)
+    prefix = getattr(model, "weights_prefix", "")
+    if prefix and not any(k.startswith(prefix) for k in state):
+        state = {prefix + k: v for k, v in state.items()}
+    notes: list[str] = []
+    name = Path(source).name
+    head = getattr(model, "classifier_name", None)
+    head_keys = [k for k in expected if head and k.startswith(head + ".")]
+    if head_keys:
+        given = [k for k in head_keys if k in state]
+        if not given or any(state[k].shape != expected[k].shape for k in given):
+            classes = next((int(state[k].shape[0]) for k in given if k.endswith("weight")), None)
+            had = f"its classifier is for {classes} classes" if classes else "it holds no classifier"
+            notes.append(f"{arch_name}: {what} {name}: {had}; a new classifier for "
+                         f"{getattr(model, 'num_classes', '?')} classes is trained")
+            state = {k: v for k, v in state.items() if k not in head_keys}
+            expected = {k: v for k, v in expected.items() if k not in head_keys}
+    for k, v in list(state.items()):
+        want = expected.get(k)
+        if want is not None and v.dim() == 4 and want.dim() == 4 and v.shape[1] == 3 and want.shape[1] == 1 \
+                and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]:
+            state[k] = v.sum(dim=1, keepdim=True)
+            notes.append(f"{arch_name}: {what} {name}: the RGB weights of {k} are summed for one input channel")
+    problems = _describe_mismatch(state, expected)
+    if problems:
+        raise CheckpointError(f"{what} {source} does not fit {arch_name}: {problems}")
+    if any(t.is_meta for t in expected.values()):
+        return notes
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in head_keys and not _is_optional(k)]
+    if missing or result.unexpected_keys:  # pragma: no cover - the checks above catch these
+        raise CheckpointError(f"{what} {source} does not fit {arch_name}: {missing or result.unexpected_keys}")
+    return notes
 
 
 # -- reading ------------------------------------------------------------------------
@@ -92,6 +145,14 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({exc})") from None
     with open(path, "rb") as fh:
         head = fh.read(8)
     if not head.startswith(TORCH_MAGIC):

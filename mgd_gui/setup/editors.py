@@ -445,6 +445,10 @@ def make_editor(path: str, field: dataclasses.Field, tp: Any) -> FieldEditor:
                 # (two peers of one architecture); validation names the allowed values
                 return ListEditor(path, field, inner, optional)
             return MultiChoiceEditor(path, field, inner, optional)
+        if meta["choices"] == "models":  # the zoo plus torchvision and timm: searchable, with counts
+            from mgd_gui.setup.model_picker import ModelPicker
+
+            return ModelPicker(path, field, inner, optional)
         return ChoiceEditor(path, field, inner, optional)
     if inner in (int, float):
         return NumberEditor(path, field, inner, optional)

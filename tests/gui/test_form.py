@@ -177,7 +177,7 @@ def test_distiller_options_are_typed_fields_with_help(window):
     hint = editor.editors["hint_layer"]
     assert isinstance(hint, NumberEditor) and "hint map" in hint.toolTip()
     assert isinstance(editor.editors["kernel_size"], ChoiceEditor)
-    assert editor.value() == {"hint_layer": 2, "kernel_size": 3}  # the baseline's declared defaults
+    assert editor.value() == {"hint_layer": 2, "kernel_size": None}  # the baseline's declared defaults
     hint.edit.setText("1.5")
     hint.edit.textEdited.emit("1.5")
     assert "whole number" in form.error_text("distiller.options")
@@ -188,7 +188,7 @@ def test_distiller_options_are_typed_fields_with_help(window):
     assert hint.edit.property("invalid")  # marked at the option itself
     hint.edit.setText("-2")
     hint.edit.textEdited.emit("-2")
-    assert form.is_valid() and form.config().distiller.options == {"hint_layer": -2, "kernel_size": 3}
+    assert form.is_valid() and form.config().distiller.options == {"hint_layer": -2, "kernel_size": None}
     # another baseline starts from its own options, and an unknown option is refused
     form.editor("distiller.name").set_value("at")
     assert form.config().distiller.options == {}
