@@ -236,7 +236,7 @@ def _print_comparison_plan(cfg, out: TextIO) -> None:
     for job in est["jobs"]:
         out.write(f"  {job['run']:<40} about {format_duration(job['seconds'])}\n")
     out.write(f"expected run time on this machine: about {format_duration(est['total'])} "
-              f"({est['total'] / 3600:.1f} hours; each teacher trained once per seed)\n")
+              f"({est['total'] / 3600:.1f} hours; each teacher and its heads trained once per seed)\n")
 
 
 def _print_result(summary: dict, out: TextIO) -> None:

@@ -359,7 +359,10 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)
     summaries: list[dict] = []
-    teachers: dict[tuple[str, int], str] = {}  # (teacher arch, seed) -> the teacher.pt trained for it
+    # (teacher arch, seed) -> the teacher.pt trained for it, and the heads.pt trained on that teacher:
+    # every later run of that seed loads them instead of training them again
+    teachers: dict[tuple[str, int], str] = {}
+    heads: dict[tuple[str, int], str] = {}
     plan = comparison_runs(cfg)
     for i, (folder, child) in enumerate(plan):
         run_dir = out / folder
@@ -368,6 +371,8 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
         key = (child.teacher.arch, child.seed)
         if child.teacher.checkpoint is None and key in teachers:
             child = set_value(child, "teacher.checkpoint", teachers[key])
+        if child.granularity.mode != "off" and child.granularity.checkpoint is None and key in heads:
+            child = set_value(child, "granularity.checkpoint", heads[key])
         summary_path = run_dir / SUMMARY_FILE
         if summary_path.exists() and json.loads(summary_path.read_text()).get("status") == "finished":
             summary = json.loads(summary_path.read_text())
@@ -379,6 +384,9 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
         teacher_file = checkpoint_path(run_dir, "teacher")
         if teacher_file.exists() and key not in teachers and child.teacher.checkpoint is None:
             teachers[key] = str(teacher_file)
+        heads_file = checkpoint_path(run_dir, "heads")
+        if heads_file.exists() and key not in heads and child.granularity.checkpoint is None:
+            heads[key] = str(heads_file)
         if summary.get("status") != "finished":
             break
     table = comparison_table(summaries)

@@ -190,6 +190,10 @@ class GranularityConfig:
         help="Schedule of the self-analysis stage (the teacher's heads).",
         factory=lambda: Schedule(epochs=60, lr=0.01, milestones=[30, 45]),
     )
+    checkpoint: str | None = setting(
+        None, help="The teacher's trained granularity heads to load instead of the self-analysis stage (a run "
+                   "folder's checkpoints/heads.pt, trained on the same teacher; a comparison reuses them this way).",
+        widget="file")
 
 
 @dataclass

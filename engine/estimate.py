@@ -133,7 +133,7 @@ def describe_estimate(estimate: dict[str, float]) -> str:
 
 def estimate_comparison(cfg) -> dict[str, Any]:
     """Plan every job of a comparison (data loaded once) and estimate its time: each job's stages,
-    a teacher trained once per (teacher, seed) and loaded by the later jobs of that seed."""
+    a teacher and its heads trained once per (teacher, seed) and loaded by the later jobs of that seed."""
     from engine.compare import check_comparison, comparison_runs
     from engine.config import resolve
     from engine.run import plan_experiment
@@ -142,6 +142,7 @@ def estimate_comparison(cfg) -> dict[str, Any]:
     check_comparison(cfg)
     jobs, total = [], 0.0
     trained_teachers: set[tuple] = set()
+    trained_heads: set[tuple] = set()
     cache: dict[tuple, dict] = {}
     with data_cache():
         for folder, child in comparison_runs(cfg):
@@ -154,11 +155,13 @@ def estimate_comparison(cfg) -> dict[str, Any]:
 
                 cache[shape_key] = {"plan": plan, "estimate": estimate_stages(plan, select_device(child.device)[0])}
             est = dict(cache[shape_key]["estimate"])
-            teacher_key = (child.teacher.arch, child.seed)
-            if "teacher" in est and not child.teacher.checkpoint:
-                if teacher_key in trained_teachers:  # the comparison loads the teacher trained for this seed
-                    est["total"] -= est.pop("teacher")
-                trained_teachers.add(teacher_key)
+            key = (child.teacher.arch, child.seed)
+            # the comparison trains each teacher, and its heads, once per seed; later runs load them
+            for stage, done in (("teacher", trained_teachers), ("heads", trained_heads)):
+                if stage in est and not (stage == "teacher" and child.teacher.checkpoint):
+                    if key in done:
+                        est["total"] -= est.pop(stage)
+                    done.add(key)
             jobs.append({"run": folder, "seconds": est["total"]})
             total += est["total"]
     return {"jobs": jobs, "total": total}

@@ -293,9 +293,18 @@ class ExperimentRun:
             self.summary["teacher"] = {"arch": None, "source": "none (student trained alone)"}
         if mode != "off":
             self.teacher_heads = self.build_heads(self.teacher.feature_dim, "teacher_heads")
-            self.training("heads", HeadsTask(self.teacher, self.teacher_heads, self.test_loader, self.num_classes),
-                          cfg.granularity.schedule, self.seed("teacher_heads"), ["teacher_heads"], ["teacher"],
-                          self._report_heads)
+            heads_task = HeadsTask(self.teacher, self.teacher_heads, self.test_loader, self.num_classes)
+            if cfg.granularity.checkpoint:  # trained before on this teacher (a comparison's earlier run)
+                with blame("granularity.checkpoint"):
+                    self._load_heads_weights(Path(cfg.granularity.checkpoint).expanduser())
+                self.stages.append(Stage(StagePlan("heads", "load", units=len(self.test_loader),
+                                                   frozen=["teacher", "teacher_heads"],
+                                                   note=f"from {cfg.granularity.checkpoint}"),
+                                         work=lambda: self._evaluate_loaded_heads(heads_task),
+                                         report=lambda stage, history: self._report_heads(heads_task, history)))
+            else:
+                self.training("heads", heads_task, cfg.granularity.schedule, self.seed("teacher_heads"), ["teacher_heads"],
+                              ["teacher"], lambda stage, history: self._report_heads(stage.task, history))
 
         self.student = self.build(cfg.student.arch, "student", init=cfg.student)
         if mode != "off":
@@ -470,10 +479,32 @@ class ExperimentRun:
         self.summary["teacher"] = entry
         return {"test_acc": entry["test_acc"]}
 
-    def _report_heads(self, stage: Stage, history: list[dict]) -> dict:
+    def _load_heads_weights(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        try:
+            weights = state["modules"]["heads"] if isinstance(state, dict) and "modules" in state else state
+            self.teacher_heads.load_state_dict(weights)
+            tracker = state.get("tracker") or {} if isinstance(state, dict) else {}
+            # the epoch each head was kept from, in the run that trained it
+            self.loaded_head_epochs = [int((tracker.get(f"head{i + 1}") or {}).get("epoch") or 0)
+                                       for i in range(len(self.teacher_heads))]
+        except (KeyError, TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{path}: not granularity heads of this experiment's teacher and heads "
+                                  f"({first[:200]})") from None
+
+    def _evaluate_loaded_heads(self, task) -> None:
+        """The loaded heads' test accuracies (what a trained stage would report)."""
+        task.evaluate(0)
+        units = len(self.test_loader)
+        self.bus.emit(StageProgress("heads", units, units))
+        self.bus.log(f"heads: loaded from {self.cfg.granularity.checkpoint}")
+
+    def _report_heads(self, task, history: list[dict]) -> dict:
         freeze(self.teacher_heads)
+        epochs = getattr(self, "loaded_head_epochs", None) or task.best_epoch  # loaded: as trained
         results = [{"dim": h.dim, "temperature": h.temperature, "test_acc": acc, "epoch": ep}
-                   for h, acc, ep in zip(self.teacher_heads.heads, stage.task.best_acc, stage.task.best_epoch)]
+                   for h, acc, ep in zip(self.teacher_heads.heads, task.best_acc, epochs)]
         self.summary["heads"] = results
         self.bus.emit(HeadAccuracies(results, self.summary["teacher"]["test_acc"]))
         return {"heads": results}

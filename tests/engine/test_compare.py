@@ -79,21 +79,43 @@ def test_plan_resets_weights_per_baseline():
     assert alone.distiller.w_ce is None and alone.seed == 1
 
 
-def test_comparison_through_the_cli(tmp_path, capsys):
-    cfg = set_value(tiny_config(), "comparison.baselines", ["kd"])
-    cfg = set_value(cfg, "comparison.modes", ["off", "stable"])
+def test_comparison_through_the_cli_trains_teacher_and_heads_once_per_seed(tmp_path, capsys):
+    import json
+
+    from engine.runfolder import load_checkpoint
+
+    cfg = tiny_config(**{"comparison.baselines": ["kd"], "comparison.modes": ["off", "granularity", "stable"],
+                         "comparison.student_alone": False, "export.enabled": False})
     path = tmp_path / "cmp.yaml"
     save_config(cfg, path)
     out = tmp_path / "cmp"
     assert main([str(path), "--out", str(out), "-q"]) == EXIT_OK
     text = capsys.readouterr().out
-    assert "| kd |" in text and "student alone" in text and "Welch" in text
+    assert "| kd |" in text and "Welch" in text
     for name in ("comparison.md", "comparison.csv", "comparison.json"):
         assert (out / name).is_file()
-    # the teacher was trained once: the later runs loaded it
-    summaries = sorted(out.glob("s0-*/summary.json"))
-    assert len(summaries) == 3
-    assert "checkpoint" in (out / "s0-kd-stable" / "summary.json").read_text()
+    plans = {run: [(s["stage"], s["action"]) for s in json.loads((out / run / "summary.json").read_text())["plan"]]
+             for run in ("s0-kd-off", "s0-kd-granularity", "s0-kd-stable")}
+    assert plans["s0-kd-off"][0] == ("teacher", "train")  # the first run trains the teacher ...
+    assert plans["s0-kd-granularity"][:2] == [("teacher", "load"), ("heads", "train")]  # ... the first MGD run the heads
+    assert plans["s0-kd-stable"][:2] == [("teacher", "load"), ("heads", "load")]  # the later runs load both
+    trained = load_checkpoint(out / "s0-kd-granularity" / "checkpoints" / "heads.pt")["modules"]["heads"]
+    summaries = {run: json.loads((out / run / "summary.json").read_text()) for run in plans}
+    assert summaries["s0-kd-stable"]["heads"] == summaries["s0-kd-granularity"]["heads"]  # the same heads, measured
+    assert not (out / "s0-kd-stable" / "checkpoints" / "heads.pt").exists()
+    assert trained  # and the stable run's students learned from those weights (its heads stage loaded them)
+
+
+def test_loaded_heads_of_another_shape_are_refused_at_plan_time(tmp_path):
+    from engine.errors import CheckpointError
+    from engine.run import plan_experiment, run_experiment
+
+    run_experiment(tiny_config(**{"export.enabled": False, "student.schedule.epochs": 0}), run_dir=tmp_path / "a")
+    heads = tmp_path / "a" / "checkpoints" / "heads.pt"
+    cfg = tiny_config(**{"granularity.checkpoint": str(heads), "granularity.heads": [{"dim": 32, "temperature": 2}]})
+    with pytest.raises(CheckpointError) as err:
+        plan_experiment(cfg)
+    assert err.value.field == "granularity.checkpoint" and "not granularity heads of this" in str(err.value)
 
 
 def test_a_difference_below_one_test_image_is_never_significant():
