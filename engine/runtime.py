@@ -79,14 +79,20 @@ def load_data(d):
 
 
 @contextmanager
-def data_cache():
-    """Within the block, each data set is loaded once (planning a comparison's many runs)."""
+def data_cache(store: dict | None = None, keep: int | None = None):
+    """Within the block, each data set is loaded once (planning a comparison's many runs).
+
+    ``store``: a dict the caller keeps, so that the data sets stay loaded across blocks (the
+    studio plans the set-up again after every edit); ``keep``: how many it holds at most."""
     global _DATA_CACHE
     outer = _DATA_CACHE
-    _DATA_CACHE = {} if outer is None else outer
+    _DATA_CACHE = store if store is not None else ({} if outer is None else outer)
     try:
         yield
     finally:
+        if keep is not None:
+            while len(_DATA_CACHE) > keep:
+                _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE = outer
 
 

@@ -127,14 +127,19 @@ def distiller_options(name: str) -> type:
     return distiller_class(name).Options
 
 
+_PLANNED_DATA: dict = {}  # the data set of the last set-up planned
+
+
 def check_plan(cfg) -> tuple[str, str] | None:
     """None when the engine accepts the experiment, else ``(field, reason)`` of the first problem
     its plan finds (the very checks a run makes before its first step)."""
     from engine.errors import ConfigError, InputError
     from engine.run import plan_experiment
+    from engine.runtime import data_cache
 
     try:
-        plan_experiment(cfg)
+        with data_cache(_PLANNED_DATA, keep=2):  # an edit that keeps the data sets does not load them again
+            plan_experiment(cfg)
     except ConfigError as exc:
         return exc.field or "", exc.reason
     except InputError as exc:
