@@ -118,7 +118,11 @@ class StageTask:
 
 
 class Trainer:
-    """Runs a :class:`StageTask` for a schedule, with events, checkpoints and control."""
+    """Runs a :class:`StageTask` for a schedule, with events, checkpoints and control.
+
+    :meth:`fit` drives one :class:`FitSession` over the loader; :mod:`engine.lockstep` drives
+    several sessions over one loader (students that share a teacher forward pass per batch).
+    """
 
     seconds_before = 0.0  # the stage's wall time in earlier sessions (resume)
 
@@ -132,6 +136,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.loader = train_loader
         self.log_points = log_points  # StepLosses events per epoch
+        self._t_start = time.perf_counter()
 
     def checkpoint_path(self, task: StageTask) -> Path:
         return self.checkpoint_dir / f"{task.name}_last.pt"
@@ -145,127 +150,175 @@ class Trainer:
         a resumed stage draws exactly what it would have drawn. ``self.seconds`` is then the
         stage's wall time over every session.
         """
-        groups = param_groups(task.parameters())
-        params = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        device_type = params[0].device.type if params else "cpu"
-        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        scaler = torch.amp.GradScaler(device_type, enabled=self.precision == "fp16")
-        history: list[dict] = []
-        start_epoch, start_step = 0, 0
-        self.seconds_before = 0.0
-        self._t_start = time.perf_counter()
-        ckpt_path = self.checkpoint_path(task)
-        torch.manual_seed(seed)
-        if ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            try:
-                task.load_state_dict(state)
-                optimizer.load_state_dict(state["optimizer"])
-                history = list(state.get("history", []))
-                start_epoch, start_step = int(state["epoch"]), int(state["step"])
-                self.seconds_before = float(state.get("seconds", 0.0))
-                if state.get("rng") is not None:
-                    torch.set_rng_state(state["rng"])
-                if state.get("rng_cuda") is not None and torch.cuda.is_available():
-                    torch.cuda.set_rng_state_all(state["rng_cuda"])
-                if state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
-            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-                raise CheckpointError(f"{ckpt_path}: not a checkpoint of this stage ({type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-            self.bus.log(f"{task.name}: resuming at epoch {start_epoch + 1}, step {start_step}")
+        session = self.session(task, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               milestones=milestones, gamma=gamma, seed=seed)
+        for epoch in range(session.start_epoch, epochs):
+            first = session.begin_epoch(epoch)
+            for step, (x, y, idx) in enumerate(self.loader.epoch(epoch, start_step=first), start=first + 1):
+                session.check_control(epoch, step)
+                session.step(step, x, y, idx)
+            session.end_epoch(epoch)
+        return session.history
 
-        steps = len(self.loader)
-        n_params = sum(p.numel() for p in params)
-        self.bus.emit(StageStarted(task.name, epochs, steps, start_epoch=start_epoch, parameters=n_params))
-        log_every = max(1, steps // self.log_points)
-
-        for epoch in range(start_epoch, epochs):
-            epoch_lr = lr_at(lr, milestones, gamma, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = epoch_lr * group.get("lr_scale", 1.0)
-            task.begin_epoch(epoch, epochs)
-            task.train_mode()
-            t0 = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
-            window: dict[str, torch.Tensor] = {}
-            correct: torch.Tensor | float = 0.0
-            seen = 0
-            window_n = 0
-            first_step = start_step if epoch == start_epoch else 0
-            step = first_step
-            for step, (x, y, idx) in enumerate(self.loader.epoch(epoch, start_step=first_step), start=first_step + 1):
-                if self.control.paused:
-                    self.bus.emit(Paused(task.name))
-                    while self.control.paused:
-                        self.control.wait_while_paused(0.2)
-                    if not self.control.stop_requested:
-                        self.bus.emit(Resumed(task.name))
-                if self.control.stop_requested:
-                    self._save(task, optimizer, scaler, history, epoch, step - 1)
-                    raise StopRequested(f"stopped in {task.name} epoch {epoch + 1}")
-
-                if self.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
-                    result = task.step(x, y, idx)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(result.total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-
-                for name, value in {"total": result.total.detach(), **result.losses}.items():
-                    window[name] = window.get(name, 0) + value.detach()
-                correct = correct + result.correct.detach().float()  # stays on the device: no sync per step
-                seen += y.shape[0]
-                window_n += 1
-                if step % log_every == 0 or step == steps:
-                    # one device sync per log point; a NaN anywhere in the window shows up here
-                    means = {k: float(v) / window_n for k, v in window.items()}
-                    bad = [k for k, v in means.items() if not math.isfinite(v)]
-                    if bad:
-                        raise TrainingError(
-                            f"{task.name}: the loss became {means[bad[0]]} ({', '.join(bad)}) at epoch {epoch + 1}, "
-                            f"step {step}; the last good checkpoint is kept. Try a lower learning rate.", kind="nan")
-                    for k, v in window.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    self.bus.emit(StepLosses(task.name, epoch + 1, step, steps, means, epoch_lr))
-                    window, window_n = {}, 0
-
-            task_eval = task.evaluate(epoch + 1)
-            confusion = task_eval.pop("confusion", None)
-            n_steps = max(1, steps - first_step)
-            record = {
-                "epoch": epoch + 1,
-                "losses": {k: v / n_steps for k, v in sums.items()},
-                "train_acc": 100.0 * float(correct) / max(1, seen),
-                "test_acc": float(task_eval.pop("test_acc")),
-                "lr": epoch_lr,
-                "seconds": time.perf_counter() - t0,
-                "metrics": task_eval,
-            }
-            history.append(record)
-            self.bus.emit(EpochEnd(task.name, epoch + 1, epochs, record["losses"], record["train_acc"],
-                                   record["test_acc"], epoch_lr, record["seconds"], metrics=task_eval))
-            if confusion is not None:
-                self.bus.emit(Evaluation(task.name, task.role, epoch + 1, record["test_acc"], list(self.classes),
-                                         confusion))
-            path = self._save(task, optimizer, scaler, history, epoch + 1, 0)
-            self.bus.emit(CheckpointWritten(task.name, str(path), epoch + 1))
-        return history
+    def session(self, task: StageTask, **schedule) -> "FitSession":
+        """A :class:`FitSession` of ``task`` (resumed from its checkpoint if there is one)."""
+        return FitSession(self, task, **schedule)
 
     @property
     def seconds(self) -> float:
         """Wall time of the stage so far, over every session (resumes included)."""
         return self.seconds_before + time.perf_counter() - self._t_start
 
-    def _save(self, task: StageTask, optimizer, scaler, history, epoch: int, step: int) -> Path:
-        state = stage_state(task, history, self.seconds,
+
+class FitSession:
+    """One stage's training in progress: optimiser, schedule, position, running sums, events and
+    checkpoints; the loop feeds it batches (:meth:`step`) between :meth:`begin_epoch` and
+    :meth:`end_epoch`.
+
+    ``own_rng``: keep the stage's own random-generator state and switch to it around each step
+    (several sessions in one loop, :mod:`engine.lockstep`), so each draws exactly what it would
+    draw alone."""
+
+    def __init__(self, trainer: Trainer, task: StageTask, *, epochs: int, lr: float, momentum: float,
+                 weight_decay: float, milestones: list[int], gamma: float, seed: int = 0, own_rng: bool = False):
+        self.trainer, self.task, self.bus = trainer, task, trainer.bus
+        self.epochs, self.lr, self.milestones, self.gamma = epochs, lr, milestones, gamma
+        groups = param_groups(task.parameters())
+        params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.device_type = params[0].device.type if params else "cpu"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=trainer.precision == "fp16")
+        self.history: list[dict] = []
+        self.start_epoch, self.start_step = 0, 0
+        trainer.seconds_before = 0.0
+        trainer._t_start = time.perf_counter()
+        self.own_rng = own_rng
+        outer = torch.get_rng_state() if own_rng else None
+        ckpt_path = trainer.checkpoint_path(task)
+        torch.manual_seed(seed)
+        if ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            try:
+                task.load_state_dict(state)
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.history = list(state.get("history", []))
+                self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
+                trainer.seconds_before = float(state.get("seconds", 0.0))
+                if state.get("rng") is not None:
+                    torch.set_rng_state(state["rng"])
+                if state.get("rng_cuda") is not None and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state["rng_cuda"])
+                if state.get("scaler"):
+                    self.scaler.load_state_dict(state["scaler"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"{ckpt_path}: not a checkpoint of this stage ({type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            self.bus.log(f"{task.name}: resuming at epoch {self.start_epoch + 1}, step {self.start_step}")
+        self.rng = torch.get_rng_state()
+        if outer is not None:
+            torch.set_rng_state(outer)
+        self.steps = len(trainer.loader)
+        self.bus.emit(StageStarted(task.name, epochs, self.steps, start_epoch=self.start_epoch,
+                                   parameters=sum(p.numel() for p in params)))
+        self.log_every = max(1, self.steps // trainer.log_points)
+
+    # -- the loop's seams ------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> int:
+        """Set the epoch's learning rate and modes; returns the step to start from (resume)."""
+        self.epoch = epoch
+        self.epoch_lr = lr_at(self.lr, self.milestones, self.gamma, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.epoch_lr * group.get("lr_scale", 1.0)
+        self.task.begin_epoch(epoch, self.epochs)
+        self.task.train_mode()
+        self.t0 = time.perf_counter()
+        self.sums: dict[str, float] = {}
+        self.window: dict[str, torch.Tensor] = {}
+        self.correct: torch.Tensor | float = 0.0
+        self.seen = 0
+        self.window_n = 0
+        self.first_step = self.start_step if epoch == self.start_epoch else 0
+        return self.first_step
+
+    def check_control(self, epoch: int, step: int) -> None:
+        """Wait while paused; on stop, write a checkpoint before ``step`` and raise StopRequested."""
+        control = self.trainer.control
+        if control.paused:
+            self.bus.emit(Paused(self.task.name))
+            while control.paused:
+                control.wait_while_paused(0.2)
+            if not control.stop_requested:
+                self.bus.emit(Resumed(self.task.name))
+        if control.stop_requested:
+            self.save(epoch, step - 1)
+            raise StopRequested(f"stopped in {self.task.name} epoch {epoch + 1}")
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        """One optimisation step on a batch, with the running sums and a StepLosses event at log points."""
+        task, trainer = self.task, self.trainer
+        if self.own_rng:
+            torch.set_rng_state(self.rng)
+        if trainer.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            result = task.step(x, y, idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(result.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.own_rng:
+            self.rng = torch.get_rng_state()
+
+        for name, value in {"total": result.total.detach(), **result.losses}.items():
+            self.window[name] = self.window.get(name, 0) + value.detach()
+        self.correct = self.correct + result.correct.detach().float()  # stays on the device: no sync per step
+        self.seen += y.shape[0]
+        self.window_n += 1
+        if step % self.log_every == 0 or step == self.steps:
+            # one device sync per log point; a NaN anywhere in the window shows up here
+            means = {k: float(v) / self.window_n for k, v in self.window.items()}
+            bad = [k for k, v in means.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(
+                    f"{task.name}: the loss became {means[bad[0]]} ({', '.join(bad)}) at epoch {self.epoch + 1}, "
+                    f"step {step}; the last good checkpoint is kept. Try a lower learning rate.", kind="nan")
+            for k, v in self.window.items():
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.bus.emit(StepLosses(task.name, self.epoch + 1, step, self.steps, means, self.epoch_lr))
+            self.window, self.window_n = {}, 0
+
+    def end_epoch(self, epoch: int) -> None:
+        """Evaluate, record the epoch, announce it and write the per-epoch checkpoint."""
+        task = self.task
+        task_eval = task.evaluate(epoch + 1)
+        confusion = task_eval.pop("confusion", None)
+        n_steps = max(1, self.steps - self.first_step)
+        record = {
+            "epoch": epoch + 1,
+            "losses": {k: v / n_steps for k, v in self.sums.items()},
+            "train_acc": 100.0 * float(self.correct) / max(1, self.seen),
+            "test_acc": float(task_eval.pop("test_acc")),
+            "lr": self.epoch_lr,
+            "seconds": time.perf_counter() - self.t0,
+            "metrics": task_eval,
+        }
+        self.history.append(record)
+        self.bus.emit(EpochEnd(task.name, epoch + 1, self.epochs, record["losses"], record["train_acc"],
+                               record["test_acc"], self.epoch_lr, record["seconds"], metrics=task_eval))
+        if confusion is not None:
+            self.bus.emit(Evaluation(task.name, task.role, epoch + 1, record["test_acc"],
+                                     list(self.trainer.classes), confusion))
+        path = self.save(epoch + 1, 0)
+        self.bus.emit(CheckpointWritten(task.name, str(path), epoch + 1))
+
+    def save(self, epoch: int, step: int) -> Path:
+        rng = self.rng if self.own_rng else torch.get_rng_state()
+        state = stage_state(self.task, self.history, self.trainer.seconds,
                             epoch=epoch,  # epochs completed (or the epoch in progress when step > 0)
                             step=step,  # steps completed within that epoch
-                            optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                            optimizer=self.optimizer.state_dict(), rng=rng,
                             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                            scaler=scaler.state_dict() if scaler.is_enabled() else None)
-        return save_checkpoint(state, self.checkpoint_path(task))
+                            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
+        return save_checkpoint(state, self.trainer.checkpoint_path(self.task))
