@@ -388,57 +388,86 @@ class ExperimentRun:
     def execute(self) -> dict:
         """Run every declared stage in order (``prepare`` first)."""
         for stage in self.stages:
-            self.stage = stage.name
-            t0 = time.perf_counter()
-            if stage.task is not None:
-                history, earlier = self.resume_or_train(stage)
-            else:
-                history, earlier = [], 0.0
-                self.bus.emit(StageStarted(stage.name, 1, stage.plan.units))
-                stage.work()
-            result = stage.report(stage, history)
-            seconds = earlier + time.perf_counter() - t0
-            self.summary["stages"][stage.name] = {"seconds": round(seconds, 3), **peak_memory(self.device)}
-            if self.device.type == "cuda":
-                import torch
+            self.run_stage(stage)
+        return self.finish()
 
-                torch.cuda.reset_peak_memory_stats(self.device)
-            self.save_summary()
-            self.bus.emit(StageFinished(stage.name, seconds, result))
-            if self.control.stop_requested:
-                raise StopRequested(f"stopped after the {self.stage} stage")
+    def run_stage(self, stage: Stage, trained: tuple[list[dict], float] | None = None) -> None:
+        """Run one stage: resume or train (or do its work), report, record its time and memory.
+        ``trained``: the history and earlier seconds of a training stage trained elsewhere (lockstep)."""
+        self.stage = stage.name
+        t0 = time.perf_counter()
+        if trained is not None:
+            history, earlier = trained
+        elif stage.task is not None:
+            history, earlier = self.resume_or_train(stage)
+        else:
+            history, earlier = [], 0.0
+            self.bus.emit(StageStarted(stage.name, 1, stage.plan.units))
+            stage.work()
+        result = stage.report(stage, history)
+        seconds = earlier + time.perf_counter() - t0
+        self.summary["stages"][stage.name] = {"seconds": round(seconds, 3), **peak_memory(self.device)}
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.save_summary()
+        self.bus.emit(StageFinished(stage.name, seconds, result))
+        if self.control.stop_requested:
+            raise StopRequested(f"stopped after the {self.stage} stage")
+
+    def finish(self) -> dict:
         self.summary.update(status="finished", finished=now_iso())
         self.save_summary()
         return self.summary
+
+    def load_final(self, stage: Stage) -> tuple[list[dict], float] | None:
+        """The history and seconds of a training stage already done in this run (its final
+        checkpoint loaded into its task), or None."""
+        final = checkpoint_path(self.run_dir, stage.name)
+        if not final.exists():
+            return None
+        state = load_checkpoint(final)
+        if not isinstance(state, dict) or state.get("stage") != stage.name:
+            raise CheckpointError(f"{final}: not a final checkpoint of the {stage.name} stage")
+        try:
+            stage.task.load_state_dict(state)
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{final}: does not fit this run's {stage.name} stage ({exc})") from None
+        self.bus.log(f"{stage.name}: already done in this run, loaded its weights")
+        return list(state.get("history", [])), float(state.get("seconds", 0.0))
+
+    def trainer(self, stage: Stage):
+        from engine.trainer import Trainer
+
+        return Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.run_dir / CHECKPOINT_DIR,
+                       train_loader=stage.train_loader or self.train_loader, classes=stage.classes or self.classes,
+                       precision=self.precision, channels_last=self.channels_last)
+
+    def schedule_of(self, stage: Stage) -> dict:
+        s = stage.plan.schedule
+        return {"epochs": s["epochs"], "lr": s["lr"], "momentum": s["momentum"], "weight_decay": s["weight_decay"],
+                "milestones": s["milestones"], "gamma": s["gamma"], "seed": stage.plan.seed or 0}
+
+    def complete(self, stage: Stage, history: list[dict], trainer) -> tuple[list[dict], float]:
+        """After a training stage's last epoch: its end hook, its final checkpoint (replacing the
+        per-epoch one); returns the history and the stage's seconds in earlier sessions."""
+        from engine.trainer import stage_state
+
+        stage.task.finish()
+        save_checkpoint(stage_state(stage.task, history, trainer.seconds), checkpoint_path(self.run_dir, stage.name))
+        last_checkpoint_path(self.run_dir, stage.name).unlink(missing_ok=True)
+        return history, trainer.seconds_before  # this session's time is counted by run_stage
 
     def resume_or_train(self, stage: Stage) -> tuple[list[dict], float]:
         """The one loop body of every training stage: load its final checkpoint if it has one,
         else train it (resuming from its per-epoch checkpoint) and write the final checkpoint.
         Returns the epoch history and the stage's seconds in earlier sessions."""
-        from engine.trainer import Trainer, stage_state
-
-        final = checkpoint_path(self.run_dir, stage.name)
-        if final.exists():
-            state = load_checkpoint(final)
-            if not isinstance(state, dict) or state.get("stage") != stage.name:
-                raise CheckpointError(f"{final}: not a final checkpoint of the {stage.name} stage")
-            try:
-                stage.task.load_state_dict(state)
-            except (KeyError, TypeError, RuntimeError) as exc:
-                raise CheckpointError(f"{final}: does not fit this run's {stage.name} stage ({exc})") from None
-            self.bus.log(f"{stage.name}: already done in this run, loaded its weights")
-            return list(state.get("history", [])), float(state.get("seconds", 0.0))
-        s = stage.plan.schedule
-        trainer = Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.run_dir / CHECKPOINT_DIR,
-                          train_loader=stage.train_loader or self.train_loader, classes=stage.classes or self.classes,
-                          precision=self.precision, channels_last=self.channels_last)
-        history = trainer.fit(stage.task, epochs=s["epochs"], lr=s["lr"], momentum=s["momentum"],
-                              weight_decay=s["weight_decay"], milestones=s["milestones"], gamma=s["gamma"],
-                              seed=stage.plan.seed or 0)
-        stage.task.finish()
-        save_checkpoint(stage_state(stage.task, history, trainer.seconds), final)
-        last_checkpoint_path(self.run_dir, stage.name).unlink(missing_ok=True)
-        return history, trainer.seconds_before  # this session's time is counted by the loop
+        done = self.load_final(stage)
+        if done is not None:
+            return done
+        trainer = self.trainer(stage)
+        return self.complete(stage, trainer.fit(stage.task, **self.schedule_of(stage)), trainer)
 
     def progress(self, stage: str, total: int, offset: int = 0) -> Callable[[int], None]:
         """A callback that emits StageProgress about 50 times over ``total`` units."""
@@ -652,87 +681,110 @@ def run_experiment(config: ExperimentConfig | None = None, *, run_dir: str | Pat
     ``control.stop()`` ended the run early. Every outcome after the plan is also announced as
     an event (RunFinished or RunFailed). A run refused before it began leaves no folder behind.
     """
-    bus = EventBus(list(subscribers))
-    cfg, path = prepare_run(config, run_dir, runs_root, resume)
-    created = not path.exists()
-    lock = RunLock(path)
+    opened = OpenRun(config, run_dir=run_dir, runs_root=runs_root, subscribers=subscribers, control=control,
+                     resume=resume)
     try:
-        lock.acquire()
-    except OSError as exc:
-        raise InputError(f"run folder (--out): cannot create {path}: {exc.strerror or exc}") from None
-    writer = None
-    run = ExperimentRun(cfg, path, bus, control)
-    try:
-        removed = remove_orphans(path)
-        if resume:  # one run, however many sessions: its start and its total time carry over
-            old = read_summary(path)
-            run.previous_seconds = float(old.get("total_seconds") or 0.0)
-            run.summary["started"] = old.get("started") or run.summary["started"]
-        try:
-            plan = run.prepare()
-        except BaseException:
-            if created:
-                lock.release()
-                shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave nothing behind
-            raise
-        if not resume:
-            save_config(cfg, path / CONFIG_FILE)
-        writer = MetricsWriter(path)
-        bus.subscribe(writer)
-        # the summary's wall time stays current to the epoch, so a killed run's resume accounts for it
-        bus.subscribe(lambda event: run.save_summary() if event.type == "EpochEnd" else None)
-        bus.emit(PlanReady(plan.to_dict()))
-        bus.emit(RunStarted(str(path), to_dict(cfg), run.device_text, resumed=resume))
-        b = run.bundle
-        bus.emit(DatasetInfo(b.name, run.classes, len(b.train_labels), len(b.test_labels), list(run.input_shape)))
-        if removed:
-            bus.log(f"removed {len(removed)} temporary file(s) left by an interrupted writer")
-        for note in run.notes:
-            bus.log(note)
-        if run.summary["data"]["streamed"]:
-            bus.log(f"data: {b.name} is too large for memory (or in_memory: off): streaming it from disk "
-                    f"with {cfg.data.workers} worker(s)")
-        run.summary["plan"] = [{"stage": s.name, "action": s.action, "epochs": s.epochs, "done": s.done}
-                               for s in plan.stages]
-        run.save_summary()
-        return _execute(run, bus, path)
+        return opened.outcome(opened.run.execute)
     finally:
-        if writer is not None:
-            writer.close()
-        lock.release()
+        opened.close()
 
 
-def _execute(run: ExperimentRun, bus: EventBus, path: Path) -> dict:
-    try:
-        summary = run.execute()
-        bus.emit(RunFinished(str(path), copy.deepcopy(summary)))
-        return summary
-    except StopRequested as exc:
-        run.summary.update(status="stopped", stopped_in=run.stage)
-        run.save_summary()
-        bus.log(f"{exc}; resume with: mgd-train --resume {path}")
-        bus.emit(RunFinished(str(path), copy.deepcopy(run.summary), stopped=True))
-        return run.summary
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised
-        error: BaseException = _oom_error(exc) or exc
-        kind = ("input" if isinstance(error, InputError) else error.kind if isinstance(error, TrainingError)
-                else "interrupted" if isinstance(error, KeyboardInterrupt) else
-                "export" if run.stage == "export" else "error")
-        message = str(error) if isinstance(error, MGDError) else f"{type(error).__name__}: {error}"
-        if run.stage == "export":
-            message += f" (the trained student is kept; mgd-train --resume {path} exports again)"
-        run.summary.update(status="failed", failed_in=run.stage, error=message)
-        details = traceback.format_exc()
+class OpenRun:
+    """A run folder opened for writing: locked, its orphans removed, the run planned (a run
+    refused there leaves no folder behind), its config and metrics log written, ``PlanReady``
+    announced. :meth:`outcome` runs a body and reports how it ended; :meth:`close` unlocks."""
+
+    def __init__(self, config: ExperimentConfig | None, *, run_dir: str | Path | None = None,
+                 runs_root: str | Path = "runs", subscribers: Iterable[Subscriber] = (),
+                 control: RunControl | None = None, resume: bool = False):
+        bus = self.bus = EventBus(list(subscribers))
+        cfg, path = prepare_run(config, run_dir, runs_root, resume)
+        self.path, self.writer = path, None
+        created = not path.exists()
+        self.lock = RunLock(path)
         try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise InputError(f"run folder (--out): cannot create {path}: {exc.strerror or exc}") from None
+        run = self.run = ExperimentRun(cfg, path, bus, control)
+        try:
+            removed = remove_orphans(path)
+            if resume:  # one run, however many sessions: its start and its total time carry over
+                old = read_summary(path)
+                run.previous_seconds = float(old.get("total_seconds") or 0.0)
+                run.summary["started"] = old.get("started") or run.summary["started"]
+            try:
+                plan = run.prepare()
+            except BaseException:
+                if created:
+                    self.lock.release()
+                    shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave nothing behind
+                raise
+            if not resume:
+                save_config(cfg, path / CONFIG_FILE)
+            self.writer = MetricsWriter(path)
+            bus.subscribe(self.writer)
+            # the summary's wall time stays current to the epoch, so a killed run's resume accounts for it
+            bus.subscribe(lambda event: run.save_summary() if event.type == "EpochEnd" else None)
+            bus.emit(PlanReady(plan.to_dict()))
+            bus.emit(RunStarted(str(path), to_dict(cfg), run.device_text, resumed=resume))
+            b = run.bundle
+            bus.emit(DatasetInfo(b.name, run.classes, len(b.train_labels), len(b.test_labels),
+                                 list(run.input_shape)))
+            if removed:
+                bus.log(f"removed {len(removed)} temporary file(s) left by an interrupted writer")
+            for note in run.notes:
+                bus.log(note)
+            if run.summary["data"]["streamed"]:
+                bus.log(f"data: {b.name} is too large for memory (or in_memory: off): streaming it from disk "
+                        f"with {cfg.data.workers} worker(s)")
+            run.summary["plan"] = [{"stage": s.name, "action": s.action, "epochs": s.epochs, "done": s.done}
+                                   for s in plan.stages]
             run.save_summary()
-            atomic_write(path / ERROR_FILE, details)
-        except OSError:
-            pass  # a full disk: the event below still reports the failure
-        finally:
-            bus.emit(RunFailed(str(path), run.stage, message, kind, details))
-        if error is not exc:
-            raise error from exc
-        raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.lock.release()
+
+    def outcome(self, body: Callable[[], dict]) -> dict:
+        """Run ``body`` and report its end: finished, stopped (returns the summary) or failed
+        (announced, recorded in the summary and error.log, then raised)."""
+        run, bus, path = self.run, self.bus, self.path
+        try:
+            summary = body()
+            bus.emit(RunFinished(str(path), copy.deepcopy(summary)))
+            return summary
+        except StopRequested as exc:
+            run.summary.update(status="stopped", stopped_in=run.stage)
+            run.save_summary()
+            bus.log(f"{exc}; resume with: mgd-train --resume {path}")
+            bus.emit(RunFinished(str(path), copy.deepcopy(run.summary), stopped=True))
+            return run.summary
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised
+            error: BaseException = _oom_error(exc) or exc
+            kind = ("input" if isinstance(error, InputError) else error.kind if isinstance(error, TrainingError)
+                    else "interrupted" if isinstance(error, KeyboardInterrupt) else
+                    "export" if run.stage == "export" else "error")
+            message = str(error) if isinstance(error, MGDError) else f"{type(error).__name__}: {error}"
+            if run.stage == "export":
+                message += f" (the trained student is kept; mgd-train --resume {path} exports again)"
+            run.summary.update(status="failed", failed_in=run.stage, error=message)
+            details = traceback.format_exc()
+            try:
+                run.save_summary()
+                atomic_write(path / ERROR_FILE, details)
+            except OSError:
+                pass  # a full disk: the event below still reports the failure
+            finally:
+                bus.emit(RunFailed(str(path), run.stage, message, kind, details))
+            if error is not exc:
+                raise error from exc
+            raise
 
 
 def _oom_error(exc: BaseException) -> TrainingError | None:
