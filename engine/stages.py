@@ -157,6 +157,7 @@ class StudentTask(StageTask):
         self.num_classes = num_classes
         self.preact = bool(distiller.needs_preact)
         self.uses_teacher = bool(distiller.uses_teacher) or mode != "off"
+        self.shared = None  # a TeacherPass of the batch, set by engine.lockstep
         # the student's heads are kept from the student's best epoch too (its codes, for inspection)
         self.tracker = BestTracker({"student": student, **({"student_heads": self.student_heads}
                                                            if self.student_heads is not None else {})})
@@ -193,10 +194,15 @@ class StudentTask(StageTask):
         if not self.uses_teacher:  # the student-alone reference
             return StepResult(total, losses, _correct(s_logits, y))
 
-        with torch.no_grad():
-            t_logits, t_feats = self.teacher(x, preact=self.preact)
+        if self.shared is not None:  # students in lockstep: one teacher pass for all of them
+            t_logits, t_feats = self.shared.teacher(self.teacher, self.preact)
             if self.teacher_heads is not None:
-                t_codes, t_decoded = self.teacher_heads(t_feats[-1])
+                t_codes, t_decoded = self.shared.heads(self.teacher_heads, t_feats, self.preact)
+        else:
+            with torch.no_grad():
+                t_logits, t_feats = self.teacher(x, preact=self.preact)
+                if self.teacher_heads is not None:
+                    t_codes, t_decoded = self.teacher_heads(t_feats[-1])
         target = stable_target(t_logits, t_decoded) if self.mode == "stable" else t_logits
         kd = soft_kl(s_logits, target, self.temperature)
         total = total + self.w_div * kd
