@@ -347,10 +347,16 @@ def check_comparison(cfg: ExperimentConfig) -> None:
 
 
 def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: Iterable[Subscriber] = (),
-                   control: RunControl | None = None) -> dict[str, Any]:
-    """Run every job of the comparison (resuming finished or interrupted ones) and write the table."""
-    from engine.run import run_experiment
-    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, checkpoint_path
+                   control: RunControl | None = None, lockstep: bool = True) -> dict[str, Any]:
+    """Run every job of the comparison (resuming finished or interrupted ones) and write the table.
+
+    Each teacher, and its granularity heads, is trained once per seed and loaded by the later
+    runs of that seed. With ``lockstep`` the runs of one pair and seed train their students
+    together, one teacher pass per batch feeding them all (:mod:`engine.lockstep`); each ends as
+    it would alone. A run that fails stops alone; a stop request ends the comparison (the same
+    command continues it)."""
+    from engine.lockstep import run_lockstep
+    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, checkpoint_path, read_summary
 
     subscribers = list(subscribers)
     control = control or RunControl()
@@ -358,37 +364,73 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)
-    summaries: list[dict] = []
     # (teacher arch, seed) -> the teacher.pt trained for it, and the heads.pt trained on that teacher:
     # every later run of that seed loads them instead of training them again
     teachers: dict[tuple[str, int], str] = {}
     heads: dict[tuple[str, int], str] = {}
     plan = comparison_runs(cfg)
-    for i, (folder, child) in enumerate(plan):
-        run_dir = out / folder
-        for fn in subscribers:
-            fn(Log(f"comparison run {i + 1}/{len(plan)}: {folder}"))
+    groups: dict[tuple, list] = {}
+    for folder, child in plan:
+        groups.setdefault((child.teacher.arch, child.student.arch, child.seed), []).append((folder, child))
+
+    def reuse(child: ExperimentConfig) -> ExperimentConfig:
         key = (child.teacher.arch, child.seed)
         if child.teacher.checkpoint is None and key in teachers:
             child = set_value(child, "teacher.checkpoint", teachers[key])
         if child.granularity.mode != "off" and child.granularity.checkpoint is None and key in heads:
             child = set_value(child, "granularity.checkpoint", heads[key])
-        summary_path = run_dir / SUMMARY_FILE
-        if summary_path.exists() and json.loads(summary_path.read_text()).get("status") == "finished":
-            summary = json.loads(summary_path.read_text())
-        elif (run_dir / CONFIG_FILE).exists():
-            summary = run_experiment(None, run_dir=run_dir, subscribers=subscribers, control=control, resume=True)
-        else:
-            summary = run_experiment(resolve(child), run_dir=run_dir, subscribers=subscribers, control=control)
-        summaries.append(summary)
-        teacher_file = checkpoint_path(run_dir, "teacher")
-        if teacher_file.exists() and key not in teachers and child.teacher.checkpoint is None:
-            teachers[key] = str(teacher_file)
-        heads_file = checkpoint_path(run_dir, "heads")
-        if heads_file.exists() and key not in heads and child.granularity.checkpoint is None:
-            heads[key] = str(heads_file)
-        if summary.get("status") != "finished":
+        return child
+
+    def remember(child: ExperimentConfig, run_dir: Path) -> None:
+        key = (child.teacher.arch, child.seed)
+        if key not in teachers and child.teacher.checkpoint is None and checkpoint_path(run_dir, "teacher").exists():
+            teachers[key] = str(checkpoint_path(run_dir, "teacher"))
+        if key not in heads and child.granularity.checkpoint is None and checkpoint_path(run_dir, "heads").exists():
+            heads[key] = str(checkpoint_path(run_dir, "heads"))
+
+    done: dict[str, dict] = {}
+    count = 0
+    for jobs in groups.values():
+        if control.stop_requested:
             break
+        pending = []
+        for folder, child in jobs:
+            count += 1
+            run_dir = out / folder
+            summary = read_summary(run_dir) if (run_dir / SUMMARY_FILE).exists() else {}
+            if summary.get("status") == "finished":
+                done[folder] = summary
+                remember(reuse(child), run_dir)
+                continue
+            resume = (run_dir / CONFIG_FILE).exists()
+            for fn in subscribers:
+                fn(Log(f"comparison run {count}/{len(plan)}: {folder}" + (" (resumed)" if resume else "")))
+            pending.append((folder, child, run_dir, resume))
+        if not pending:
+            continue
+        adjusted: dict[Path, ExperimentConfig] = {}
+
+        def before_open(job, previous, pending=pending, adjusted=adjusted):
+            cfg_job, run_dir, _ = job
+            child = reuse(next(c for _, c, d, _ in pending if d == run_dir))
+            adjusted[run_dir] = child
+            return resolve(child)
+
+        def after_open(job, run, adjusted=adjusted):
+            remember(adjusted.get(job[1], run.cfg), job[1])
+
+        batch = [(None, run_dir, True) if resume else (child, run_dir, False) for _, child, run_dir, resume in pending]
+        if lockstep:
+            summaries = run_lockstep(batch, subscribers_for=lambda job: subscribers, control=control,
+                                     before_open=before_open, after_open=after_open)
+        else:
+            summaries = []
+            for job in batch:
+                summaries += run_lockstep([job], subscribers_for=lambda job: subscribers, control=control,
+                                          before_open=before_open, after_open=after_open)
+        for (folder, *_), summary in zip(pending, summaries):
+            done[folder] = summary
+    summaries = [done[folder] for folder, _ in plan if folder in done]
     table = comparison_table(summaries)
     paths = write_table(table, out)
     table["files"] = {k: str(v) for k, v in paths.items()}

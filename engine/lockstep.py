@@ -51,12 +51,43 @@ class TeacherPass:
 
 
 def lockstep_key(cfg) -> tuple:
-    """Runs with equal keys can train their students together: the same batches (data, seed,
-    batch size), the same frozen teacher, the same number of epochs, the same numerics."""
+    """Runs with equal keys see the same batches in the same order (data, seed, batch size), for the
+    same number of epochs, with the same numerics; they can train their students together when
+    their teachers are the same too (:func:`fingerprint`)."""
     d = cfg.data
     return (d.dataset, d.root, d.image_size, d.test_fraction, d.augment, getattr(d, "normalize", None),
-            d.batch_size, cfg.seed, cfg.device, cfg.speed.amp, cfg.speed.channels_last, cfg.teacher.arch,
-            cfg.teacher.checkpoint, cfg.student.schedule.epochs)
+            d.batch_size, cfg.seed, cfg.device, cfg.speed.amp, cfg.speed.channels_last, cfg.student.schedule.epochs)
+
+
+def fingerprint(module) -> str | None:
+    """A digest of a module's weights (None for no module): equal digests, the same frozen teacher."""
+    if module is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def group_runs(runs: list) -> list[list]:
+    """Runs that can train together: the same batches and schedule length (:func:`lockstep_key`),
+    the same teacher weights and, among those with granularity heads, the same heads."""
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        groups.setdefault((lockstep_key(run.cfg), fingerprint(run.teacher)), []).append(run)
+    out = []
+    for members in groups.values():
+        by_heads: dict[str, list] = {}
+        for run in members:
+            if run.teacher_heads is not None:
+                by_heads.setdefault(fingerprint(run.teacher_heads), []).append(run)
+        parts = list(by_heads.values()) or [[]]
+        parts[0] = [run for run in members if run.teacher_heads is None] + parts[0]
+        out += [part for part in parts if part]
+    return out
 
 
 def student_memory_mib(run) -> float:
@@ -183,13 +214,9 @@ def run_lockstep(jobs: Iterable[tuple], *, subscribers_for: Callable[[Any], list
                     break
             if after_open is not None and i not in summaries:
                 after_open(job, run)
-        ready = [(i, o) for i, o in opened if i not in summaries and _student_pending(o.run)]
-        groups: dict[tuple, list] = {}
-        for i, o in ready:
-            groups.setdefault(lockstep_key(o.run.cfg), []).append((i, o))
-        for group in groups.values():
-            runs = [o.run for _, o in group]
-            by_run = {o.run: (i, o) for i, o in group}
+        ready = {o.run: (i, o) for i, o in opened if i not in summaries and _student_pending(o.run)}
+        for runs in group_runs(list(ready)):
+            by_run = {run: ready[run] for run in runs}
             failed: dict = {}
 
             def on_failure(run, exc, by_run=by_run, failed=failed):
@@ -263,4 +290,5 @@ def _guard(o, body, summaries: dict, i: int) -> bool:
         return True
 
 
-__all__ = ["TeacherPass", "run_lockstep", "train_together", "lockstep_key", "student_memory_mib"]
+__all__ = ["TeacherPass", "run_lockstep", "train_together", "group_runs", "lockstep_key", "fingerprint",
+           "student_memory_mib"]

@@ -104,6 +104,8 @@ def test_comparison_through_the_cli_trains_teacher_and_heads_once_per_seed(tmp_p
     assert summaries["s0-kd-stable"]["heads"] == summaries["s0-kd-granularity"]["heads"]  # the same heads, measured
     assert not (out / "s0-kd-stable" / "checkpoints" / "heads.pt").exists()
     assert trained  # and the stable run's students learned from those weights (its heads stage loaded them)
+    # the three students of the seed trained together: one teacher pass per batch
+    assert all(summaries[run]["lockstep"]["students"] == 3 for run in summaries)
 
 
 def test_loaded_heads_of_another_shape_are_refused_at_plan_time(tmp_path):

@@ -66,3 +66,43 @@ def test_students_in_lockstep_end_bit_identical_to_their_runs_alone(tmp_path):
         epochs = [e for e in events[tmp_path / f"lock{i}"] if e.type == "EpochEnd" and e.stage == "student"]
         assert [e.epoch for e in epochs] == [1, 2]
 
+
+
+def test_a_failing_student_stops_alone_and_a_stop_resumes_in_lockstep(tmp_path, monkeypatch):
+    from engine import stages
+    from engine.control import RunControl
+
+    configs = _children(tmp_path)
+    alone = tmp_path / "alone0"
+    run_experiment(configs[0], run_dir=alone)
+
+    real_step = stages.StudentTask.step
+
+    def diverging(self, x, y, idx):  # the CRD + MGD granularity student's loss becomes NaN
+        result = real_step(self, x, y, idx)
+        if self.mode == "granularity":
+            result.total = result.total * float("nan")
+        return result
+
+    monkeypatch.setattr(stages.StudentTask, "step", diverging)
+    control = RunControl()
+    steps = {"n": 0}
+
+    def stop_in_epoch_two(event):
+        if event.type == "StepLosses" and event.stage == "student" and event.epoch == 2:
+            steps["n"] += 1
+            if steps["n"] == 3:
+                control.stop()
+
+    jobs = [(cfg, tmp_path / f"lock{i}", False) for i, cfg in enumerate(configs)]
+    first = run_lockstep(jobs, subscribers_for=lambda job: [stop_in_epoch_two], control=control)
+    assert first[2]["status"] == "failed" and "loss became nan" in first[2]["error"]  # the diverging one, alone
+    assert [s["status"] for s in first[:2]] == ["stopped", "stopped"]
+    last = [load_checkpoint(tmp_path / f"lock{i}" / "checkpoints" / "student_last.pt") for i in range(2)]
+    assert {(c["epoch"], c["step"]) for c in last} == {(1, last[0]["step"])} and last[0]["step"] > 0  # together
+    monkeypatch.setattr(stages.StudentTask, "step", real_step)
+    again = run_lockstep([(None, tmp_path / f"lock{i}", True) for i in range(2)])
+    assert [s["status"] for s in again] == ["finished", "finished"] and again[0]["lockstep"]["students"] == 2
+    resumed = _student(tmp_path / "lock0")
+    reference = _student(alone)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)  # stopped, resumed: still bit-identical
