@@ -130,39 +130,56 @@ def train_together(runs: list, control: RunControl, on_failure: Callable[[Any, B
         run.summary["lockstep"] = {"students": len(runs), "memory_per_extra_student_mib": round(extra, 1)}
         run.bus.log(f"student: training in lockstep with {len(runs) - 1} other student(s), one teacher pass per "
                     f"batch; each extra student needs about {extra:.1f} MiB")
-    alive = list(runs)
-    epochs = sessions[first][1].epochs
-    loader = first.train_loader
-    start_epoch = sessions[first][1].start_epoch
+    by_session = {sessions[run][1]: run for run in runs}
 
-    def drop(run, exc: BaseException) -> None:
-        alive.remove(run)
-        on_failure(run, exc)
+    def dropped(session, exc: BaseException) -> None:
+        on_failure(by_session[session], exc)
 
+    alive = [by_session[s] for s in fit_together([sessions[run][1] for run in runs],
+                                                  [stages[run].task for run in runs], first.train_loader, control,
+                                                  channels_last=first.channels_last, on_failure=dropped)]
+    return {run: run.complete(stages[run], sessions[run][1].history, sessions[run][0]) for run in alive}
+
+
+def fit_together(sessions: list, tasks: list, loader, control: RunControl, *, channels_last: bool = False,
+                 on_failure: Callable[[Any, BaseException], None] | None = None) -> list:
+    """The lockstep loop: every epoch, every batch once, one :class:`TeacherPass` shared by the
+    ``tasks`` (StudentTasks) of the ``sessions`` (FitSessions with ``own_rng``, at one position).
+    A session whose step or evaluation raises is handed to ``on_failure`` and dropped (raised when
+    there is no handler); returns the sessions that completed their schedule."""
+    alive = list(zip(sessions, tasks))
+
+    def drop(pair, exc: BaseException) -> None:
+        if on_failure is None:
+            raise exc
+        alive.remove(pair)
+        on_failure(pair[0], exc)
+
+    start_epoch, epochs = sessions[0].start_epoch, sessions[0].epochs
     for epoch in range(start_epoch, epochs):
         first_step = 0
-        for run in list(alive):
-            first_step = sessions[run][1].begin_epoch(epoch)
+        for session, _ in alive:
+            first_step = session.begin_epoch(epoch)
         for step, (x, y, idx) in enumerate(loader.epoch(epoch, start_step=first_step), start=first_step + 1):
-            if first.channels_last and x.dim() == 4:
+            if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            _control(control, [sessions[run][1] for run in alive], epoch, step)  # pause; stop: all at once
+            _control(control, [s for s, _ in alive], epoch, step)  # pause; stop: all at once
             shared = TeacherPass(x)
-            for run in list(alive):
-                task = stages[run].task
+            for pair in list(alive):
+                session, task = pair
                 task.shared = shared
                 try:
-                    sessions[run][1].step(step, x, y, idx)
+                    session.step(step, x, y, idx)
                 except Exception as exc:  # noqa: BLE001 - this student stops alone
-                    drop(run, exc)
+                    drop(pair, exc)
                 finally:
                     task.shared = None
-        for run in list(alive):
+        for pair in list(alive):
             try:
-                sessions[run][1].end_epoch(epoch)
+                pair[0].end_epoch(epoch)
             except Exception as exc:  # noqa: BLE001
-                drop(run, exc)
-    return {run: run.complete(stages[run], sessions[run][1].history, sessions[run][0]) for run in alive}
+                drop(pair, exc)
+    return [s for s, _ in alive]
 
 
 def _control(control: RunControl, sessions: list, epoch: int, step: int) -> None:
@@ -290,5 +307,5 @@ def _guard(o, body, summaries: dict, i: int) -> bool:
         return True
 
 
-__all__ = ["TeacherPass", "run_lockstep", "train_together", "group_runs", "lockstep_key", "fingerprint",
+__all__ = ["TeacherPass", "run_lockstep", "train_together", "fit_together", "group_runs", "lockstep_key", "fingerprint",
            "student_memory_mib"]
