@@ -7,6 +7,7 @@ Exit status: 0 success (or stopped on request, with a resumable checkpoint),
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-models", action="store_true", help="list the architectures and exit")
     p.add_argument("--list-distillers", action="store_true", help="list the baseline distillers and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the result")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes (one per GPU, or CPU processes), each on its part of every batch; "
+                        "started through torchrun")
     return p
 
 
@@ -172,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(plan_experiment(cfg, args.out, estimate=True).describe() + "\n")
             return EXIT_OK
 
+        if args.nproc > 1:
+            return _launch(args, argv, cfg)
+        from engine import distributed
+
+        if not distributed.is_main():  # the other processes of a several-process run: quiet
+            args.quiet, out = True, open(os.devnull, "w")
         from engine.control import RunControl
         from engine.run import run_experiment
 
@@ -186,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+            printer = ProgressPrinter(sys.stderr if distributed.is_main() else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
                 from engine.compare import run_comparison, to_markdown
                 from engine.runtime import default_run_dir
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            distributed.finish()
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:
@@ -221,6 +232,61 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"mgd-train: training failed: {type(exc).__name__}: {exc} "
                          f"(the traceback is in the run folder's error.log)\n")
         return EXIT_TRAINING
+
+
+def _launch(args, argv: list[str], cfg) -> int:
+    """``--nproc N``: check the experiment here (bad input exits 2 before anything starts), fix
+    its run folder, then run N processes through torchrun and pass on how they ended."""
+    import subprocess
+
+    from engine.run import plan_experiment, prepare_run
+    from engine.runtime import default_run_dir
+
+    if cfg is not None and cfg.comparison.baselines:
+        raise InputError("--nproc: comparisons run in one process (their students train in lockstep); "
+                         "drop --nproc or comparison.baselines")
+    if cfg is None:
+        cfg, folder = prepare_run(None, args.resume, args.runs_root, resume=True)
+    else:
+        folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
+        prepare_run(cfg, folder, args.runs_root, resume=False)  # refuses a folder in use
+    os.environ["WORLD_SIZE"] = str(args.nproc)  # the plan checks what several processes need
+    try:
+        plan_experiment(cfg, folder)
+    finally:
+        del os.environ["WORLD_SIZE"]
+    rest, skip = [], False
+    for a in argv:  # the same command for each process, without --nproc and with the run folder fixed
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    if not args.resume and not args.out:
+        rest += ["--out", str(folder)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "engine.cli", *rest]
+    sys.stderr.write(f"mgd-train: {args.nproc} processes (torchrun), run folder {folder}\n")
+    child = subprocess.Popen(command)
+
+    def forward(signum, frame):  # SIGTERM to this process reaches the workers (Ctrl-C reaches them directly)
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop cleanly
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return EXIT_OK if code == 0 else EXIT_TRAINING
 
 
 def _print_comparison_plan(cfg, out: TextIO) -> None:

@@ -295,6 +295,9 @@ class SpeedConfig:
         "auto", help="Channels-last memory format for convolutions: auto (on for GPUs), on or off.",
         choices=("auto", "on", "off"))
     compile: bool = setting(False, help="torch.compile the models (slow to start; pays off on long GPU runs).")
+    sync_batchnorm: bool = setting(
+        False, help="With several GPU processes (mgd-train --nproc N): batch-norm statistics over the whole batch "
+                    "rather than each process's part of it.")
 
 
 @dataclass

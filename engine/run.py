@@ -121,8 +121,24 @@ class ExperimentRun:
         with blame("export.dir"):
             if exporting and out is not None:
                 check_writable_dir(out, "export.dir")
+        from engine import distributed
+
         with blame("device"):
             self.device, self.device_text = select_device(cfg.device)
+        processes = distributed.world()[1]
+        if processes > 1:  # several processes (torchrun): one GPU each, or CPU processes
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", distributed.local_rank())
+            self.device_text += f"; {processes} processes, {cfg.data.batch_size // processes} images of each batch each"
+            if cfg.data.batch_size % processes:
+                raise ConfigError("data.batch_size", f"{cfg.data.batch_size} does not split into {processes} "
+                                  "equal parts, one per process; choose a multiple of the process count")
+            if cfg.distiller.name == "crd" and not cfg.online.enabled:
+                raise ConfigError("distiller.name", "crd keeps a memory bank of every training sample that each "
+                                  "process would update with its own shard only; run CRD in one process")
+        if cfg.speed.sync_batchnorm and (processes <= 1 or self.device.type != "cuda"):
+            raise ConfigError("speed.sync_batchnorm", "synchronised batch norm needs several GPU processes "
+                              "(mgd-train --nproc N on a machine with N GPUs)")
         with blame("speed.amp"):
             self.precision, self.channels_last = speed_settings(cfg.speed, self.device)
         if self.device.type == "cuda":
@@ -207,6 +223,8 @@ class ExperimentRun:
                                 pretrained=bool(getattr(init, "pretrained", False)),
                                 weights=getattr(init, "weights", None)).to(self.device)
         self.notes += [f"{role}: {note}" for note in getattr(model, "init_notes", ())]
+        if self.cfg.speed.sync_batchnorm:  # checked at plan time: several GPU processes
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.speed.compile:
@@ -590,8 +608,11 @@ class ExperimentRun:
         self.summary["student"]["cpu_latency_ms"] = cpu_latency_ms(self.student, self.input_shape)
 
     def _export(self, out: Path) -> None:
+        from engine import distributed
         from engine.export import export_model
 
+        if not distributed.is_main():  # several processes: the first alone writes the files
+            return
         cfg, s = self.cfg, self.summary
         card = {"teacher": {"arch": s["teacher"].get("arch"), "test_acc": s["teacher"].get("test_acc")},
                 "accuracy": {"test_acc": s["student"]["best_acc"], "final_test_acc": s["student"]["test_acc"],
@@ -697,18 +718,29 @@ class OpenRun:
     def __init__(self, config: ExperimentConfig | None, *, run_dir: str | Path | None = None,
                  runs_root: str | Path = "runs", subscribers: Iterable[Subscriber] = (),
                  control: RunControl | None = None, resume: bool = False):
-        bus = self.bus = EventBus(list(subscribers))
-        cfg, path = prepare_run(config, run_dir, runs_root, resume)
+        from engine import distributed
+
+        import torch
+
+        distributed.init(cuda=torch.cuda.is_available() and (config is None or config.device != "cpu"))
+        self.main = distributed.is_main()  # several processes: the first writes the folder and sends events
+        bus = self.bus = EventBus(list(subscribers) if self.main else [])
+        if self.main:
+            cfg, path = prepare_run(config, run_dir, runs_root, resume)
+        made = distributed.broadcast_object((to_dict(cfg), str(path)) if self.main else None)
+        if not self.main:
+            cfg, path = load_config(made[0]), Path(made[1])
         self.path, self.writer = path, None
         created = not path.exists()
         self.lock = RunLock(path)
         try:
-            self.lock.acquire()
+            if self.main:
+                self.lock.acquire()
         except OSError as exc:
             raise InputError(f"run folder (--out): cannot create {path}: {exc.strerror or exc}") from None
         run = self.run = ExperimentRun(cfg, path, bus, control)
         try:
-            removed = remove_orphans(path)
+            removed = remove_orphans(path) if self.main else []
             if resume:  # one run, however many sessions: its start and its total time carry over
                 old = read_summary(path)
                 run.previous_seconds = float(old.get("total_seconds") or 0.0)
@@ -716,14 +748,15 @@ class OpenRun:
             try:
                 plan = run.prepare()
             except BaseException:
-                if created:
+                if created and self.main:
                     self.lock.release()
                     shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave nothing behind
                 raise
-            if not resume:
+            if not resume and self.main:
                 save_config(cfg, path / CONFIG_FILE)
-            self.writer = MetricsWriter(path)
-            bus.subscribe(self.writer)
+            if self.main:
+                self.writer = MetricsWriter(path)
+                bus.subscribe(self.writer)
             # the summary's wall time stays current to the epoch, so a killed run's resume accounts for it
             bus.subscribe(lambda event: run.save_summary() if event.type == "EpochEnd" else None)
             bus.emit(PlanReady(plan.to_dict()))

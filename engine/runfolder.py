@@ -80,6 +80,8 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     the temporary file never stays behind.
     """
     path = Path(path)
+    if int(os.environ.get("RANK", "0")) != 0:  # several processes: the first alone writes the run folder
+        return path
     if isinstance(data, str):
         data = data.encode("utf-8")
     tmp = _tmp_name(path)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine import distributed
 from engine.control import RunControl
 from engine.errors import CheckpointError, StopRequested, TrainingError
 from engine.events import CheckpointWritten, EpochEnd, Evaluation, EventBus, Paused, Resumed, StageStarted, StepLosses
@@ -184,7 +185,7 @@ class FitSession:
         self.trainer, self.task, self.bus = trainer, task, trainer.bus
         self.epochs, self.lr, self.milestones, self.gamma = epochs, lr, milestones, gamma
         groups = param_groups(task.parameters())
-        params = [p for g in groups for p in g["params"]]
+        params = self.params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.device_type = params[0].device.type if params else "cpu"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
@@ -250,7 +251,9 @@ class FitSession:
                 control.wait_while_paused(0.2)
             if not control.stop_requested:
                 self.bus.emit(Resumed(self.task.name))
-        if control.stop_requested:
+        # several processes stop together, at the same step
+        if distributed.any_process(control.stop_requested, self.params[0].device if self.params else torch.device("cpu")):
+            control.stop()
             self.save(epoch, step - 1)
             raise StopRequested(f"stopped in {self.task.name} epoch {epoch + 1}")
 
@@ -259,6 +262,7 @@ class FitSession:
         task, trainer = self.task, self.trainer
         if self.own_rng:
             torch.set_rng_state(self.rng)
+        x, y, idx = distributed.shard(x, y, idx)  # several processes: this one's part of the batch
         if trainer.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
@@ -266,6 +270,7 @@ class FitSession:
             result = task.step(x, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.total).backward()
+        distributed.average_gradients(self.params)  # the update of the whole batch, in every process
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.own_rng:
@@ -278,6 +283,10 @@ class FitSession:
         self.window_n += 1
         if step % self.log_every == 0 or step == self.steps:
             # one device sync per log point; a NaN anywhere in the window shows up here
+            if distributed.active():  # the whole batch's losses: the mean over the processes
+                keys = list(self.window)
+                total = distributed.reduce_sum(torch.stack([torch.as_tensor(self.window[k]).float() for k in keys]))
+                self.window = dict(zip(keys, total / distributed.world()[1]))
             means = {k: float(v) / self.window_n for k, v in self.window.items()}
             bad = [k for k, v in means.items() if not math.isfinite(v)]
             if bad:
@@ -292,6 +301,10 @@ class FitSession:
     def end_epoch(self, epoch: int) -> None:
         """Evaluate, record the epoch, announce it and write the per-epoch checkpoint."""
         task = self.task
+        if distributed.active():  # every process evaluates and checkpoints process 0's model
+            distributed.broadcast_buffers(task.modules().values())
+            counts = distributed.reduce_sum(torch.tensor([float(self.correct), float(self.seen)]))
+            self.correct, self.seen = float(counts[0]), int(counts[1])
         task_eval = task.evaluate(epoch + 1)
         confusion = task_eval.pop("confusion", None)
         n_steps = max(1, self.steps - self.first_step)
