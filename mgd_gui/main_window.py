@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self.export_dialog = None
         self.compare_dialog = None
         self._closing = False
+        self._start_when_checked = False
         self._records: dict[Path, tuple[float, RunRecord]] = {}
 
         self.runner = EngineRunner(engine, self)
@@ -338,11 +339,27 @@ class MainWindow(QMainWindow):
     def start_run(self) -> None:
         if self.runner.active or self.state != "idle" or not self.form.is_valid():
             return
+        if self.lookups.pending():
+            # the engine is still checking the latest edit: start once it accepts the set-up
+            if not self._start_when_checked:
+                self._start_when_checked = True
+                self.progress.set_text("Checking the set-up before the run…")
+                self.lookups.when_checked(self._checked_then_start)
+            return
         cfg = self.form.config()
         self._begin(RunRecord(label=cfg.name))
         self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
                      f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
         self.runner.start(cfg, runs_root=self.runs_root)
+
+    def _checked_then_start(self, problem) -> None:
+        self._start_when_checked = False
+        if problem is None:
+            self.start_run()
+            return
+        field, reason = problem
+        self.progress.set_text("Not started: fix the marked problem first")
+        self.log.add(f"Run not started: {field + ': ' if field else ''}{reason}", "warning")
 
     def resume_run(self, path: Path) -> None:
         if self.runner.active or self.state != "idle":
@@ -455,6 +472,9 @@ class MainWindow(QMainWindow):
             self.live.failure = info
         self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
         self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
+        if info.get("kind") == "input" and not info.get("run_dir"):
+            # refused before its first step: the problem is in the set-up, shown at its field
+            self.lookups.mark_failure(info.get("field"), str(info.get("message") or ""))
         self._run_ended()
         if not self._closing:
             self.error_box = error_dialog(self, info)
