@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
                                QWidget)
 
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
+from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
 from engine.runs import read_metrics, run_info
 from mgd_gui import paths, theme
@@ -411,56 +412,33 @@ class MainWindow(QMainWindow):
             model.update(e)
             if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished"):
                 self.progress.refresh()
-        if kind == "PlanReady":
-            stages = e["plan"]["stages"]
-            self.log.add("Plan: " + " → ".join(s["name"] + (f" ({s['epochs']} epochs)" if s["action"] == "train"
-                                                             else "") + (" [done]" if s["done"] else "")
-                                                for s in stages))
-        elif kind == "StageStarted":
-            if e.get("parameters"):
-                self.log.add(f"{e['stage']}: {e['epochs']} epochs × {e['steps_per_epoch']} steps, "
-                             f"{e.get('parameters', 0):,} trainable parameters")
-            else:
-                self.log.add(f"{e['stage']} started")
-        elif kind == "EpochEnd":
-            self.log.add(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}: loss {e['losses'].get('total', 0):.4f}, "
-                         f"train {e['train_acc']:.2f}%, test {e['test_acc']:.2f}% ({e['seconds']:.1f} s)")
-        elif kind == "Log":
-            self.log.add(e.get("message", ""), e.get("level", "info"))
-        elif kind == "RunStarted":
+        if kind not in ("RunFinished", "RunFailed"):  # those are told when the run has ended, below
+            line = describe_event(e)
+            if line is not None:
+                self.log.add(line[1], line[0])
+        if kind == "RunStarted":
             record.run_dir = Path(e["run_dir"])
             self.device_label.setText(e.get("device", ""))
             self.runs.set_active(record.run_dir)
             self.runs.select([record.run_dir])
-            self.log.add(f"Run folder: {e['run_dir']}")
         elif kind == "Paused":
             if self.state == "pausing":
                 self._set_state("paused")
+            self.runs.set_active(record.run_dir, "paused")
             self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
         elif kind == "Resumed":
             if self.state in ("paused", "pausing"):
                 self._set_state("running")
+            self.runs.set_active(record.run_dir, "running")
         elif kind == "StageFinished":
-            self.log.add(f"{e['stage']} stage finished in {format_duration(e['seconds'])}")
             self.runs.refresh()
-        elif kind == "HeadAccuracies":
-            heads = ", ".join(f"d={h['dim']} T={h['temperature']:g}: {h['test_acc']:.2f}%" for h in e["heads"])
-            self.log.add(f"heads (best test accuracy): {heads}")
-        elif kind == "Exported":
-            self.log.add("exported: " + ", ".join(f"{k} {v}" for k, v in e["files"].items()))
 
     def _on_finished(self, summary: dict) -> None:
         stopped = summary.get("status") == "stopped"
         if self.live:
             self.live.status = "stopped" if stopped else "finished"
             self.live.summary = summary
-        student = summary.get("student") or {}
-        if stopped:
-            text = f"Stopped in the {summary.get('stopped_in', '?')} stage; resume it from the Runs panel"
-        else:
-            acc = student.get("best_acc")
-            text = (f"Finished: student {student.get('arch')} {acc:.2f}% (best, epoch {student.get('best_epoch')})"
-                    if isinstance(acc, (int, float)) else "Finished")
+        text = finished_text(summary, stopped)
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
         self._run_ended()
@@ -530,8 +508,11 @@ class MainWindow(QMainWindow):
             self.presets.show_preset(None)
         record = self.record_for(path)
         self.log.add(f"— opened {path} ({record.status}) —")
-        for level, message in record.log[-50:]:
-            self.log.add(message, level)
+        for event in read_metrics(path):  # the run's whole story, told as it was told live
+            line = describe_event(event)
+            if line is not None:
+                self.log.add(line[1], line[0], event.get("time"))
+        self.log.add(f"— end of {path.name} —")
 
     def show_export(self, path: Path | None) -> None:
         from mgd_gui.export_dialog import ExportDialog

@@ -53,6 +53,7 @@ class RunsPanel(QWidget):
         super().__init__(parent)
         self.root = Path(root)
         self.active: Path | None = None
+        self.active_status = "running"
         self.busy = False  # a run is in progress: nothing else can be resumed
         self.infos: dict[Path, RunInfo] = {}
 
@@ -116,7 +117,7 @@ class RunsPanel(QWidget):
     # -- contents ----------------------------------------------------------------------
     def status_text(self, info: RunInfo) -> str:
         if self.active is not None and info.path == self.active:
-            return "running"
+            return self.active_status
         if info.status in ("running", "unknown"):
             return "interrupted"
         return info.status
@@ -146,7 +147,7 @@ class RunsPanel(QWidget):
                 (f"\nerror: {info.error}" if info.error else "")
             for col in range(len(COLUMNS)):
                 item.setToolTip(col, tip)
-            if status == "running":
+            if status in ("running", "paused"):
                 for col in range(len(COLUMNS)):
                     item.setFont(col, bold)
             self.tree.addTopLevelItem(item)
@@ -161,8 +162,10 @@ class RunsPanel(QWidget):
             self.busy = busy
             self._update_buttons()
 
-    def set_active(self, path: Path | None) -> None:
+    def set_active(self, path: Path | None, status: str = "running") -> None:
+        """The run the window is training (``status``: running or paused), or None."""
         self.active = Path(path) if path else None
+        self.active_status = status
         self.refresh()
 
     # -- selection ---------------------------------------------------------------------

@@ -67,3 +67,80 @@ def test_run_waits_for_the_check_of_the_latest_edit(qtbot, make_window, tmp_path
     assert not started
     qtbot.waitUntil(lambda: len(started) == 1, timeout=60000)
     assert started[0].data.dataset == "demo" and started[0].name == "checked-first"
+
+
+def write_finished_run(root: Path, name: str = "demo", started: str = "2026-01-01T10:00:00", seed: int = 0,
+                       folder: str | None = None) -> Path:
+    """A run folder as the engine leaves it: config, summary and the events of a short run."""
+    import json
+
+    from engine.config import ExperimentConfig, save_config
+    from engine.events import (EpochEnd, PlanReady, RunFinished, RunStarted, StageFinished, StageStarted,
+                               StepLosses)
+
+    path = root / (folder or f"{started.replace('-', '').replace(':', '').replace('T', '-')}-{name}")
+    path.mkdir(parents=True)
+    save_config(ExperimentConfig(name=name, seed=seed), path / "config.yaml")
+    summary = {"name": name, "status": "finished", "started": started, "seed": seed, "mode": "stable",
+               "distiller": "kd", "data": {"dataset": "demo"},
+               "student": {"arch": "resnet8", "best_acc": 71.5, "best_epoch": 2}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    events = [PlanReady({"stages": [{"name": "student", "action": "train", "epochs": 2, "done": False}]}),
+              RunStarted(str(path), {"name": name}, "cpu"), StageStarted("student", 2, 3, parameters=1234)]
+    for epoch in (1, 2):
+        events += [StepLosses("student", epoch, s, 3, {"total": 1.0 / (epoch + s)}, 0.05) for s in (1, 2, 3)]
+        events.append(EpochEnd("student", epoch, 2, {"total": 0.5 / epoch}, 60.0 + epoch, 65.0 + epoch, 0.05, 1.5))
+    events += [StageFinished("student", 3.0, {}), RunFinished(str(path), summary)]
+    with open(path / "metrics.jsonl", "w") as fh:
+        for event in events:
+            fh.write(json.dumps(event.to_dict()) + "\n")
+    return path
+
+
+def test_a_reopened_run_shows_its_whole_log(window, studio_home):
+    run = write_finished_run(studio_home / "runs")
+    window.runs.refresh()
+    window.reopen_run(run)
+    text = window.log.text()
+    assert "Plan: student (2 epochs)" in text
+    assert "student: 2 epochs × 3 steps, 1,234 trainable parameters" in text
+    assert "student epoch 1/2: loss 0.5000, train 61.00%, test 66.00%" in text
+    assert "student epoch 2/2" in text and "student stage finished" in text
+    assert "Finished: student resnet8 71.50% (best, epoch 2)" in text
+    assert text.index("epoch 1/2") < text.index("epoch 2/2") < text.index("Finished:")
+
+
+def test_pause_shows_in_the_runs_table_and_the_log(qtbot, make_window):
+    import time
+
+    from engine.events import Paused, Resumed, RunStarted, StageStarted
+
+    def engine(config, *, control, subscribers, runs_root, **kw):
+        emit = subscribers[0]
+        folder = Path(runs_root) / "20260101-100000-paused"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text("name: paused\n")
+        emit(RunStarted(str(folder), {"name": "paused"}, "cpu"))
+        emit(StageStarted("teacher", 2, 3))
+        while not control.stop_requested:
+            if control.paused:
+                emit(Paused("teacher"))
+                control.wait_while_paused()
+                emit(Resumed("teacher"))
+            time.sleep(0.01)
+        return {"status": "stopped", "stopped_in": "teacher"}
+
+    window = make_window(engine=engine)
+    window.start_run()
+    qtbot.waitUntil(lambda: window.runs.tree.topLevelItemCount() == 1, timeout=10000)
+    item = lambda: window.runs.tree.topLevelItem(0)  # noqa: E731
+    assert item().text(1) == "running"
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: window.state == "paused", timeout=10000)
+    assert item().text(1) == "paused"
+    assert "Paused in the teacher stage" in window.log.text()
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: item().text(1) == "running", timeout=10000)
+    assert "Resumed the teacher stage" in window.log.text()
+    window.stop_run()
+    qtbot.waitUntil(lambda: window.state == "idle", timeout=10000)
