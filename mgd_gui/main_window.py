@@ -54,6 +54,8 @@ class MainWindow(QMainWindow):
         self.state = "idle"  # idle, running, pausing, paused, stopping
         self.current_file: Path | None = None
         self.preset_path: str | None = None
+        self.origin = "untitled"  # what the form holds, for the title: a file, a preset, a run
+        self._clean: dict | None = None  # the set-up as last loaded or saved (edits make it unsaved)
         self.live: RunRecord | None = None
         self.progress_model: PlanProgress | None = None
         self.last_failure: dict | None = None
@@ -254,6 +256,7 @@ class MainWindow(QMainWindow):
         except MGDError as exc:
             if initial:
                 self.log.add(f"Could not load {path}: {exc}", "error")
+                self.origin, self._clean = "untitled", to_dict(ExperimentConfig())
                 self.form.set_config(ExperimentConfig())
             else:
                 QMessageBox.warning(self, "Cannot open the experiment", str(exc))
@@ -262,15 +265,54 @@ class MainWindow(QMainWindow):
         self.preset_path = str(path) if is_preset else None
         self._preset_dict = to_dict(cfg) if is_preset else None
         self.current_file = None if is_preset else path
+        self.origin = f"{path.stem} (preset)" if is_preset else path.name
+        self._clean = to_dict(cfg)
         self.form.set_config(cfg)
         self.presets.show_preset(self.preset_path)
         self.log.add(f"Loaded {'preset ' + path.stem if is_preset else path}")
         return True
 
     def load_preset(self, path: str) -> None:
+        if not self.keep_or_drop_edits():
+            self.presets.show_preset(self.preset_path if not self.is_dirty() else None)
+            return
         self.load_path(Path(path))
 
+    # -- unsaved edits -------------------------------------------------------------------
+    def is_dirty(self) -> bool:
+        """True when the form holds edits that are not in the file, preset or run it came from."""
+        return bool(self.form.parse_errors()) or (self._clean is not None
+                                                   and to_dict(self.form.config()) != self._clean)
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self.origin}[*] — {WINDOW_TITLE}")
+        self.setWindowModified(self.is_dirty())
+
+    def ask_unsaved(self) -> str:
+        """"save", "discard" or "cancel": what to do with unsaved edits (tests replace this)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
+                          f"The experiment {self.origin} has changes that are not saved.", parent=self)
+        box.setInformativeText("Save them before going on?")
+        box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
+                               QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+
+    def keep_or_drop_edits(self) -> bool:
+        """Before the form is replaced: ask about unsaved edits. True to go on (saved or dropped)."""
+        if not self.is_dirty():
+            return True
+        answer = self.ask_unsaved()
+        if answer == "save":
+            self.save()
+            return not self.is_dirty()  # False when the save was cancelled or failed
+        return answer == "discard"
+
     def open_dialog(self) -> None:
+        if not self.keep_or_drop_edits():
+            return
         start = self.settings.get("files/last_dir", str(Path.home()), str)
         path, _ = QFileDialog.getOpenFileName(self, "Open an experiment", start, "Experiments (*.yaml *.yml)")
         if path:
@@ -302,6 +344,11 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot save the experiment", f"{path}: {exc}")
             return
         self.current_file = path
+        self.preset_path = None
+        self.presets.show_preset(None)
+        self.origin = path.name
+        self._clean = to_dict(self.form.config())
+        self._update_title()
         self.lookups.update_comparison_error()  # its command names the saved file
         self.log.add(f"Saved {path}")
 
@@ -318,6 +365,7 @@ class MainWindow(QMainWindow):
         teacher_sched.setTitle("Schedule (not used: the teacher is loaded)" if loaded else "Schedule")
         self.lookups.config_changed(cfg)
         self._update_actions()
+        self._update_title()
 
     # -- run control -------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -497,14 +545,18 @@ class MainWindow(QMainWindow):
     def reopen_run(self, path: Path) -> None:
         path = Path(path)
         self.runs.select([path])
+        if not self.keep_or_drop_edits():
+            return
         try:
             cfg = load_config(path / "config.yaml")
         except MGDError as exc:
             self.log.add(f"Could not read the run's set-up: {exc}", "warning")
         else:
-            self.form.set_config(cfg)
             self.preset_path = None
             self.current_file = None
+            self.origin = f"run {self.runs.infos[path].label if path in self.runs.infos else path.name}"
+            self._clean = to_dict(cfg)
+            self.form.set_config(cfg)
             self.presets.show_preset(None)
         record = self.record_for(path)
         self.log.add(f"— opened {path} ({record.status}) —")
@@ -569,6 +621,9 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        if not self._closing and not self.keep_or_drop_edits():
+            event.ignore()
+            return
         if self.runner.active:
             if not self._closing:
                 if not self.confirm_close():

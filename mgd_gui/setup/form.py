@@ -258,6 +258,10 @@ class ConfigForm(QWidget):
         row = self._rows.get(path)
         return row.current if row is not None else ""
 
+    def parse_errors(self) -> dict[str, str]:
+        """Fields whose text could not be read (the config keeps their last good value)."""
+        return dict(self._parse_errors)
+
     def is_valid(self) -> bool:
         return not self._errors
 

@@ -144,3 +144,45 @@ def test_pause_shows_in_the_runs_table_and_the_log(qtbot, make_window):
     assert "Resumed the teacher stage" in window.log.text()
     window.stop_run()
     qtbot.waitUntil(lambda: window.state == "idle", timeout=10000)
+
+
+def test_unsaved_edits_are_asked_about_and_the_title_shows_them(qtbot, window, tmp_path):
+    assert window.windowTitle() == "demo (preset)[*] — MGD Studio" and not window.isWindowModified()
+    window.form.set_field("student.schedule.epochs", 3)
+    assert window.isWindowModified() and window.presets.currentText() == "(custom)"
+
+    asked = []
+    window.ask_unsaved = lambda: asked.append("preset") or "cancel"
+    window.load_preset(str(cifar_preset()))
+    assert asked == ["preset"]
+    assert window.form.config().student.schedule.epochs == 3  # the edit is kept
+    assert window.presets.currentText() == "(custom)" and window.isWindowModified()
+
+    window.ask_unsaved = lambda: asked.append("close") or "cancel"
+    window.close()
+    assert asked[-1] == "close" and window.isVisible()
+
+    # "save" writes the file (Save As for a preset) and the title names it
+    target = tmp_path / "mine.yaml"
+    window.save_as = lambda: window.save_to(target)
+    window.ask_unsaved = lambda: asked.append("save") or "save"
+    window.load_preset(str(cifar_preset()))
+    from engine.config import load_config
+
+    assert load_config(target).student.schedule.epochs == 3
+    assert window.form.config().name.startswith("cifar100")  # then the preset was loaded
+    assert window.windowTitle().startswith("cifar100_resnet56_to_resnet20 (preset)")
+
+    # a saved file is not asked about; an edit to it is, and the title says so
+    window.load_path(target)
+    assert window.windowTitle() == "mine.yaml[*] — MGD Studio" and not window.isWindowModified()
+    count = len(asked)
+    window.load_preset(str(cifar_preset()))
+    assert len(asked) == count  # nothing unsaved: no question
+    window.load_path(target)
+    window.form.set_field("seed", 5)
+    assert window.isWindowModified()
+    window.ask_unsaved = lambda: asked.append("discard") or "discard"
+    window.load_preset(str(paths.demo_preset()))
+    assert asked[-1] == "discard" and window.form.config().name == "demo" and not window.isWindowModified()
+    assert load_config(target).seed == 0  # discarded, not saved
