@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
                                QWidget)
@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
 
         bar = QToolBar("Main")
+        self.toolbar = bar
         bar.setObjectName("toolbar")
         bar.setMovable(False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -610,6 +611,13 @@ class MainWindow(QMainWindow):
                           "<b>MGD Studio</b><br>Knowledge distillation with multi-granularity "
                           "distillation (Shao and Chen, 2021).<br><br>"
                           f"Runs are kept in {self.runs_root}")
+
+    def event(self, event) -> bool:  # noqa: D401 - Qt override
+        # A status tip (the mouse over a toolbar button or a menu item) would replace the status
+        # bar's progress, stage and ETA; the same text is in the tooltip, so tips are dropped.
+        if event.type() == QEvent.Type.StatusTip:
+            return True
+        return super().event(event)
 
     # -- closing -----------------------------------------------------------------------
     def confirm_close(self) -> bool:

@@ -186,3 +186,18 @@ def test_unsaved_edits_are_asked_about_and_the_title_shows_them(qtbot, window, t
     window.load_preset(str(paths.demo_preset()))
     assert asked[-1] == "discard" and window.form.config().name == "demo" and not window.isWindowModified()
     assert load_config(target).seed == 0  # discarded, not saved
+
+
+def test_status_tips_do_not_hide_the_progress(qtbot, window):
+    from PySide6.QtGui import QStatusTipEvent
+    from PySide6.QtWidgets import QApplication
+
+    window.progress.set_text("teacher · epoch 3/15 · ETA 0:42")
+    window.progress.bar.setValue(300)
+    button = window.toolbar.widgetForAction(window.actions_["open"])
+    QApplication.sendEvent(button, QStatusTipEvent(window.actions_["open"].statusTip()))  # the mouse over it
+    window.actions_["run"].showStatusText(window)  # a menu item hovered
+    qtbot.wait(20)
+    assert window.statusBar().currentMessage() == ""
+    assert window.progress.isVisible() and window.progress.bar.isVisible()
+    assert window.progress.label.text() == "teacher · epoch 3/15 · ETA 0:42" and window.progress.bar.value() == 300
