@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
 from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
-from engine.runs import read_metrics, run_info
+from engine.runs import duplicate_config, read_metrics, run_info
 from mgd_gui import paths, theme
 from mgd_gui.background import Lookups
 from mgd_gui.icons import icon
@@ -27,7 +27,7 @@ from mgd_gui.run.log_panel import LogPanel
 from mgd_gui.run.progress import PlanProgress, ProgressWidget, format_duration
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
-from mgd_gui.runs_panel import RunsPanel
+from mgd_gui.runs_panel import RunsPanel, distinct_labels, short_label
 from mgd_gui.settings import Settings
 from mgd_gui.setup.form import ConfigForm
 from mgd_gui.setup.toolbar_widgets import DeviceCombo, PresetCombo
@@ -108,6 +108,8 @@ class MainWindow(QMainWindow):
         self.runs.export_requested.connect(self.show_export)
         self.runs.compare_requested.connect(self.show_compare)
         self.runs.inspect_requested.connect(self.show_inspect)
+        self.runs.duplicate_requested.connect(self.duplicate_run)
+        self.runs.changed.connect(self._runs_changed)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
         self.device_label = QLabel()
@@ -518,8 +520,30 @@ class MainWindow(QMainWindow):
 
     # -- runs --------------------------------------------------------------------------
     def _label(self, info) -> str:
-        stamp = info.started[11:16] if len(info.started) >= 16 else info.path.name[:15]
-        return f"{info.name} {stamp}" if stamp else info.name
+        return short_label(info)
+
+    def _runs_changed(self, message: str) -> None:
+        self.log.add(message[:1].upper() + message[1:])
+        gone = [p for p in self._records if not p.exists()]
+        for path in gone:
+            self._records.pop(path, None)
+
+    def duplicate_run(self, path: Path) -> None:
+        """The run's set-up in the form as a new experiment (unsaved), ready to change and run."""
+        if not self.keep_or_drop_edits():
+            return
+        try:
+            cfg = duplicate_config(path)
+        except MGDError as exc:
+            QMessageBox.warning(self, "Cannot duplicate the run", str(exc))
+            return
+        self.preset_path = None
+        self.current_file = None
+        self.origin = f"{cfg.name} (new)"
+        self._clean = {}  # never saved: closing or replacing it asks
+        self.form.set_config(cfg)
+        self.presets.show_preset(None)
+        self.log.add(f"Duplicated {path.name} as a new experiment {cfg.name!r}: change it and press Run")
 
     def record_for(self, path: Path) -> RunRecord:
         path = Path(path)
@@ -539,6 +563,10 @@ class MainWindow(QMainWindow):
     def _on_runs_selected(self, selected: list) -> None:
         if selected:
             records = [self.record_for(p) for p in selected]
+            infos = [self.runs.infos.get(p) or run_info(p) for p in selected]
+            for record, label in zip(records, distinct_labels(infos)):
+                if record is not self.live or self.state == "idle":
+                    record.label = label
         else:
             records = [self.live] if self.live is not None else []
         self.plots.set_records(records)

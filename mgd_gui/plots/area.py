@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QGridLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QSplitter, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 from mgd_gui import theme
 from mgd_gui.plots.accuracy import AccuracyPanel
@@ -25,9 +26,23 @@ class PlotArea(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)
         layout.setSpacing(4)
+        top = QHBoxLayout()
+        top.setSpacing(6)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
-        layout.addWidget(self.banner)
+        self.banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        top.addWidget(self.banner, 1)
+        self.x_axis = QComboBox()
+        for key, text in (("epoch", "epoch"), ("step", "step"), ("time", "wall time")):
+            self.x_axis.addItem(text, key)
+        self.x_axis.setToolTip("The x axis of the losses and accuracies: the epoch, the step within the stage, "
+                               "or the run's wall time in minutes (pauses and the gaps between sessions left out)")
+        x_label = QLabel("x axis")
+        x_label.setBuddy(self.x_axis)
+        top.addWidget(x_label)
+        top.addWidget(self.x_axis)
+        layout.addLayout(top)
+        self.x_axis.currentIndexChanged.connect(lambda *_: self.set_x_axis(self.x_axis.currentData()))
 
         self.losses = LossPanel()
         self.accuracy = AccuracyPanel()
@@ -62,6 +77,17 @@ class PlotArea(QWidget):
         self.timer.start()
         self.tabs.currentChanged.connect(lambda *_: self.refresh())
         self.set_records([])
+
+    def set_x_axis(self, axis: str) -> None:
+        """``epoch``, ``step`` or ``time`` for the panels whose curves run over training."""
+        index = self.x_axis.findData(axis)
+        if index >= 0 and index != self.x_axis.currentIndex():
+            self.x_axis.setCurrentIndex(index)  # comes back here through the signal
+            return
+        for panel in self.panels():
+            if panel.uses_x_axis:
+                panel.x_axis = axis
+        self.refresh(force=True)
 
     def panels(self) -> list[PlotPanel]:
         return [self.losses, self.accuracy, self.heads, self.noise, self.class_accuracy, self.confusion]

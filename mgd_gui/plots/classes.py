@@ -29,11 +29,12 @@ class _EvaluationPanel(PlotPanel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.model = QComboBox()
-        self.model.addItem("student (else teacher)", "auto")
+        self.model.addItem("auto", "auto")
         for m in MODELS:
             self.model.addItem(m, m)
-        self.model.setToolTip("Whose latest test evaluation to show")
+        self.model.setToolTip("Whose latest test evaluation to show (auto: the student's, else the teacher's)")
         self.add_control(self.model)
+        self.model.setMinimumContentsLength(max(len(m) for m in MODELS))
         self.model.currentIndexChanged.connect(lambda *_: self.refresh())
 
     def control_state(self) -> Any:
@@ -75,7 +76,7 @@ class ClassAccuracyPanel(_EvaluationPanel):
             color = series_color(i if self.compare else (1 if model == "student" else 0))
             name = self.label(record, f"{model}, epoch {ev.get('epoch')}")
             self.extra(pg.BarGraphItem(x=x, height=np.nan_to_num(acc), width=width * 0.9, brush=pg.mkBrush(color),
-                                       pen=pg.mkPen(color)), name if self.compare else None)
+                                       pen=pg.mkPen(color)), name if self.compare else None, color)
             if not self.compare:
                 self._set_title(f"<b>{self.title}</b> · {name}")
             self.series.append((name, x, acc))
@@ -109,8 +110,11 @@ class ConfusionPanel(_EvaluationPanel):
         self.item.showGrid(x=False, y=False)
         self.matrix = np.zeros((0, 0))
         self.classes: list[str] = []
+        # no axis label on the bar (it lands over the bar); the tooltip and the hover say what it shows
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False,
-                                        width=12, label="share of the true class")
+                                        width=12)
+        self.plot.setToolTip("Colour: the share of the true class (row) predicted as each class (column). "
+                             "Click a cell to see its test images.")
         self._bar_attached = False
 
     def draw(self) -> None:

@@ -201,3 +201,19 @@ def test_status_tips_do_not_hide_the_progress(qtbot, window):
     assert window.statusBar().currentMessage() == ""
     assert window.progress.isVisible() and window.progress.bar.isVisible()
     assert window.progress.label.text() == "teacher · epoch 3/15 · ETA 0:42" and window.progress.bar.value() == 300
+
+
+def test_an_invalid_architecture_from_a_file_does_not_stay_in_the_drop_down(window, tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\nteacher:\n  arch: resnet999\n")
+    assert window.load_path(path)
+    combo = window.form.editor("teacher.arch").combo
+    assert combo.currentText() == "resnet999 (unknown)" and "teacher.arch" in window.form.errors()
+    assert not window.actions_["run"].isEnabled()
+    window.load_preset(str(paths.demo_preset()))
+    assert combo.findData("resnet999") < 0 and combo.currentData() == "resnet20"
+    # chosen away from by hand: gone as well
+    window.load_path(path)
+    combo.setCurrentIndex(combo.findData("resnet56"))
+    assert combo.findData("resnet999") < 0 and window.form.config().teacher.arch == "resnet56"
+    assert "teacher.arch" not in window.form.errors()
