@@ -109,6 +109,8 @@ class MainWindow(QMainWindow):
         self.runs.compare_requested.connect(self.show_compare)
         self.runs.inspect_requested.connect(self.show_inspect)
         self.runs.duplicate_requested.connect(self.duplicate_run)
+        self.runs.try_requested.connect(lambda path: self.show_review(path).tabs.setCurrentIndex(1))
+        self.plots.confusion.cell_clicked.connect(self._confusion_clicked)
         self.runs.changed.connect(self._runs_changed)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
@@ -633,6 +635,33 @@ class MainWindow(QMainWindow):
         self.inspect_dialog = InspectDialog(path, list_runs(self.runs_root), self)
         self.inspect_dialog.show()
         self.inspect_dialog.raise_()
+
+    def show_review(self, path: Path):
+        """The image-level review of a run (a window of its own, one at a time)."""
+        from mgd_gui.review_view import ReviewDialog
+
+        path = Path(path)
+        dialog = getattr(self, "review_dialog", None)
+        if dialog is None or dialog.run_dir != path:
+            if dialog is not None:
+                dialog.close()
+            info = self.runs.infos.get(path) or run_info(path)
+            dialog = self.review_dialog = ReviewDialog(path, short_label(info), self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def _confusion_clicked(self, record, model: str, true: int, predicted: int, evaluation: dict) -> None:
+        if record.run_dir is None:
+            return
+        if record is self.live and self.state != "idle":
+            self.log.add("The images of a cell can be reviewed once the run has finished", "warning")
+            return
+        confusion = evaluation.get("confusion") or []
+        count = int(confusion[true][predicted]) if true < len(confusion) and predicted < len(confusion[true]) \
+            else None
+        self.show_review(record.run_dir).show_cell(true, predicted, model, evaluation.get("classes") or
+                                                   record.classes, count, evaluation)
 
     def about(self) -> None:
         QMessageBox.about(self, "About MGD Studio",

@@ -89,6 +89,7 @@ class RunsPanel(QWidget):
     compare_requested = Signal(list)  # [Path]
     inspect_requested = Signal(object)  # Path
     duplicate_requested = Signal(object)  # Path: load its set-up as a new experiment
+    try_requested = Signal(object)  # Path: classify image files with the run's teacher and student
     changed = Signal(str)  # a message: a run was renamed, noted or deleted
 
     def __init__(self, root: Path, parent: QWidget | None = None):
@@ -113,6 +114,8 @@ class RunsPanel(QWidget):
                 ("inspect", "Inspect", "See what the teacher, each granularity head and the student attend to, "
                                        "the granularity codes in 2-D, and where the student gains over another run",
                  "inspect"),
+                ("try", "Try…", "Classify image files of your own with the run's teacher and student "
+                                "(top-5 classes, the same preprocessing as the run's test images)", "open"),
                 ("compare", "Compare", "Show the comparison table of the selected runs: each baseline with MGD "
                                        "off and on, over seeds, and each student's size, speed and calibration",
                  "compare")):
@@ -189,6 +192,7 @@ class RunsPanel(QWidget):
         b["resume"].clicked.connect(lambda: self._emit_current(self.resume_requested))
         b["export"].clicked.connect(lambda: self._emit_current(self.export_requested))
         b["inspect"].clicked.connect(lambda: self._emit_current(self.inspect_requested))
+        b["try"].clicked.connect(lambda: self._emit_current(self.try_requested))
         b["duplicate"].clicked.connect(lambda: self._emit_current(self.duplicate_requested))
         b["folder"].clicked.connect(self._open_folder)
         b["compare"].clicked.connect(self._compare)
@@ -364,6 +368,7 @@ class RunsPanel(QWidget):
             b[key].setEnabled(one is not None)
         b["export"].setEnabled(one is not None and one.has_student)
         b["inspect"].setEnabled(one is not None and one.has_student)
+        b["try"].setEnabled(one is not None and one.has_student)
         b["resume"].setEnabled(one is not None and one.resumable and one.path != self.active and not self.busy)
         b["delete"].setEnabled(bool(paths) and self.active not in paths)
         b["delete"].setText(f"Delete {len(paths)} runs…" if len(paths) > 1 else "Delete…")
@@ -391,7 +396,7 @@ class RunsPanel(QWidget):
     def context_menu(self) -> QMenu:
         """The menu of the selected runs: the buttons' actions, enabled as they are."""
         menu = QMenu(self)
-        for key in ("reopen", "resume", "export", "inspect", None, "compare", None, "rename", "note",
+        for key in ("reopen", "resume", "export", "inspect", "try", None, "compare", None, "rename", "note",
                     "duplicate", "folder", None, "delete"):
             if key is None:
                 menu.addSeparator()

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox
 
 from mgd_gui.plots.base import PlotPanel
@@ -97,6 +98,9 @@ class ClassAccuracyPanel(_EvaluationPanel):
 
 
 class ConfusionPanel(_EvaluationPanel):
+    """Clicking a cell emits ``cell_clicked(record, model, true, predicted, evaluation)``."""
+
+    cell_clicked = Signal(object, str, int, int, object)
     title = "Confusion matrix"
     x_label = "predicted class"
     y_label = "true class"
@@ -111,6 +115,8 @@ class ConfusionPanel(_EvaluationPanel):
         self.matrix = np.zeros((0, 0))
         self.classes: list[str] = []
         # no axis label on the bar (it lands over the bar); the tooltip and the hover say what it shows
+        self.shown: tuple[RunRecord, str, dict] | None = None  # the record, model and evaluation drawn
+        self.plot.scene().sigMouseClicked.connect(self._clicked)
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False,
                                         width=12)
         self.plot.setToolTip("Colour: the share of the true class (row) predicted as each class (column). "
@@ -119,11 +125,13 @@ class ConfusionPanel(_EvaluationPanel):
 
     def draw(self) -> None:
         self.matrix = np.zeros((0, 0))
+        self.shown = None
         self._set_title(f"<b>{self.title}</b>")
         found = next(((r, f) for r in self.records if (f := self.evaluation(r))), None)
         if not found:
             return
         record, (model, ev) = found
+        self.shown = (record, model, ev)
         m = np.asarray(ev["confusion"], dtype=float)
         self.matrix = m
         self.classes = list(ev.get("classes") or record.classes) or [str(i) for i in range(len(m))]
@@ -162,7 +170,26 @@ class ConfusionPanel(_EvaluationPanel):
         total = m[t].sum()
         share = 100 * m[t, p] / total if total else 0.0
         return p, t, (f"true {self.classes[t]} → predicted {self.classes[p]}\n"
-                      f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})")
+                      f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})"
+                      + ("\nclick to see them" if m[t, p] else ""))
+
+    def cell_at(self, scene_pos) -> tuple[int, int] | None:
+        """(true, predicted) of the cell under a scene position, or None outside the matrix."""
+        m = self.matrix
+        vb = self.item.getViewBox()
+        if not m.size or not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = vb.mapSceneToView(scene_pos)
+        p, t = int(round(point.x())), int(round(point.y()))
+        return (t, p) if 0 <= t < m.shape[0] and 0 <= p < m.shape[1] else None
+
+    def _clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or self.shown is None:
+            return
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            record, model, ev = self.shown
+            self.cell_clicked.emit(record, model, cell[0], cell[1], ev)
 
     def csv_rows(self) -> list[list[Any]]:
         if not self.matrix.size:
