@@ -69,13 +69,11 @@ class Lookups(QObject):
             self.timer.start()
 
     def update_comparison_error(self) -> None:
-        """Refuse a comparison at its field, naming the command that runs it (the window
-        trains one experiment at a time; ``mgd-train`` runs a comparison's jobs in turn)."""
+        """A comparison is run by the studio's queue: say so at the field (no problem, Run stays on)."""
         cfg = self.cfg
         baselines = cfg.comparison.baselines if cfg is not None else []
-        self.window.form.set_external_error(
-            "comparison.baselines", comparison_refusal(cfg, self.window.current_file, self.window.runs_root)
-            if baselines else None)
+        self.window.form.set_note("comparison.baselines", comparison_note(cfg, self.window.runs_root)
+                                  if baselines else None)
 
     # -- asking -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -239,17 +237,17 @@ def comparison_folder(cfg: ExperimentConfig, runs_root: Path) -> Path:
     return Path(runs_root) / f"comparison-{name}"
 
 
-def comparison_refusal(cfg: ExperimentConfig, yaml_path: Path | None, runs_root: Path) -> str:
-    """Why the window does not run a comparison, and the exact ``mgd-train`` command that does."""
-    out = _quote(comparison_folder(cfg, runs_root))
-    if yaml_path is not None:
-        saved, first = _quote(yaml_path), "Save the set-up (Ctrl+S) and run in a terminal"
-    else:
-        saved = _quote((cfg.name or "experiment") + ".yaml")
-        first = f"Save the set-up as {saved} (File › Save As…) and run in its folder"
-    return (f"the window trains one experiment at a time. {first}:\n"
-            f"mgd-train {saved} --out {out}\n"
-            "Its runs then show in the Runs panel, ready to Compare. Or clear this list.")
+def comparison_note(cfg: ExperimentConfig, runs_root: Path) -> str:
+    """What Run does with a comparison: queue its runs (how many, where)."""
+    from engine.compare import comparison_runs
+
+    c = cfg.comparison
+    total = len(comparison_runs(cfg))
+    per_seed = total // max(1, len(c.seeds))
+    return (f"Run queues the comparison: {total} runs ({per_seed} per seed × {len(c.seeds)} seed"
+            f"{'s' if len(c.seeds) != 1 else ''}), one after another in the Queue panel, the teacher trained "
+            f"once per seed, into {comparison_folder(cfg, runs_root)}. "
+            f"The same runs from a terminal: mgd-train FILE.yaml --out {_quote(comparison_folder(cfg, runs_root))}")
 
 
 def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str, int]:

@@ -19,7 +19,7 @@ from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
 from engine.runs import duplicate_config, read_metrics, run_info
 from mgd_gui import paths, theme
-from mgd_gui.background import Lookups
+from mgd_gui.background import Lookups, comparison_folder
 from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
@@ -27,6 +27,7 @@ from mgd_gui.run.log_panel import LogPanel
 from mgd_gui.run.progress import PlanProgress, ProgressWidget, format_duration
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
+from mgd_gui.run_queue import QueuePanel, RunQueue
 from mgd_gui.runs_panel import RunsPanel, distinct_labels, short_label
 from mgd_gui.settings import Settings
 from mgd_gui.setup.form import ConfigForm
@@ -65,6 +66,10 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._start_when_checked = False
         self._records: dict[Path, tuple[float, RunRecord]] = {}
+        self.queue = RunQueue.load(paths.queue_file())
+        self._queue_job: str | None = None  # the id of the queued job being trained
+        self._cancel_running = False  # the running queued job was cancelled: do not run it again
+        self._compare_folder: str | None = None  # the comparison whose table is open (filled in as runs finish)
 
         self.runner = EngineRunner(engine, self)
         self.runner.event.connect(self._on_event)
@@ -84,6 +89,8 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if probe:
             QTimer.singleShot(200, self.lookups.start)
+        if self.queue.pending():
+            QTimer.singleShot(0, self._queue_on_launch)
 
     # -- building ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -112,6 +119,11 @@ class MainWindow(QMainWindow):
         self.runs.try_requested.connect(lambda path: self.show_review(path).tabs.setCurrentIndex(1))
         self.plots.confusion.cell_clicked.connect(self._confusion_clicked)
         self.runs.changed.connect(self._runs_changed)
+        self.queue_panel = QueuePanel(self.queue)
+        self.queue_panel.start_requested.connect(self.start_queue)
+        self.queue_panel.pause_requested.connect(self.pause_queue)
+        self.queue_panel.cancel_requested.connect(self.cancel_jobs)
+        self.queue_panel.table_requested.connect(self.show_comparison_table)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
         self.device_label = QLabel()
@@ -210,6 +222,9 @@ class MainWindow(QMainWindow):
         self.runs_dock = self._dock("Runs", "runsDock", self.runs, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock = self._dock("Log", "logDock", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self.runs_dock, self.log_dock, Qt.Orientation.Horizontal)
+        self.queue_dock = self._dock("Queue", "queueDock", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.log_dock, self.queue_dock)
+        self.log_dock.raise_()
         self.resizeDocks([self.experiment_dock], [420], Qt.Orientation.Horizontal)
         self.resizeDocks([self.runs_dock, self.log_dock], [760, 420], Qt.Orientation.Horizontal)
         self.resizeDocks([self.runs_dock], [190], Qt.Orientation.Vertical)
@@ -251,7 +266,7 @@ class MainWindow(QMainWindow):
 
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)
-        for dock in (self.experiment_dock, self.runs_dock, self.log_dock):
+        for dock in (self.experiment_dock, self.runs_dock, self.log_dock, self.queue_dock):
             dock.show()
 
     # -- files -------------------------------------------------------------------------
@@ -387,7 +402,8 @@ class MainWindow(QMainWindow):
         act["pause"].setIcon(icon("resume" if paused else "pause"))
         act["stop"].setEnabled(self.state in ("running", "pausing", "paused"))
         self.runs.set_busy(busy)
-        tip = "Train the experiment" if self.form.is_valid() else "Fix the marked fields first"
+        tip = ("Queue the comparison's runs" if self.form.config().comparison.baselines else "Train the experiment") \
+            if self.form.is_valid() else "Fix the marked fields first"
         act["run"].setStatusTip(tip)
 
     def start_run(self) -> None:
@@ -401,6 +417,9 @@ class MainWindow(QMainWindow):
                 self.lookups.when_checked(self._checked_then_start)
             return
         cfg = self.form.config()
+        if cfg.comparison.baselines:
+            self.queue_comparison(cfg)
+            return
         self._begin(RunRecord(label=cfg.name))
         self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
                      f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
@@ -478,11 +497,17 @@ class MainWindow(QMainWindow):
             if self.state == "pausing":
                 self._set_state("paused")
             self.runs.set_active(record.run_dir, "paused")
+            if self._queue_job:
+                self.queue_panel.paused_run = True
+                self.queue_panel.refresh()
             self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
         elif kind == "Resumed":
             if self.state in ("paused", "pausing"):
                 self._set_state("running")
             self.runs.set_active(record.run_dir, "running")
+            if self._queue_job:
+                self.queue_panel.paused_run = False
+                self.queue_panel.refresh()
         elif kind == "StageFinished":
             self.runs.refresh()
 
@@ -494,6 +519,12 @@ class MainWindow(QMainWindow):
         text = finished_text(summary, stopped)
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
+        if self._queue_job:
+            if stopped:
+                self._queue_job_ended("pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
+                                                 "resumes from its checkpoint")
+            else:
+                self._queue_job_ended("done", "", (summary.get("student") or {}).get("best_acc"))
         self._run_ended()
 
     def _on_failed(self, info: dict) -> None:
@@ -503,11 +534,14 @@ class MainWindow(QMainWindow):
             self.live.failure = info
         self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
         self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
-        if info.get("kind") == "input" and not info.get("run_dir"):
+        queued = self._queue_job is not None
+        if queued:  # the queue goes on with its next run; the failure stays in the Queue panel and the log
+            self._queue_job_ended("failed", f"{info.get('stage')} stage: {info.get('message')}")
+        elif info.get("kind") == "input" and not info.get("run_dir"):
             # refused before its first step: the problem is in the set-up, shown at its field
             self.lookups.mark_failure(info.get("field"), str(info.get("message") or ""))
         self._run_ended()
-        if not self._closing:
+        if not self._closing and not queued:
             self.error_box = error_dialog(self, info)
             self.error_box.open()
 
@@ -519,6 +553,158 @@ class MainWindow(QMainWindow):
         self.plots.refresh(force=True)
         if self._closing:
             QTimer.singleShot(0, self.close)
+        elif self.queue.state == "running":
+            QTimer.singleShot(0, self._next_job)
+
+    # -- the queue ---------------------------------------------------------------------
+    def queue_comparison(self, cfg: ExperimentConfig) -> list:
+        """Queue every run of the experiment's comparison and start the queue."""
+        folder = comparison_folder(cfg, self.runs_root)
+        base, n = folder, 1
+        while (folder / "config.yaml").is_file() and to_dict(load_config(folder / "config.yaml")) != to_dict(cfg):
+            n += 1  # another comparison of this name: a folder of its own (the same one continues)
+            folder = base.with_name(f"{base.name}-{n}")
+        try:
+            jobs = self.queue.add_comparison(cfg, folder)
+        except (OSError, MGDError) as exc:
+            QMessageBox.warning(self, "Cannot queue the comparison", str(exc))
+            return []
+        pending = sum(j.state == "pending" for j in jobs)
+        self.log.add(f"Queued the comparison {cfg.name!r}: {pending} runs to train"
+                     + (f", {len(jobs) - pending} finished before" if len(jobs) > pending else "")
+                     + f", into {folder}")
+        self.runs.refresh()
+        self.queue_dock.show()
+        self.queue_dock.raise_()
+        self.start_queue()
+        return jobs
+
+    def start_queue(self) -> None:
+        if not self.queue.pending():
+            return
+        self.queue.set_state("running")
+        self.queue_panel.refresh()
+        self._next_job()
+
+    def pause_queue(self) -> None:
+        if self.queue.state == "running":
+            self.queue.set_state("paused")
+            self.queue_panel.refresh()
+            self.log.add("Queue paused: the current run finishes; no other starts until Start")
+
+    def cancel_jobs(self, job_ids: list) -> None:
+        cancelled = self.queue.cancel([i for i in job_ids if i != self._queue_job])
+        for job in cancelled:
+            self.log.add(f"Queue: cancelled {job.label}")
+        if self._queue_job in job_ids and self.runner.active:
+            self._cancel_running = True
+            self.stop_run()
+        self.queue_panel.refresh()
+
+    def ask_queue_on_launch(self) -> str:
+        """"continue" or "later": what to do with runs left in the queue (tests replace this)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Queued runs",
+                          f"{len(self.queue.pending())} queued runs are waiting "
+                          f"({', '.join(sorted({j.comparison for j in self.queue.pending()}))}).", parent=self)
+        box.setInformativeText("Continue the queue now? An interrupted run resumes from its checkpoint.")
+        go = box.addButton("Continue now", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep it paused", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        return "continue" if box.clickedButton() is go else "later"
+
+    def _queue_on_launch(self) -> None:
+        if not self.queue.pending():
+            return
+        if self.ask_queue_on_launch() == "continue":
+            self.log.add(f"Continuing the queue: {len(self.queue.pending())} runs waiting")
+            self.start_queue()
+        else:
+            self.queue.set_state("paused")
+            self.queue_panel.refresh()
+            self.log.add(f"The queue is paused with {len(self.queue.pending())} runs waiting: "
+                         "press Resume in the Queue panel")
+
+    def _next_job(self) -> None:
+        """Start the next pending job when the window is free and the queue is running."""
+        if self.queue.state != "running" or self.runner.active or self.state != "idle" or self._closing:
+            return
+        while True:
+            job = self.queue.next_pending()
+            if job is None:
+                counts = self.queue.counts()
+                self.queue.set_state("idle")
+                self.queue_panel.refresh()
+                self.log.add(f"Queue finished: {counts['done']} done, {counts['failed']} failed, "
+                             f"{counts['cancelled']} cancelled")
+                return
+            try:
+                cfg, resume = self.queue.job_config(job)
+            except (OSError, MGDError) as exc:
+                self.queue.mark(job, "failed", str(exc))
+                continue
+            summary = run_info(job.run_dir).summary if resume else {}
+            if summary.get("status") == "finished":
+                self.queue.mark(job, "done", "finished before", (summary.get("student") or {}).get("best_acc"))
+                continue
+            break
+        self.queue.mark(job, "running", "resumed from its checkpoint" if resume else "")
+        self._queue_job = job.id
+        self._cancel_running = False
+        self.queue_panel.paused_run = False
+        self.queue_panel.refresh()
+        number = self.queue.jobs.index(job) + 1
+        teacher = cfg.teacher.checkpoint if job.config.get("teacher", {}).get("checkpoint") is None else None
+        self.log.add(f"Queue: run {number}/{len(self.queue.jobs)}, {job.label}"
+                     + (f" (teacher from {Path(teacher).parent.parent.name})" if teacher else "")
+                     + (" (resumed)" if resume else ""))
+        record = RunRecord.from_events(read_metrics(job.run_dir), job.run_dir, job.label) if resume \
+            else RunRecord(label=job.label)
+        self._begin(record)
+        self.runner.start(None if resume else cfg, run_dir=job.run_dir, runs_root=self.runs_root, resume=resume)
+
+    def _queue_job_ended(self, state: str, message: str, result: float | None = None) -> None:
+        job = self.queue.job(self._queue_job) if self._queue_job else None
+        self._queue_job = None
+        self.queue_panel.paused_run = False
+        if job is None:
+            return
+        if state == "pending" and self._cancel_running:
+            state, message = "cancelled", "cancelled while running; its checkpoint is kept"
+        elif state == "pending" and not self._closing and self.queue.state == "running":
+            self.queue.set_state("paused")  # the user stopped the run: the queue waits too
+            self.log.add("Queue paused: the stopped run resumes from its checkpoint when the queue starts again")
+        self._cancel_running = False
+        self.queue.mark(job, state, message, result)
+        self.queue_panel.refresh()
+        self._update_comparison_table(job.comparison_dir)
+
+    def _update_comparison_table(self, folder: str) -> None:
+        """Write the comparison's table files and refresh its open table, as its runs finish."""
+        from engine.compare import comparison_table, write_table
+        from mgd_gui.run_queue import comparison_summaries
+
+        summaries = comparison_summaries(folder)
+        try:
+            write_table(comparison_table(summaries), folder)
+        except OSError as exc:
+            self.log.add(f"Could not write the comparison table in {folder}: {exc}", "warning")
+        if self._compare_folder == folder and self.compare_dialog is not None and self.compare_dialog.isVisible():
+            self.show_comparison_table(folder)
+
+    def show_comparison_table(self, folder: str) -> None:
+        """The comparison table of a queued comparison: its run folders so far."""
+        from engine.runs import list_runs
+
+        paths = [i.path for i in list_runs(self.runs_root) if str(i.comparison_dir) == str(folder)]
+        if not paths:
+            self.log.add("The comparison has no run yet: its table fills in as its runs finish")
+            return
+        geometry = self.compare_dialog.geometry() if self.compare_dialog is not None and \
+            self.compare_dialog.isVisible() else None
+        self.show_compare(paths)
+        self._compare_folder = folder
+        if geometry is not None:
+            self.compare_dialog.setGeometry(geometry)
 
     # -- runs --------------------------------------------------------------------------
     def _label(self, info) -> str:
@@ -619,6 +805,7 @@ class MainWindow(QMainWindow):
         infos = [run_info(p) for p in selected]  # read again: a run may have finished since
         if not infos:
             return
+        self._compare_folder = None
         if self.compare_dialog is not None:
             self.compare_dialog.close()
         self.compare_dialog = CompareDialog(infos, self)
@@ -681,7 +868,8 @@ class MainWindow(QMainWindow):
         """Ask whether to stop the running experiment and quit (tests replace this)."""
         answer = QMessageBox.question(
             self, "A run is in progress",
-            "Stop the run and quit? The run keeps its last checkpoint and can be resumed later.",
+            "Stop the run and quit? The run keeps its last checkpoint and can be resumed later."
+            + (" The queue's other runs wait for the next launch." if self._queue_job else ""),
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
