@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QToolButton, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QToolBar, QToolButton,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
 from engine.runfolder import CONFIG_FILE, atomic_write, checkpoint_path, read_json
@@ -246,8 +246,10 @@ class QueuePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
-        bar = QHBoxLayout()
-        bar.setSpacing(0)
+        # a tool bar: buttons that do not fit a narrow dock move to its » menu (the window fits 1280 px)
+        bar = QToolBar()
+        bar.setIconSize(QSize(16, 16))
+        bar.setStyleSheet("QToolBar { border: none; spacing: 0px; }")
         self.buttons: dict[str, QToolButton] = {}
         for key, text, tip, icon_name in (
                 ("start", "Start", "Run the pending jobs one after another", "run"),
@@ -269,11 +271,11 @@ class QueuePanel(QWidget):
             b.setAutoRaise(True)
             bar.addWidget(b)
             self.buttons[key] = b
-        bar.addStretch(1)
+        layout.addWidget(bar)
         self.summary = QLabel()
         self.summary.setEnabled(False)
-        bar.addWidget(self.summary)
-        layout.addLayout(bar)
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout.addWidget(self.summary)
         self.tree = QTreeWidget()
         self.tree.setColumnCount(len(COLUMNS))
         self.tree.setHeaderLabels(list(COLUMNS))

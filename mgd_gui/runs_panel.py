@@ -8,11 +8,11 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Qt, Signal
+from PySide6.QtCore import QSize, QUrl, Qt, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
-                               QLineEdit, QMenu, QMessageBox, QSizePolicy, QToolButton, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+                               QLineEdit, QMenu, QMessageBox, QSizePolicy, QToolBar, QToolButton,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.errors import MGDError
 from engine.runs import RunInfo, annotate_run, delete_run, list_runs
@@ -58,7 +58,12 @@ def short_label(info: RunInfo) -> str:
 def distinct_labels(infos: list[RunInfo]) -> list[str]:
     """Labels for runs shown together that tell every run apart: :func:`short_label`, and for
     runs that share it, what differs (mode, baseline, seed, start second, student, folder)."""
-    base = [short_label(i) for i in infos]
+    comparisons = {i.comparison_dir for i in infos}
+    if len(infos) > 1 and len(comparisons) == 1 and None not in comparisons:
+        # the runs of one comparison: their job folders (s0-kd-off) say it all
+        base = [i.name if i.renamed else i.path.name for i in infos]
+    else:
+        base = [short_label(i) for i in infos]
     out = list(base)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(base):
@@ -103,8 +108,10 @@ class RunsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
-        bar = QHBoxLayout()
-        bar.setSpacing(0)
+        # a tool bar: buttons that do not fit a narrow dock move to its » menu (the window fits 1280 px)
+        bar = QToolBar()
+        bar.setIconSize(QSize(16, 16))
+        bar.setStyleSheet("QToolBar { border: none; spacing: 0px; }")
         self.buttons: dict[str, QToolButton] = {}
         for key, text, tip, icon_name in (
                 ("refresh", "Refresh", "Read the run folders again", "refresh"),
@@ -145,8 +152,7 @@ class RunsPanel(QWidget):
         manage.aboutToShow.connect(self._sync_manage_menu)
         self.manage_button.setMenu(manage)
         bar.addWidget(self.manage_button)
-        bar.addStretch(1)
-        layout.addLayout(bar)
+        layout.addWidget(bar)
 
         filters = QHBoxLayout()
         filters.setSpacing(4)

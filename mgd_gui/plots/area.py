@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSiz
 
 from mgd_gui import theme
 from mgd_gui.plots.accuracy import AccuracyPanel
-from mgd_gui.plots.base import PlotPanel
+from mgd_gui.plots.base import PlotPanel, run_chips
 from mgd_gui.plots.classes import ClassAccuracyPanel, ConfusionPanel
 from mgd_gui.plots.heads import HeadsPanel
 from mgd_gui.plots.losses import LossPanel
@@ -42,6 +42,12 @@ class PlotArea(QWidget):
         top.addWidget(x_label)
         top.addWidget(self.x_axis)
         layout.addLayout(top)
+        self.run_legend = QLabel()  # the overlaid runs, once for every panel: colour and marker
+        self.run_legend.setWordWrap(True)
+        self.run_legend.setTextFormat(Qt.TextFormat.RichText)
+        self.run_legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.run_legend.hide()
+        layout.addWidget(self.run_legend)
         self.x_axis.currentIndexChanged.connect(lambda *_: self.set_x_axis(self.x_axis.currentData()))
 
         self.losses = LossPanel()
@@ -94,8 +100,10 @@ class PlotArea(QWidget):
 
     def set_records(self, records: list[RunRecord]) -> None:
         self.records = list(records)
+        overlay = len(records) > 1
         for panel in self.panels():
             panel.records = list(records)  # drawn on the next refresh of a visible panel
+            panel.shared_run_legend = overlay
             panel._drawn_key = None  # noqa: SLF001
         self._update_banner()
         self.refresh()
@@ -108,10 +116,14 @@ class PlotArea(QWidget):
             r = self.records[0]
             text = f"Showing <b>{r.label}</b> <span style='color:{muted}'>({r.status})</span>"
         else:
-            names = ", ".join(f"<b>{r.label}</b>" for r in self.records[:5]) + (" …" if len(self.records) > 5 else "")
-            text = f"Comparing {len(self.records)} runs: {names}"
+            text = (f"<b>Comparing {len(self.records)} runs</b> <span style='color:{muted}'>(each run a colour "
+                    "and a marker; the line styles are named under each plot)</span>")
         if text != self.banner.text():
             self.banner.setText(text)
+        legend = run_chips([r.label for r in self.records], muted) if len(self.records) > 1 else ""
+        if legend != self.run_legend.text():
+            self.run_legend.setText(legend)
+        self.run_legend.setVisible(bool(legend))
 
     def _tick(self) -> None:
         """Redraw the next visible panel whose data changed."""

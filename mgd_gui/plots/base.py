@@ -42,6 +42,16 @@ _GLYPHS = {Qt.PenStyle.SolidLine: "━━", Qt.PenStyle.DashLine: "╸ ╸", Qt.
 _SYMBOL_GLYPHS = {"o": "●", "s": "■", "t": "▼", "d": "◆", "+": "✚", "star": "★", "t1": "▲", "x": "✖"}
 
 
+def run_chips(labels: list[str], muted: str) -> str:
+    """The overlaid runs as text: each run's colour and marker, then its label."""
+    chips = []
+    for i, label in enumerate(labels):
+        color, symbol = series_color(i), RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+        chips.append(f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>"
+                     f"━{_SYMBOL_GLYPHS[symbol]}━</span>&nbsp;{html.escape(label)}</span>")
+    return "&nbsp;&nbsp; ".join(chips)
+
+
 def legend_glyph(style: Qt.PenStyle | None, symbol: str | None) -> str:
     """A few characters that look like a curve's line style and marker, for text legends."""
     line = _GLYPHS.get(style, "") if style is not None else ""
@@ -128,6 +138,7 @@ class PlotPanel(QWidget):
         layout.addWidget(self.outside_legend)
         self._shown_records: tuple = ()
         self.x_axis = "epoch"  # set by the plot area for panels whose curves run over training
+        self.shared_run_legend = False  # the plot area lists the overlaid runs (colour, marker) once
 
         self.empty = QLabel(self.empty_text, self.plot)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -200,7 +211,8 @@ class PlotPanel(QWidget):
     def _show_legend(self) -> None:
         mode = self.effective_legend_mode()
         entries = [] if mode == "hidden" else self._legend_entries
-        key = (mode, tuple((id(item), name, color, glyph) for item, name, color, glyph in entries))
+        key = (mode, self.shared_run_legend,
+               tuple((id(item), name, color, glyph) for item, name, color, glyph in entries))
         if key == self._legend_shown:
             return
         self._legend_shown = key
@@ -209,7 +221,8 @@ class PlotPanel(QWidget):
             if self.legend.scene() is not None:
                 self.legend.scene().removeItem(self.legend)
             self.legend = None
-        self.outside_legend.setVisible(mode == "outside" and bool(entries))
+        html_text = self._legend_html(entries) if mode == "outside" and entries else ""
+        self.outside_legend.setVisible(bool(html_text))
         if not entries:
             return
         if mode == "inside":
@@ -223,7 +236,7 @@ class PlotPanel(QWidget):
                 legend.addItem(item, name)
             self.legend = legend
         elif mode == "outside":
-            self.outside_legend.setText(self._legend_html(entries))
+            self.outside_legend.setText(html_text)
 
     def _legend_html(self, entries: list[tuple[Any, str, str, str]]) -> str:
         """The legend as text under the plot. Overlaid runs named ``run · series`` are told
@@ -244,11 +257,13 @@ class PlotPanel(QWidget):
                 runs.setdefault(run, (color, mark))
                 line = "".join(c for c in glyph if c not in _SYMBOL_GLYPHS.values()) or glyph
                 parts.setdefault(part, line)
+        lines = f"<span style='color:{muted}'>lines:</span> " + "&nbsp;&nbsp; ".join(
+            chip(muted, g, part) for part, g in parts.items())
+        if factor and self.shared_run_legend:
+            # the plot area lists the runs once, above every panel: here only what the lines are
+            return lines
         if factor and len(parts) > 1:
-            text = "&nbsp;&nbsp; ".join(chip(c, g, run) for run, (c, g) in runs.items())
-            text += f"<br><span style='color:{muted}'>lines:</span> " + "&nbsp;&nbsp; ".join(
-                chip(muted, g, part) for part, g in parts.items())
-            return text
+            return "&nbsp;&nbsp; ".join(chip(c, g, run) for run, (c, g) in runs.items()) + "<br>" + lines
         return "&nbsp;&nbsp; ".join(chip(color, glyph, name) for _, name, color, glyph in entries)
 
     def data_key(self) -> Any:

@@ -74,7 +74,7 @@ class ClassAccuracyPanel(_EvaluationPanel):
         for i, (record, (model, ev)) in enumerate(found):
             acc = per_class_accuracy(ev["confusion"])
             x = np.arange(len(acc)) - 0.4 + width * (i + 0.5)
-            color = series_color(i if self.compare else (1 if model == "student" else 0))
+            color = series_color(self.records.index(record) if self.compare else (1 if model == "student" else 0))
             name = self.label(record, f"{model}, epoch {ev.get('epoch')}")
             self.extra(pg.BarGraphItem(x=x, height=np.nan_to_num(acc), width=width * 0.9, brush=pg.mkBrush(color),
                                        pen=pg.mkPen(color)), name if self.compare else None, color)

@@ -43,13 +43,18 @@ def test_legends_shrink_back_after_an_overlay(window):
     before = {p: (p.legend_names(), p.legend.boundingRect().height() if p.legend else 0.0)
               for p in (plots.losses, plots.accuracy)}
     draw(plots, [stable_run(f"run{i}", 1.0 + i / 10) for i in range(8)])
+    # overlays: the runs are listed once above the plots (colour and marker), each panel names its lines
+    runs = plots.run_legend.text()
+    assert plots.run_legend.isVisible() and all(runs.count(f"run{i}") == 1 for i in range(8))
+    assert len({c for c in runs if c in "●■▼◆✚★▲✖"}) == 8  # a marker of its own for each run
     for panel in (plots.losses, plots.accuracy, plots.noise, plots.heads):
-        assert panel.legend is None and panel.outside_legend.isVisible()  # overlays: the legend is under the plot
-        assert "run7" in panel.outside_legend.text()
-    # each run is listed once in the losses legend, each loss once (colour = run, line style = loss)
+        assert panel.legend is None and panel.outside_legend.isVisible()
+        assert "run" not in panel.outside_legend.text() and "lines:" in panel.outside_legend.text()
     text = plots.losses.outside_legend.text()
-    assert text.count("run3") == 1 and "lines:" in text and text.count("code1_d64") == 1
+    assert text.count("code1_d64") == 1 and text.count("total") == 1
+    assert "teacher" in plots.noise.outside_legend.text() and "student" in plots.noise.outside_legend.text()
     draw(plots, [one])
+    assert not plots.run_legend.isVisible()
     for panel, (names, height) in before.items():
         assert panel.legend_names() == names
         assert panel.legend is not None and not panel.outside_legend.isVisible()
@@ -62,7 +67,7 @@ def test_overlaid_heads_name_each_teacher_in_the_legend(window):
     heads = plots.heads
     lines = [e for e in heads._extras if e.__class__.__name__ == "InfiniteLine"]
     assert len(lines) == 2 and all(getattr(line, "label", None) is None for line in lines)  # no label over the legend
-    assert "teacher" in heads.outside_legend.text()
+    assert "teacher" in heads.outside_legend.text() and "heads" in heads.outside_legend.text()
     draw(plots, [stable_run("a")])
     lines = [e for e in heads._extras if e.__class__.__name__ == "InfiniteLine"]
     assert len(lines) == 1 and "teacher 80.0%" in lines[0].label.format  # one run: labelled on the plot
@@ -184,3 +189,11 @@ def test_the_x_axis_is_the_epoch_the_step_or_the_wall_time(window):
     assert plots.x_axis.currentText() == "wall time"
     assert plots.losses.save_csv(window.runs_root.parent / "l.csv").read_text().startswith(
         "series,wall time (min),loss")
+
+
+def test_the_window_fits_1280_pixels_with_room_for_larger_fonts(window):
+    # every dock's buttons fold into a » menu when narrow, drop-downs and titles shrink or wrap:
+    # the offscreen fonts are smaller than a desktop's, so the minimum leaves a quarter spare
+    assert window.minimumSizeHint().width() <= 1000
+    for dock in (window.runs_dock, window.queue_dock, window.log_dock):
+        assert dock.minimumSizeHint().width() <= 400

@@ -39,7 +39,7 @@ def test_runs_of_the_same_name_and_minute_are_told_apart(window, studio_home):
     assert distinct_labels([panel.infos[a], panel.infos[b]]) == ["demo 10:00 (seed 0)", "demo 10:00 (seed 1)"]
     panel.select([a, b])
     assert sorted(r.label for r in window.plots.records) == ["demo 10:00 (seed 0)", "demo 10:00 (seed 1)"]
-    assert "demo 10:00 (seed 1)" in window.plots.banner.text()
+    assert "demo 10:00 (seed 1)" in window.plots.run_legend.text()
 
 
 def test_rename_and_note_a_run(window, studio_home):
