@@ -83,6 +83,7 @@ def main() -> None:
     import shutil
 
     shutil.rmtree(window.runs_root / "comparison-queue-demo", ignore_errors=True)
+    window.queue.clear_finished()
     for key, value in {**SCHEDULE, "name": "queue-demo", "comparison.seeds": [2]}.items():
         window.form.set_field(key, value)
     window.start_run()
@@ -91,9 +92,10 @@ def main() -> None:
         live = window.live
         return sum(len(t["test"]) for t in live.accuracy.values() if "test" in t) if live else 0
 
-    while sum(j.state == "done" for j in window.queue.jobs) < 1 or epochs() < 6:
+    while sum(j.state == "done" and j.comparison == "queue-demo" for j in window.queue.jobs) < 1 or epochs() < 6:
         pump(0.2)
     window.queue_dock.raise_()
+    window.plots.tabs.setCurrentIndex(0)
     window.queue_panel.select([window.queue.jobs[2].id])
     shot(window, "screenshot-queue")
     window.cancel_jobs([j.id for j in window.queue.jobs])

@@ -45,7 +45,7 @@ def top_text(ranked: list[tuple[str, float]] | None) -> str:
     """``5 71%, 3 20%, 8 5%``."""
     if ranked is None:
         return "–"
-    return ", ".join(f"{name} {pct:.0f}%" for name, pct in ranked)
+    return ", ".join(f"{name} {pct:.0f}%" if pct >= 0.5 else f"{name} <1%" for name, pct in ranked)
 
 
 class DropLabel(QLabel):
@@ -245,7 +245,7 @@ class ReviewDialog(QDialog):
             table.setRowCount(len(ranked))
             for row, (name, pct) in enumerate(ranked):
                 table.setItem(row, 0, QTableWidgetItem(name))
-                cell = QTableWidgetItem(f"{pct:.1f}%")
+                cell = QTableWidgetItem(f"{pct:.1f}%" if pct >= 0.05 else "<0.1%")
                 cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 table.setItem(row, 1, cell)
                 bar = QProgressBar()

@@ -42,13 +42,18 @@ _GLYPHS = {Qt.PenStyle.SolidLine: "━━", Qt.PenStyle.DashLine: "╸ ╸", Qt.
 _SYMBOL_GLYPHS = {"o": "●", "s": "■", "t": "▼", "d": "◆", "+": "✚", "star": "★", "t1": "▲", "x": "✖"}
 
 
+def unbroken(text: str) -> str:
+    """``text`` as rich text that never breaks inside (Qt's labels ignore white-space: nowrap)."""
+    return html.escape(text).replace(" ", "&nbsp;").replace("-", "\u2011")
+
+
 def run_chips(labels: list[str], muted: str) -> str:
     """The overlaid runs as text: each run's colour and marker, then its label."""
     chips = []
     for i, label in enumerate(labels):
         color, symbol = series_color(i), RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
         chips.append(f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>"
-                     f"━{_SYMBOL_GLYPHS[symbol]}━</span>&nbsp;{html.escape(label)}</span>")
+                     f"━{_SYMBOL_GLYPHS[symbol]}━</span>&nbsp;{unbroken(label)}</span>")
     return "&nbsp;&nbsp; ".join(chips)
 
 
@@ -245,7 +250,7 @@ class PlotPanel(QWidget):
 
         def chip(color: str, glyph: str, name: str) -> str:
             return (f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>{glyph}</span>"
-                    f"&nbsp;{html.escape(name)}</span>")
+                    f"&nbsp;{unbroken(name)}</span>")
 
         runs: dict[str, tuple[str, str]] = {}
         parts: dict[str, str] = {}

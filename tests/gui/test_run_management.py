@@ -10,6 +10,7 @@ from engine.config import load_config
 from engine.errors import InputError
 from engine.runfolder import RunLock
 from engine.runs import annotate_run, delete_run, duplicate_config, list_runs, run_info
+from mgd_gui.plots.base import unbroken
 from mgd_gui.runs_panel import COL, distinct_labels
 from tests.gui.test_trust import write_finished_run
 
@@ -39,7 +40,7 @@ def test_runs_of_the_same_name_and_minute_are_told_apart(window, studio_home):
     assert distinct_labels([panel.infos[a], panel.infos[b]]) == ["demo 10:00 (seed 0)", "demo 10:00 (seed 1)"]
     panel.select([a, b])
     assert sorted(r.label for r in window.plots.records) == ["demo 10:00 (seed 0)", "demo 10:00 (seed 1)"]
-    assert "demo 10:00 (seed 1)" in window.plots.run_legend.text()
+    assert unbroken("demo 10:00 (seed 1)") in window.plots.run_legend.text()
 
 
 def test_rename_and_note_a_run(window, studio_home):
@@ -164,3 +165,13 @@ def test_filter_runs_by_name_data_and_status(window, studio_home):
     assert len(window.plots.records) == 1
     panel.filter_status.setCurrentIndex(panel.filter_status.findData("finished"))
     assert panel.selected_paths() == [] and window.plots.records == []
+
+
+def test_runs_of_one_comparison_are_labelled_by_their_job(studio_home):
+    from tests.gui.test_compare import make_runs
+
+    paths, _ = make_runs(studio_home)
+    infos = [run_info(p) for p in paths[3:]]  # the three runs inside the comparison folder
+    assert distinct_labels(infos) == ["s1-kd-off", "s1-kd-stable", "s1-none-off"]
+    mixed = distinct_labels([run_info(paths[0]), run_info(paths[3])])
+    assert mixed[1].startswith("demo › s1-kd-off")
