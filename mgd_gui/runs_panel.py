@@ -327,7 +327,7 @@ class RunsPanel(QWidget):
             item.setHidden(not visible)
             shown += visible
         total = self.tree.topLevelItemCount()
-        self.count_label.setText(f"{shown} of {total}" if shown != total else f"{total} runs")
+        self.count_label.setText(f"{shown} of {total}" if shown != total else f"{total} run{'' if total == 1 else 's'}")
         if emit and hidden_selected:
             self._selection_changed()
 

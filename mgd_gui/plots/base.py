@@ -185,12 +185,13 @@ class PlotPanel(QWidget):
             axis.setTextPen(pg.mkPen(fg))
         self._bg = bg
         self._legend_shown = None  # rebuilt in the new colours
-        self.empty.setStyleSheet(f"color: {theme.muted_color()};")
+        # on a box of the plot's colour: the message never runs over the axis numbers
+        self.empty.setStyleSheet(f"color: {theme.muted_color()}; background: {bg}; padding: 6px;")
         self._fg = fg
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().resizeEvent(event)
-        self.empty.setGeometry(0, 0, self.plot.width(), self.plot.height())
+        self._place_empty()
 
     # -- drawing -------------------------------------------------------------------------
     def set_records(self, records: list[RunRecord]) -> None:
@@ -306,9 +307,16 @@ class PlotPanel(QWidget):
             self.item.setRange(xRange=(0, 1), yRange=self.empty_y_range(), padding=0)  # no stale axes
             self.item.enableAutoRange()
         self._show_legend()
-        self.empty.setGeometry(0, 0, self.plot.width(), self.plot.height())
+        self._place_empty()
 
     uses_x_axis = False  # True for curves over training: their x axis is the plot area's choice
+
+    def _place_empty(self) -> None:
+        """The empty-plot message in a box in the middle of the plot, as tall as its text."""
+        width = max(80, min(self.plot.width() - 60, 380))
+        height = min(self.empty.heightForWidth(width), self.plot.height())
+        self.empty.setGeometry((self.plot.width() - width) // 2 + 20, (self.plot.height() - height) // 2 - 10,
+                               width, height)
 
     def axis_label(self) -> str:
         return X_AXES.get(self.x_axis, self.x_label) if self.uses_x_axis else self.x_label
