@@ -11,6 +11,7 @@ scripts agree on every name::
       checkpoints/         <stage>.pt when a stage is done, <stage>_last.pt while it runs
       export/              the exported student (unless export.dir says otherwise)
       .lock, .writer       held by the one process writing the folder (pid, host, start)
+      annotation.json      the user's name and note for the run (the studio; never read by a run)
 
 Every file is written atomically: to a temporary file beside it, flushed to disk, then
 renamed over the old one, so a crash leaves the old or the new file, never half of one.
@@ -41,6 +42,7 @@ EXPORT_DIR = "export"
 CARD_FILE = "model_card.yaml"
 LOCK_FILE = ".lock"
 WRITER_FILE = ".writer"
+ANNOTATION_FILE = "annotation.json"
 TMP_SUFFIX = ".tmp"
 
 #: version of the checkpoint layout written by :func:`engine.stage_runner` (one for every stage)

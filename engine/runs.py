@@ -19,8 +19,8 @@ from typing import Any, Iterable
 import yaml
 
 from engine.errors import CheckpointError, InputError
-from engine.runfolder import (CARD_FILE, CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, METRICS_FILE, SUMMARY_FILE,
-                              checkpoint_path, load_checkpoint, read_json)
+from engine.runfolder import (ANNOTATION_FILE, CARD_FILE, CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, METRICS_FILE,
+                              SUMMARY_FILE, checkpoint_path, load_checkpoint, read_json)
 
 #: the name of a run folder inside a comparison folder (see engine.compare.comparison_runs)
 COMPARISON_JOB = re.compile(r"s\d+-[^-]+-[^-]+")
@@ -52,11 +52,16 @@ class RunInfo:
     config: dict = field(default_factory=dict)
     comparison: str = ""  # the name of the comparison the run belongs to ("" for a run of its own)
     comparison_dir: Path | None = None  # that comparison's folder
+    seed: int | None = None
+    experiment: str = ""  # the experiment's own name (``name`` is the user's name for the run, if given)
+    note: str = ""  # the user's note about the run
+    renamed: bool = False  # the user gave the run a name of its own
 
     @property
     def label(self) -> str:
-        """The run's name for lists: a comparison's runs as ``<comparison> › <job folder>``."""
-        return f"{self.comparison} › {self.path.name}" if self.comparison else self.name
+        """The run's name for lists: a comparison's runs as ``<comparison> › <job folder>``
+        (unless the user renamed the run)."""
+        return f"{self.comparison} › {self.path.name}" if self.comparison and not self.renamed else self.name
 
     @property
     def has_student(self) -> bool:
@@ -97,9 +102,16 @@ def _run_info(path: Path, comparison: dict[str, Any] | None) -> RunInfo:
     cfg_teacher = config.get("teacher") or {}
     cfg_student = config.get("student") or {}
     best_epoch = student.get("best_epoch")
+    annotation = read_annotation(path)
+    experiment = str(summary.get("name") or config.get("name") or path.name)
+    seed = summary.get("seed", config.get("seed"))
     return RunInfo(
         path=path,
-        name=str(summary.get("name") or config.get("name") or path.name),
+        name=annotation.get("name") or experiment,
+        experiment=experiment,
+        renamed=bool(annotation.get("name")),
+        note=annotation.get("note", ""),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         status=str(summary.get("status") or "unknown"),
         started=str(summary.get("started") or ""),
         mode=str(summary.get("mode") or (config.get("granularity") or {}).get("mode") or ""),
@@ -169,6 +181,84 @@ def list_runs(root: str | Path) -> list[RunInfo]:
 
     runs.sort(key=started, reverse=True)
     return runs
+
+
+# ----------------------------------------------------------------------------- managing runs
+
+
+def read_annotation(run_dir: str | Path) -> dict[str, str]:
+    """The user's ``name`` and ``note`` for a run (``{}`` when there are none)."""
+    data = read_json(Path(run_dir) / ANNOTATION_FILE)
+    return {k: str(v) for k, v in data.items() if k in ("name", "note") and isinstance(v, str) and v.strip()}
+
+
+def annotate_run(run_dir: str | Path, *, name: str | None = None, note: str | None = None) -> dict[str, str]:
+    """Give a run a name of its own and/or a note (``""`` removes it; ``None`` leaves it as it is).
+
+    Written atomically to ``annotation.json`` in the run folder, apart from everything the
+    engine writes, so a run being trained can be annotated too. Returns the annotation."""
+    from engine.runfolder import write_json
+
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise InputError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    data = read_annotation(path)
+    for key, value in (("name", name), ("note", note)):
+        if value is None:
+            continue
+        value = " ".join(value.split()) if key == "name" else value.strip()
+        if value:
+            data[key] = value
+        else:
+            data.pop(key, None)
+    write_json(path / ANNOTATION_FILE, data)
+    return data
+
+
+def duplicate_config(run_dir: str | Path):
+    """The config of a run as a new experiment: the same resolved settings, named ``<name>-copy``
+    (a run of a comparison comes out as one ordinary run)."""
+    from engine.config import load_config, set_value
+
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise InputError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    cfg = load_config(path / CONFIG_FILE)
+    return set_value(cfg, "name", f"{cfg.name or 'experiment'}-copy")
+
+
+def delete_run(run_dir: str | Path, *, trash: str | None = None) -> str:
+    """Remove a run folder: to the system trash where there is one (the ``send2trash`` package),
+    else moved into ``.trash/`` beside it (``trash`` = ``"folder"`` forces that). Never a run a
+    process is writing (its lock is held): :class:`InputError` names the writer.
+
+    Returns where the folder went, in words."""
+    import shutil
+    from datetime import datetime
+
+    from engine.runfolder import RunLock
+
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise InputError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    lock = RunLock(path).acquire()  # refuses a folder being written
+    lock.release()
+    if trash != "folder":
+        try:
+            from send2trash import send2trash
+        except ImportError:
+            send2trash = None
+        if send2trash is not None:
+            try:
+                send2trash(str(path))
+                return "moved to the system trash"
+            except Exception:  # no trash on this file system (a network drive, a container): keep it beside
+                pass
+    folder = path.parent / ".trash"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{path.name}-deleted-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    shutil.move(str(path), str(target))
+    return f"moved to {target}"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -305,4 +395,4 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: Iterable[str] 
 
 
 __all__ = ["RunInfo", "list_runs", "run_info", "read_metrics", "export_run", "load_trained_student",
-           "student_checkpoint"]
+           "student_checkpoint", "read_annotation", "annotate_run", "duplicate_config", "delete_run"]

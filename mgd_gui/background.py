@@ -40,6 +40,10 @@ class Lookups(QObject):
         self.image_size: int | None = None  # side of the models' input, from the loaded data set
         self.asked: dict[str, Any] = {}
         self.plan_error: str | None = None  # the field the engine's plan check marks
+        self.plan_waiting = False  # a plan check of the current set-up is on its way
+        self.plan_problem: tuple[str, str] | None = None  # the last answer of the plan check
+        self.plan_listeners: list = []
+        self.failed_setup: str | None = None  # the set-up a run refused at its field  # called once with the next plan answer (error or None)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -69,20 +73,23 @@ class Lookups(QObject):
         self.jobs.close(timeout=1.0)
 
     def config_changed(self, cfg: ExperimentConfig) -> None:
+        from engine.config import to_dict
+
         self.cfg = cfg
+        if self.failed_setup is not None and repr(to_dict(cfg)) != self.failed_setup:
+            self.failed_setup = None  # the refused set-up was edited: the plan check judges it anew
+            self._set_plan_error(None)
         self._update_device_error()
         self.update_comparison_error()
         if self.started:
             self.timer.start()
 
     def update_comparison_error(self) -> None:
-        """Refuse a comparison at its field, naming the command that runs it (the window
-        trains one experiment at a time; ``mgd-train`` runs a comparison's jobs in turn)."""
+        """A comparison is run by the studio's queue: say so at the field (no problem, Run stays on)."""
         cfg = self.cfg
         baselines = cfg.comparison.baselines if cfg is not None else []
-        self.window.form.set_external_error(
-            "comparison.baselines", comparison_refusal(cfg, self.window.current_file, self.window.runs_root)
-            if baselines else None)
+        self.window.form.set_note("comparison.baselines", comparison_note(cfg, self.window.runs_root)
+                                  if baselines else None)
 
     # -- asking -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -101,14 +108,14 @@ class Lookups(QObject):
         if cfg is None:
             return
         d = cfg.data
-        data_key = (d.dataset, d.root, d.image_size, d.test_fraction)
+        data_key = (d.dataset, d.root, d.image_size, d.test_fraction, d.download)
         if data_key != self.data_key:
             self.data_key = data_key
             self.shape = None
             self.window.preview.show_loading()
             self.jobs.submit("dataset", probes.dataset_overview,
                              {"dataset": d.dataset, "root": d.root, "image_size": d.image_size,
-                              "test_fraction": d.test_fraction})
+                              "test_fraction": d.test_fraction, "download": d.download})
         classes, channels = self._shape()
         if self.counted_shape != (classes, channels):
             self.counted_shape = (classes, channels)
@@ -143,17 +150,48 @@ class Lookups(QObject):
         own = {p for p in form.errors() if p != self.plan_error}
         if own or validation_errors(cfg):
             self.asked.pop("plan", None)
+            self.plan_waiting = False
             self._set_plan_error(None)
+            self._answer_listeners(("", "fix the marked fields first"))
             return
         import copy
 
-        self._ask("plan", repr(to_dict(cfg)), probes.check_plan, copy.deepcopy(cfg))
+        key = repr(to_dict(cfg))
+        if self.asked.get("plan") == key:
+            if not self.plan_waiting and not self.timer.isActive():
+                self._answer_listeners(self.plan_problem)  # already answered for this very set-up
+            return
+        self.plan_waiting = True
+        self._ask("plan", key, probes.check_plan, copy.deepcopy(cfg))
+
+    def pending(self) -> bool:
+        """True while the engine's check of the set-up shown in the form has not answered yet
+        (an edit waiting for its debounce, or the check itself running)."""
+        return self.started and (self.timer.isActive() or self.plan_waiting)
+
+    def when_checked(self, callback) -> None:
+        """Call ``callback(problem)`` once the pending plan check answers (``problem`` is None
+        when the engine accepts the set-up, else ``(field, reason)``)."""
+        self.plan_listeners.append(callback)
+
+    def _answer_listeners(self, problem) -> None:
+        listeners, self.plan_listeners = self.plan_listeners, []
+        for callback in listeners:
+            callback(problem)
+
+    def mark_failure(self, field: str | None, reason: str) -> None:
+        """A run refused by the engine for bad input marks the field at fault (until the set-up changes)."""
+        from engine.config import to_dict
+
+        self._set_plan_error((field or "", reason))
+        self.failed_setup = repr(to_dict(self.window.form.config()))
 
     def _set_plan_error(self, found: tuple[str, str] | None) -> None:
         form = self.window.form
         if self.plan_error is not None:
             form.set_external_error(self.plan_error, None)
         self.plan_error = None
+        self.plan_problem = found
         if found is not None:
             field, reason = found
             self.plan_error = field or "set-up"  # a problem of no one field shows above the form
@@ -203,6 +241,9 @@ class Lookups(QObject):
             if error is not None:
                 w.preview.show_error(str(error))
                 return
+            if "pending_download" in result:
+                w.preview.show_pending(result["pending_download"])
+                return
             w.preview.show_overview(result)
             shape = (len(result["classes"]), int(result["in_channels"]))
             size = int(result["image_size"][0]) if result.get("image_size") else None
@@ -239,10 +280,11 @@ class Lookups(QObject):
                 w.form.set_options_schema(*result)
                 self._check_plan(self.cfg)
         elif kind == "plan":
-            if error is not None:
-                self._set_plan_error(("", f"the engine could not check the set-up: {error}"))
-            else:
-                self._set_plan_error(result)
+            self.plan_waiting = False
+            problem = ("", f"the engine could not check the set-up: {error}") if error is not None else result
+            self._set_plan_error(problem)
+            if not self.timer.isActive():  # else another edit is on its way: wait for its answer
+                self._answer_listeners(problem)
 
 
 def _quote(path: Path | str) -> str:
@@ -257,17 +299,17 @@ def comparison_folder(cfg: ExperimentConfig, runs_root: Path) -> Path:
     return Path(runs_root) / f"comparison-{name}"
 
 
-def comparison_refusal(cfg: ExperimentConfig, yaml_path: Path | None, runs_root: Path) -> str:
-    """Why the window does not run a comparison, and the exact ``mgd-train`` command that does."""
-    out = _quote(comparison_folder(cfg, runs_root))
-    if yaml_path is not None:
-        saved, first = _quote(yaml_path), "Save the set-up (Ctrl+S) and run in a terminal"
-    else:
-        saved = _quote((cfg.name or "experiment") + ".yaml")
-        first = f"Save the set-up as {saved} (File › Save As…) and run in its folder"
-    return (f"the window trains one experiment at a time. {first}:\n"
-            f"mgd-train {saved} --out {out}\n"
-            "Its runs then show in the Runs panel, ready to Compare. Or clear this list.")
+def comparison_note(cfg: ExperimentConfig, runs_root: Path) -> str:
+    """What Run does with a comparison: queue its runs (how many, where)."""
+    from engine.compare import comparison_runs
+
+    c = cfg.comparison
+    total = len(comparison_runs(cfg))
+    per_seed = total // max(1, len(c.seeds))
+    return (f"Run queues the comparison: {total} runs ({per_seed} per seed × {len(c.seeds)} seed"
+            f"{'s' if len(c.seeds) != 1 else ''}), one after another in the Queue panel, the teacher trained "
+            f"once per seed, into {comparison_folder(cfg, runs_root)}. "
+            f"The same runs from a terminal: mgd-train FILE.yaml --out {_quote(comparison_folder(cfg, runs_root))}")
 
 
 def _count(role: str, arch: str, classes: int, channels: int) -> tuple[str, str, int]:

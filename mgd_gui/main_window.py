@@ -9,24 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
                                QWidget)
 
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
+from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
-from engine.runs import read_metrics, run_info
+from engine.runs import duplicate_config, read_metrics, run_info
 from mgd_gui import paths, theme
-from mgd_gui.background import Lookups
+from mgd_gui.background import Lookups, comparison_folder
 from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
 from mgd_gui.run.log_panel import LogPanel
-from mgd_gui.run.progress import PlanProgress, ProgressWidget, format_duration
+from mgd_gui.run.progress import PlanProgress, ProgressWidget
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
-from mgd_gui.runs_panel import RunsPanel
+from mgd_gui.run_queue import QueuePanel, RunQueue
+from mgd_gui.runs_panel import RunsPanel, distinct_labels, short_label
 from mgd_gui.settings import Settings
 from mgd_gui.setup.form import ConfigForm
 from mgd_gui.setup.toolbar_widgets import DeviceCombo, PresetCombo
@@ -53,6 +55,8 @@ class MainWindow(QMainWindow):
         self.state = "idle"  # idle, running, pausing, paused, stopping
         self.current_file: Path | None = None
         self.preset_path: str | None = None
+        self.origin = "untitled"  # what the form holds, for the title: a file, a preset, a run
+        self._clean: dict | None = None  # the set-up as last loaded or saved (edits make it unsaved)
         self.live: RunRecord | None = None
         self.progress_model: PlanProgress | None = None
         self.last_failure: dict | None = None
@@ -60,7 +64,12 @@ class MainWindow(QMainWindow):
         self.export_dialog = None
         self.compare_dialog = None
         self._closing = False
+        self._start_when_checked = False
         self._records: dict[Path, tuple[float, RunRecord]] = {}
+        self.queue = RunQueue.load(paths.queue_file())
+        self._queue_job: str | None = None  # the id of the queued job being trained
+        self._cancel_running = False  # the running queued job was cancelled: do not run it again
+        self._compare_folder: str | None = None  # the comparison whose table is open (filled in as runs finish)
 
         self.runner = EngineRunner(engine, self)
         self.runner.event.connect(self._on_event)
@@ -80,6 +89,8 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if probe:
             QTimer.singleShot(200, self.lookups.start)
+        if self.queue.pending():
+            QTimer.singleShot(0, self._queue_on_launch)
 
     # -- building ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -104,6 +115,15 @@ class MainWindow(QMainWindow):
         self.runs.export_requested.connect(self.show_export)
         self.runs.compare_requested.connect(self.show_compare)
         self.runs.inspect_requested.connect(self.show_inspect)
+        self.runs.duplicate_requested.connect(self.duplicate_run)
+        self.runs.try_requested.connect(lambda path: self.show_review(path).tabs.setCurrentIndex(1))
+        self.plots.confusion.cell_clicked.connect(self._confusion_clicked)
+        self.runs.changed.connect(self._runs_changed)
+        self.queue_panel = QueuePanel(self.queue)
+        self.queue_panel.start_requested.connect(self.start_queue)
+        self.queue_panel.pause_requested.connect(self.pause_queue)
+        self.queue_panel.cancel_requested.connect(self.cancel_jobs)
+        self.queue_panel.table_requested.connect(self.show_comparison_table)
         self.progress = ProgressWidget()
         self.statusBar().addWidget(self.progress, 1)
         self.device_label = QLabel()
@@ -139,6 +159,7 @@ class MainWindow(QMainWindow):
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
 
         bar = QToolBar("Main")
+        self.toolbar = bar
         bar.setObjectName("toolbar")
         bar.setMovable(False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -201,6 +222,9 @@ class MainWindow(QMainWindow):
         self.runs_dock = self._dock("Runs", "runsDock", self.runs, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock = self._dock("Log", "logDock", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.splitDockWidget(self.runs_dock, self.log_dock, Qt.Orientation.Horizontal)
+        self.queue_dock = self._dock("Queue", "queueDock", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.log_dock, self.queue_dock)
+        self.log_dock.raise_()
         self.resizeDocks([self.experiment_dock], [420], Qt.Orientation.Horizontal)
         self.resizeDocks([self.runs_dock, self.log_dock], [760, 420], Qt.Orientation.Horizontal)
         self.resizeDocks([self.runs_dock], [190], Qt.Orientation.Vertical)
@@ -242,7 +266,7 @@ class MainWindow(QMainWindow):
 
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)
-        for dock in (self.experiment_dock, self.runs_dock, self.log_dock):
+        for dock in (self.experiment_dock, self.runs_dock, self.log_dock, self.queue_dock):
             dock.show()
 
     # -- files -------------------------------------------------------------------------
@@ -252,6 +276,7 @@ class MainWindow(QMainWindow):
         except MGDError as exc:
             if initial:
                 self.log.add(f"Could not load {path}: {exc}", "error")
+                self.origin, self._clean = "untitled", to_dict(ExperimentConfig())
                 self.form.set_config(ExperimentConfig())
             else:
                 QMessageBox.warning(self, "Cannot open the experiment", str(exc))
@@ -260,15 +285,54 @@ class MainWindow(QMainWindow):
         self.preset_path = str(path) if is_preset else None
         self._preset_dict = to_dict(cfg) if is_preset else None
         self.current_file = None if is_preset else path
+        self.origin = f"{path.stem} (preset)" if is_preset else path.name
+        self._clean = to_dict(cfg)
         self.form.set_config(cfg)
         self.presets.show_preset(self.preset_path)
         self.log.add(f"Loaded {'preset ' + path.stem if is_preset else path}")
         return True
 
     def load_preset(self, path: str) -> None:
+        if not self.keep_or_drop_edits():
+            self.presets.show_preset(self.preset_path if not self.is_dirty() else None)
+            return
         self.load_path(Path(path))
 
+    # -- unsaved edits -------------------------------------------------------------------
+    def is_dirty(self) -> bool:
+        """True when the form holds edits that are not in the file, preset or run it came from."""
+        return bool(self.form.parse_errors()) or (self._clean is not None
+                                                   and to_dict(self.form.config()) != self._clean)
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self.origin}[*] — {WINDOW_TITLE}")
+        self.setWindowModified(self.is_dirty())
+
+    def ask_unsaved(self) -> str:
+        """"save", "discard" or "cancel": what to do with unsaved edits (tests replace this)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
+                          f"The experiment {self.origin} has changes that are not saved.", parent=self)
+        box.setInformativeText("Save them before going on?")
+        box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
+                               QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+
+    def keep_or_drop_edits(self) -> bool:
+        """Before the form is replaced: ask about unsaved edits. True to go on (saved or dropped)."""
+        if not self.is_dirty():
+            return True
+        answer = self.ask_unsaved()
+        if answer == "save":
+            self.save()
+            return not self.is_dirty()  # False when the save was cancelled or failed
+        return answer == "discard"
+
     def open_dialog(self) -> None:
+        if not self.keep_or_drop_edits():
+            return
         start = self.settings.get("files/last_dir", str(Path.home()), str)
         path, _ = QFileDialog.getOpenFileName(self, "Open an experiment", start, "Experiments (*.yaml *.yml)")
         if path:
@@ -300,6 +364,11 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot save the experiment", f"{path}: {exc}")
             return
         self.current_file = path
+        self.preset_path = None
+        self.presets.show_preset(None)
+        self.origin = path.name
+        self._clean = to_dict(self.form.config())
+        self._update_title()
         self.lookups.update_comparison_error()  # its command names the saved file
         self.log.add(f"Saved {path}")
 
@@ -316,6 +385,7 @@ class MainWindow(QMainWindow):
         teacher_sched.setTitle("Schedule (not used: the teacher is loaded)" if loaded else "Schedule")
         self.lookups.config_changed(cfg)
         self._update_actions()
+        self._update_title()
 
     # -- run control -------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -332,17 +402,37 @@ class MainWindow(QMainWindow):
         act["pause"].setIcon(icon("resume" if paused else "pause"))
         act["stop"].setEnabled(self.state in ("running", "pausing", "paused"))
         self.runs.set_busy(busy)
-        tip = "Train the experiment" if self.form.is_valid() else "Fix the marked fields first"
+        tip = ("Queue the comparison's runs" if self.form.config().comparison.baselines else "Train the experiment") \
+            if self.form.is_valid() else "Fix the marked fields first"
         act["run"].setStatusTip(tip)
 
     def start_run(self) -> None:
         if self.runner.active or self.state != "idle" or not self.form.is_valid():
             return
+        if self.lookups.pending():
+            # the engine is still checking the latest edit: start once it accepts the set-up
+            if not self._start_when_checked:
+                self._start_when_checked = True
+                self.progress.set_text("Checking the set-up before the run…")
+                self.lookups.when_checked(self._checked_then_start)
+            return
         cfg = self.form.config()
+        if cfg.comparison.baselines:
+            self.queue_comparison(cfg)
+            return
         self._begin(RunRecord(label=cfg.name))
         self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
                      f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
         self.runner.start(cfg, runs_root=self.runs_root)
+
+    def _checked_then_start(self, problem) -> None:
+        self._start_when_checked = False
+        if problem is None:
+            self.start_run()
+            return
+        field, reason = problem
+        self.progress.set_text("Not started: fix the marked problem first")
+        self.log.add(f"Run not started: {field + ': ' if field else ''}{reason}", "warning")
 
     def resume_run(self, path: Path) -> None:
         if self.runner.active or self.state != "idle":
@@ -394,58 +484,47 @@ class MainWindow(QMainWindow):
             model.update(e)
             if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished"):
                 self.progress.refresh()
-        if kind == "PlanReady":
-            stages = e["plan"]["stages"]
-            self.log.add("Plan: " + " → ".join(s["name"] + (f" ({s['epochs']} epochs)" if s["action"] == "train"
-                                                             else "") + (" [done]" if s["done"] else "")
-                                                for s in stages))
-        elif kind == "StageStarted":
-            if e.get("parameters"):
-                self.log.add(f"{e['stage']}: {e['epochs']} epochs × {e['steps_per_epoch']} steps, "
-                             f"{e.get('parameters', 0):,} trainable parameters")
-            else:
-                self.log.add(f"{e['stage']} started")
-        elif kind == "EpochEnd":
-            self.log.add(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}: loss {e['losses'].get('total', 0):.4f}, "
-                         f"train {e['train_acc']:.2f}%, test {e['test_acc']:.2f}% ({e['seconds']:.1f} s)")
-        elif kind == "Log":
-            self.log.add(e.get("message", ""), e.get("level", "info"))
-        elif kind == "RunStarted":
+        if kind not in ("RunFinished", "RunFailed"):  # those are told when the run has ended, below
+            line = describe_event(e)
+            if line is not None:
+                self.log.add(line[1], line[0])
+        if kind == "RunStarted":
             record.run_dir = Path(e["run_dir"])
             self.device_label.setText(e.get("device", ""))
             self.runs.set_active(record.run_dir)
             self.runs.select([record.run_dir])
-            self.log.add(f"Run folder: {e['run_dir']}")
         elif kind == "Paused":
             if self.state == "pausing":
                 self._set_state("paused")
+            self.runs.set_active(record.run_dir, "paused")
+            if self._queue_job:
+                self.queue_panel.paused_run = True
+                self.queue_panel.refresh()
             self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
         elif kind == "Resumed":
             if self.state in ("paused", "pausing"):
                 self._set_state("running")
+            self.runs.set_active(record.run_dir, "running")
+            if self._queue_job:
+                self.queue_panel.paused_run = False
+                self.queue_panel.refresh()
         elif kind == "StageFinished":
-            self.log.add(f"{e['stage']} stage finished in {format_duration(e['seconds'])}")
             self.runs.refresh()
-        elif kind == "HeadAccuracies":
-            heads = ", ".join(f"d={h['dim']} T={h['temperature']:g}: {h['test_acc']:.2f}%" for h in e["heads"])
-            self.log.add(f"heads (best test accuracy): {heads}")
-        elif kind == "Exported":
-            self.log.add("exported: " + ", ".join(f"{k} {v}" for k, v in e["files"].items()))
 
     def _on_finished(self, summary: dict) -> None:
         stopped = summary.get("status") == "stopped"
         if self.live:
             self.live.status = "stopped" if stopped else "finished"
             self.live.summary = summary
-        student = summary.get("student") or {}
-        if stopped:
-            text = f"Stopped in the {summary.get('stopped_in', '?')} stage; resume it from the Runs panel"
-        else:
-            acc = student.get("best_acc")
-            text = (f"Finished: student {student.get('arch')} {acc:.2f}% (best, epoch {student.get('best_epoch')})"
-                    if isinstance(acc, (int, float)) else "Finished")
+        text = finished_text(summary, stopped)
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
+        if self._queue_job:
+            if stopped:
+                self._queue_job_ended("pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
+                                                 "resumes from its checkpoint")
+            else:
+                self._queue_job_ended("done", "", (summary.get("student") or {}).get("best_acc"))
         self._run_ended()
 
     def _on_failed(self, info: dict) -> None:
@@ -455,8 +534,14 @@ class MainWindow(QMainWindow):
             self.live.failure = info
         self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
         self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
+        queued = self._queue_job is not None
+        if queued:  # the queue goes on with its next run; the failure stays in the Queue panel and the log
+            self._queue_job_ended("failed", f"{info.get('stage')} stage: {info.get('message')}")
+        elif info.get("kind") == "input" and not info.get("run_dir"):
+            # refused before its first step: the problem is in the set-up, shown at its field
+            self.lookups.mark_failure(info.get("field"), str(info.get("message") or ""))
         self._run_ended()
-        if not self._closing:
+        if not self._closing and not queued:
             self.error_box = error_dialog(self, info)
             self.error_box.open()
 
@@ -468,11 +553,185 @@ class MainWindow(QMainWindow):
         self.plots.refresh(force=True)
         if self._closing:
             QTimer.singleShot(0, self.close)
+        elif self.queue.state == "running":
+            QTimer.singleShot(0, self._next_job)
+
+    # -- the queue ---------------------------------------------------------------------
+    def queue_comparison(self, cfg: ExperimentConfig) -> list:
+        """Queue every run of the experiment's comparison and start the queue."""
+        folder = comparison_folder(cfg, self.runs_root)
+        base, n = folder, 1
+        while (folder / "config.yaml").is_file() and to_dict(load_config(folder / "config.yaml")) != to_dict(cfg):
+            n += 1  # another comparison of this name: a folder of its own (the same one continues)
+            folder = base.with_name(f"{base.name}-{n}")
+        try:
+            jobs = self.queue.add_comparison(cfg, folder)
+        except (OSError, MGDError) as exc:
+            QMessageBox.warning(self, "Cannot queue the comparison", str(exc))
+            return []
+        pending = sum(j.state == "pending" for j in jobs)
+        self.log.add(f"Queued the comparison {cfg.name!r}: {pending} runs to train"
+                     + (f", {len(jobs) - pending} finished before" if len(jobs) > pending else "")
+                     + f", into {folder}")
+        self.runs.refresh()
+        self.queue_dock.show()
+        self.queue_dock.raise_()
+        self.start_queue()
+        return jobs
+
+    def start_queue(self) -> None:
+        if not self.queue.pending():
+            return
+        self.queue.set_state("running")
+        self.queue_panel.refresh()
+        self._next_job()
+
+    def pause_queue(self) -> None:
+        if self.queue.state == "running":
+            self.queue.set_state("paused")
+            self.queue_panel.refresh()
+            self.log.add("Queue paused: the current run finishes; no other starts until Start")
+
+    def cancel_jobs(self, job_ids: list) -> None:
+        cancelled = self.queue.cancel([i for i in job_ids if i != self._queue_job])
+        for job in cancelled:
+            self.log.add(f"Queue: cancelled {job.label}")
+        if self._queue_job in job_ids and self.runner.active:
+            self._cancel_running = True
+            self.stop_run()
+        self.queue_panel.refresh()
+
+    def ask_queue_on_launch(self) -> str:
+        """"continue" or "later": what to do with runs left in the queue (tests replace this)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Queued runs",
+                          f"{len(self.queue.pending())} queued runs are waiting "
+                          f"({', '.join(sorted({j.comparison for j in self.queue.pending()}))}).", parent=self)
+        box.setInformativeText("Continue the queue now? An interrupted run resumes from its checkpoint.")
+        go = box.addButton("Continue now", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep it paused", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        return "continue" if box.clickedButton() is go else "later"
+
+    def _queue_on_launch(self) -> None:
+        if not self.queue.pending():
+            return
+        if self.ask_queue_on_launch() == "continue":
+            self.log.add(f"Continuing the queue: {len(self.queue.pending())} runs waiting")
+            self.start_queue()
+        else:
+            self.queue.set_state("paused")
+            self.queue_panel.refresh()
+            self.log.add(f"The queue is paused with {len(self.queue.pending())} runs waiting: "
+                         "press Resume in the Queue panel")
+
+    def _next_job(self) -> None:
+        """Start the next pending job when the window is free and the queue is running."""
+        if self.queue.state != "running" or self.runner.active or self.state != "idle" or self._closing:
+            return
+        while True:
+            job = self.queue.next_pending()
+            if job is None:
+                counts = self.queue.counts()
+                self.queue.set_state("idle")
+                self.queue_panel.refresh()
+                self.log.add(f"Queue finished: {counts['done']} done, {counts['failed']} failed, "
+                             f"{counts['cancelled']} cancelled")
+                return
+            try:
+                cfg, resume = self.queue.job_config(job)
+            except (OSError, MGDError) as exc:
+                self.queue.mark(job, "failed", str(exc))
+                continue
+            summary = run_info(job.run_dir).summary if resume else {}
+            if summary.get("status") == "finished":
+                self.queue.mark(job, "done", "finished before", (summary.get("student") or {}).get("best_acc"))
+                continue
+            break
+        self.queue.mark(job, "running", "resumed from its checkpoint" if resume else "")
+        self._queue_job = job.id
+        self._cancel_running = False
+        self.queue_panel.paused_run = False
+        self.queue_panel.refresh()
+        number = self.queue.jobs.index(job) + 1
+        teacher = cfg.teacher.checkpoint if job.config.get("teacher", {}).get("checkpoint") is None else None
+        self.log.add(f"Queue: run {number}/{len(self.queue.jobs)}, {job.label}"
+                     + (f" (teacher from {Path(teacher).parent.parent.name})" if teacher else "")
+                     + (" (resumed)" if resume else ""))
+        record = RunRecord.from_events(read_metrics(job.run_dir), job.run_dir, job.label) if resume \
+            else RunRecord(label=job.label)
+        self._begin(record)
+        self.runner.start(None if resume else cfg, run_dir=job.run_dir, runs_root=self.runs_root, resume=resume)
+
+    def _queue_job_ended(self, state: str, message: str, result: float | None = None) -> None:
+        job = self.queue.job(self._queue_job) if self._queue_job else None
+        self._queue_job = None
+        self.queue_panel.paused_run = False
+        if job is None:
+            return
+        if state == "pending" and self._cancel_running:
+            state, message = "cancelled", "cancelled while running; its checkpoint is kept"
+        elif state == "pending" and not self._closing and self.queue.state == "running":
+            self.queue.set_state("paused")  # the user stopped the run: the queue waits too
+            self.log.add("Queue paused: the stopped run resumes from its checkpoint when the queue starts again")
+        self._cancel_running = False
+        self.queue.mark(job, state, message, result)
+        self.queue_panel.refresh()
+        self._update_comparison_table(job.comparison_dir)
+
+    def _update_comparison_table(self, folder: str) -> None:
+        """Write the comparison's table files and refresh its open table, as its runs finish."""
+        from engine.compare import comparison_table, write_table
+        from mgd_gui.run_queue import comparison_summaries
+
+        summaries = comparison_summaries(folder)
+        try:
+            write_table(comparison_table(summaries), folder)
+        except OSError as exc:
+            self.log.add(f"Could not write the comparison table in {folder}: {exc}", "warning")
+        if self._compare_folder == folder and self.compare_dialog is not None and self.compare_dialog.isVisible():
+            self.show_comparison_table(folder)
+
+    def show_comparison_table(self, folder: str) -> None:
+        """The comparison table of a queued comparison: its run folders so far."""
+        from engine.runs import list_runs
+
+        paths = [i.path for i in list_runs(self.runs_root) if str(i.comparison_dir) == str(folder)]
+        if not paths:
+            self.log.add("The comparison has no run yet: its table fills in as its runs finish")
+            return
+        geometry = self.compare_dialog.geometry() if self.compare_dialog is not None and \
+            self.compare_dialog.isVisible() else None
+        self.show_compare(paths)
+        self._compare_folder = folder
+        if geometry is not None:
+            self.compare_dialog.setGeometry(geometry)
 
     # -- runs --------------------------------------------------------------------------
     def _label(self, info) -> str:
-        stamp = info.started[11:16] if len(info.started) >= 16 else info.path.name[:15]
-        return f"{info.name} {stamp}" if stamp else info.name
+        return short_label(info)
+
+    def _runs_changed(self, message: str) -> None:
+        self.log.add(message[:1].upper() + message[1:])
+        gone = [p for p in self._records if not p.exists()]
+        for path in gone:
+            self._records.pop(path, None)
+
+    def duplicate_run(self, path: Path) -> None:
+        """The run's set-up in the form as a new experiment (unsaved), ready to change and run."""
+        if not self.keep_or_drop_edits():
+            return
+        try:
+            cfg = duplicate_config(path)
+        except MGDError as exc:
+            QMessageBox.warning(self, "Cannot duplicate the run", str(exc))
+            return
+        self.preset_path = None
+        self.current_file = None
+        self.origin = f"{cfg.name} (new)"
+        self._clean = {}  # never saved: closing or replacing it asks
+        self.form.set_config(cfg)
+        self.presets.show_preset(None)
+        self.log.add(f"Duplicated {path.name} as a new experiment {cfg.name!r}: change it and press Run")
 
     def record_for(self, path: Path) -> RunRecord:
         path = Path(path)
@@ -492,6 +751,10 @@ class MainWindow(QMainWindow):
     def _on_runs_selected(self, selected: list) -> None:
         if selected:
             records = [self.record_for(p) for p in selected]
+            infos = [self.runs.infos.get(p) or run_info(p) for p in selected]
+            for record, label in zip(records, distinct_labels(infos)):
+                if record is not self.live or self.state == "idle":
+                    record.label = label
         else:
             records = [self.live] if self.live is not None else []
         self.plots.set_records(records)
@@ -499,19 +762,26 @@ class MainWindow(QMainWindow):
     def reopen_run(self, path: Path) -> None:
         path = Path(path)
         self.runs.select([path])
+        if not self.keep_or_drop_edits():
+            return
         try:
             cfg = load_config(path / "config.yaml")
         except MGDError as exc:
             self.log.add(f"Could not read the run's set-up: {exc}", "warning")
         else:
-            self.form.set_config(cfg)
             self.preset_path = None
             self.current_file = None
+            self.origin = f"run {self.runs.infos[path].label if path in self.runs.infos else path.name}"
+            self._clean = to_dict(cfg)
+            self.form.set_config(cfg)
             self.presets.show_preset(None)
         record = self.record_for(path)
         self.log.add(f"— opened {path} ({record.status}) —")
-        for level, message in record.log[-50:]:
-            self.log.add(message, level)
+        for event in read_metrics(path):  # the run's whole story, told as it was told live
+            line = describe_event(event)
+            if line is not None:
+                self.log.add(line[1], line[0], event.get("time"))
+        self.log.add(f"— end of {path.name} —")
 
     def show_export(self, path: Path | None) -> None:
         from mgd_gui.export_dialog import ExportDialog
@@ -535,6 +805,7 @@ class MainWindow(QMainWindow):
         infos = [run_info(p) for p in selected]  # read again: a run may have finished since
         if not infos:
             return
+        self._compare_folder = None
         if self.compare_dialog is not None:
             self.compare_dialog.close()
         self.compare_dialog = CompareDialog(infos, self)
@@ -552,22 +823,60 @@ class MainWindow(QMainWindow):
         self.inspect_dialog.show()
         self.inspect_dialog.raise_()
 
+    def show_review(self, path: Path):
+        """The image-level review of a run (a window of its own, one at a time)."""
+        from mgd_gui.review_view import ReviewDialog
+
+        path = Path(path)
+        dialog = getattr(self, "review_dialog", None)
+        if dialog is None or dialog.run_dir != path:
+            if dialog is not None:
+                dialog.close()
+            info = self.runs.infos.get(path) or run_info(path)
+            dialog = self.review_dialog = ReviewDialog(path, short_label(info), self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def _confusion_clicked(self, record, model: str, true: int, predicted: int, evaluation: dict) -> None:
+        if record.run_dir is None:
+            return
+        if record is self.live and self.state != "idle":
+            self.log.add("The images of a cell can be reviewed once the run has finished", "warning")
+            return
+        confusion = evaluation.get("confusion") or []
+        count = int(confusion[true][predicted]) if true < len(confusion) and predicted < len(confusion[true]) \
+            else None
+        self.show_review(record.run_dir).show_cell(true, predicted, model, evaluation.get("classes") or
+                                                   record.classes, count, evaluation)
+
     def about(self) -> None:
         QMessageBox.about(self, "About MGD Studio",
                           "<b>MGD Studio</b><br>Knowledge distillation with multi-granularity "
                           "distillation (Shao and Chen, 2021).<br><br>"
                           f"Runs are kept in {self.runs_root}")
 
+    def event(self, event) -> bool:  # noqa: D401 - Qt override
+        # A status tip (the mouse over a toolbar button or a menu item) would replace the status
+        # bar's progress, stage and ETA; the same text is in the tooltip, so tips are dropped.
+        if event.type() == QEvent.Type.StatusTip:
+            return True
+        return super().event(event)
+
     # -- closing -----------------------------------------------------------------------
     def confirm_close(self) -> bool:
         """Ask whether to stop the running experiment and quit (tests replace this)."""
         answer = QMessageBox.question(
             self, "A run is in progress",
-            "Stop the run and quit? The run keeps its last checkpoint and can be resumed later.",
+            "Stop the run and quit? The run keeps its last checkpoint and can be resumed later."
+            + (" The queue's other runs wait for the next launch." if self._queue_job else ""),
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        if not self._closing and not self.keep_or_drop_edits():
+            event.ignore()
+            return
         if self.runner.active:
             if not self._closing:
                 if not self.confirm_close():

@@ -31,6 +31,11 @@ def runs_root() -> Path:
     return data_dir() / "runs"
 
 
+def queue_file() -> Path:
+    """The studio's queue of runs (pending comparisons), kept between launches."""
+    return data_dir() / "queue.json"
+
+
 def config_dir() -> Path:
     home = _home()
     return home / "config" if home else Path(appdirs.user_config_dir(APP_NAME, APP_AUTHOR))

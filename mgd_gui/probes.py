@@ -32,9 +32,29 @@ def warm_up() -> None:
     import engine.trainer  # noqa: F401
 
 
+def pending_download(data: dict) -> str | None:
+    """What a run would download first (``download`` ticked, files missing), in words; None
+    when nothing is to be downloaded. The studio's look-ups never download themselves."""
+    from engine.data.cifar import SPECS, download_target
+
+    if not data.get("download"):
+        return None
+    target = download_target(data.get("dataset"), data.get("root"))
+    if target is None:
+        return None
+    title = SPECS[data["dataset"]].title
+    return (f"{title} is not downloaded yet: Download is ticked, so the run fetches it into {target} "
+            "before training (the other checks of the set-up wait for it)")
+
+
 def dataset_overview(data: dict, samples: int = 16) -> dict[str, Any]:
-    """Class names, sizes and a few training images (uint8 H x W x C numpy arrays) of a data set."""
+    """Class names, sizes and a few training images (uint8 H x W x C numpy arrays) of a data set;
+    ``{"pending_download": text}`` when the run would download it first."""
     from engine.data import load_dataset
+
+    pending = pending_download(data)
+    if pending is not None:
+        return {"pending_download": pending}
 
     bundle = load_dataset(data.get("dataset"), root=data.get("root"), download=False,
                           image_size=data.get("image_size"), test_fraction=data.get("test_fraction", 0.2),
@@ -133,10 +153,19 @@ _PLANNED_DATA: dict = {}  # the data set of the last set-up planned
 def check_plan(cfg) -> tuple[str, str] | None:
     """None when the engine accepts the experiment, else ``(field, reason)`` of the first problem
     its plan finds (the very checks a run makes before its first step)."""
+    import dataclasses
+
     from engine.errors import ConfigError, InputError
     from engine.run import plan_experiment
     from engine.runtime import data_cache
 
+    # a look-up never downloads: a data set still to be fetched is the run's first job, not a problem
+    for section in (cfg.data, *((cfg.transfer.data,) if cfg.transfer.enabled else ())):
+        if pending_download(dataclasses.asdict(section)) is not None:
+            return None
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, download=False),
+                              transfer=dataclasses.replace(cfg.transfer, data=dataclasses.replace(
+                                  cfg.transfer.data, download=False)))
     try:
         with data_cache(_PLANNED_DATA, keep=2):  # an edit that keeps the data sets does not load them again
             plan_experiment(cfg)

@@ -131,6 +131,17 @@ def _read_classes(path: Path, spec: CifarSpec) -> list[str]:
     return names
 
 
+def download_target(dataset: str, root: str | Path | None) -> Path | None:
+    """The folder that ``download: true`` would fill for ``dataset`` under ``root``: ``None``
+    when every file is already there (or ``dataset`` is not a CIFAR set or has no root).
+    Reads no data and downloads nothing (the studio asks it while the user edits)."""
+    spec = SPECS.get(str(dataset))
+    if spec is None or root is None or str(root).strip() == "":
+        return None
+    folder = _folder(Path(root).expanduser(), spec)
+    return folder if _missing(folder, spec) else None
+
+
 def load_cifar(dataset: str, root: str | Path | None, download: bool = False):
     """CIFAR-10 or CIFAR-100 (``dataset`` is ``"cifar10"`` or ``"cifar100"``) as a DatasetBundle.
 

@@ -7,8 +7,8 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox
 
-from mgd_gui.plots.base import STYLES, PlotPanel
 from engine.plan import STAGE_TITLES as STAGE_NAMES
+from mgd_gui.plots.base import STYLES, PlotPanel
 from mgd_gui.run.record import STAGES
 from mgd_gui.theme import series_color
 
@@ -20,6 +20,7 @@ class AccuracyPanel(PlotPanel):
     x_label = "epoch"
     y_label = "accuracy (%)"
     legend_offset = (-4, -4)  # accuracy climbs: the bottom right stays free
+    uses_x_axis = True
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -29,14 +30,16 @@ class AccuracyPanel(PlotPanel):
             self.stage.addItem(STAGE_NAMES[s], s)
         self.stage.setToolTip("Stages to show: solid lines are test accuracy, dashed lines training accuracy")
         self.add_control(self.stage)
+        self.stage.setMinimumContentsLength(max(len(self.stage.itemText(i)) for i in range(self.stage.count())))
         self.stage.currentIndexChanged.connect(lambda *_: self.refresh())
 
     def control_state(self) -> Any:
-        return self.stage.currentData()
+        return self.stage.currentData(), self.x_axis
 
     def draw(self) -> None:
         chosen = self.stage.currentData()
         for r, record in enumerate(self.records):
+            run_color, run_symbol = self.run_style(r)
             for stage in record.stages_with(record.accuracy):
                 if chosen not in ("all", stage):
                     continue
@@ -45,17 +48,17 @@ class AccuracyPanel(PlotPanel):
                 if stage == "heads" and heads and not self.compare:
                     # each head's own test accuracy says more than their mean
                     for h, key in enumerate(heads):
-                        self.curve((r, stage, key), f"{key} test", table[key].x, table[key].y, series_color(4 + 2 * h),
-                                   style=Qt.PenStyle.SolidLine, width=1.5, symbol="t", symbol_size=5)
+                        self.curve((r, stage, key), f"{key} test", self.xs(table[key]), table[key].y,
+                                   series_color(4 + 2 * h), style=Qt.PenStyle.SolidLine, width=1.5, symbol="t",
+                                   symbol_size=5)
                     continue
-                base = STAGE_COLORS.get(stage, 5)
-                color = series_color(r if self.compare else base)
+                color = run_color if self.compare else series_color(STAGE_COLORS.get(stage, 5))
                 stage_style = STYLES[STAGES.index(stage) % len(STYLES)] if self.compare and stage in STAGES else None
                 name = STAGE_NAMES.get(stage, stage).lower()
                 if "test" in table:
-                    self.curve((r, stage, "test"), self.label(record, f"{name} test"), table["test"].x,
-                               table["test"].y, color, style=stage_style or Qt.PenStyle.SolidLine, symbol="o",
-                               symbol_size=4)
+                    self.curve((r, stage, "test"), self.label(record, f"{name} test"), self.xs(table["test"]),
+                               table["test"].y, color, style=stage_style or Qt.PenStyle.SolidLine,
+                               symbol=run_symbol if self.compare else "o", symbol_size=5 if self.compare else 4)
                 if "train" in table and not self.compare:
-                    self.curve((r, stage, "train"), self.label(record, f"{name} train"), table["train"].x,
+                    self.curve((r, stage, "train"), self.label(record, f"{name} train"), self.xs(table["train"]),
                                table["train"].y, color, style=Qt.PenStyle.DashLine, width=1.5)

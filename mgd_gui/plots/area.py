@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QGridLayout, QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QSplitter, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 from mgd_gui import theme
 from mgd_gui.plots.accuracy import AccuracyPanel
-from mgd_gui.plots.base import PlotPanel
+from mgd_gui.plots.base import PlotPanel, run_chips
 from mgd_gui.plots.classes import ClassAccuracyPanel, ConfusionPanel
 from mgd_gui.plots.heads import HeadsPanel
 from mgd_gui.plots.losses import LossPanel
@@ -25,9 +26,29 @@ class PlotArea(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)
         layout.setSpacing(4)
+        top = QHBoxLayout()
+        top.setSpacing(6)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
-        layout.addWidget(self.banner)
+        self.banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        top.addWidget(self.banner, 1)
+        self.x_axis = QComboBox()
+        for key, text in (("epoch", "epoch"), ("step", "step"), ("time", "wall time")):
+            self.x_axis.addItem(text, key)
+        self.x_axis.setToolTip("The x axis of the losses and accuracies: the epoch, the step within the stage, "
+                               "or the run's wall time in minutes (pauses and the gaps between sessions left out)")
+        x_label = QLabel("x axis")
+        x_label.setBuddy(self.x_axis)
+        top.addWidget(x_label)
+        top.addWidget(self.x_axis)
+        layout.addLayout(top)
+        self.run_legend = QLabel()  # the overlaid runs, once for every panel: colour and marker
+        self.run_legend.setWordWrap(True)
+        self.run_legend.setTextFormat(Qt.TextFormat.RichText)
+        self.run_legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.run_legend.hide()
+        layout.addWidget(self.run_legend)
+        self.x_axis.currentIndexChanged.connect(lambda *_: self.set_x_axis(self.x_axis.currentData()))
 
         self.losses = LossPanel()
         self.accuracy = AccuracyPanel()
@@ -63,13 +84,26 @@ class PlotArea(QWidget):
         self.tabs.currentChanged.connect(lambda *_: self.refresh())
         self.set_records([])
 
+    def set_x_axis(self, axis: str) -> None:
+        """``epoch``, ``step`` or ``time`` for the panels whose curves run over training."""
+        index = self.x_axis.findData(axis)
+        if index >= 0 and index != self.x_axis.currentIndex():
+            self.x_axis.setCurrentIndex(index)  # comes back here through the signal
+            return
+        for panel in self.panels():
+            if panel.uses_x_axis:
+                panel.x_axis = axis
+        self.refresh(force=True)
+
     def panels(self) -> list[PlotPanel]:
         return [self.losses, self.accuracy, self.heads, self.noise, self.class_accuracy, self.confusion]
 
     def set_records(self, records: list[RunRecord]) -> None:
         self.records = list(records)
+        overlay = len(records) > 1
         for panel in self.panels():
             panel.records = list(records)  # drawn on the next refresh of a visible panel
+            panel.shared_run_legend = overlay
             panel._drawn_key = None  # noqa: SLF001
         self._update_banner()
         self.refresh()
@@ -82,10 +116,14 @@ class PlotArea(QWidget):
             r = self.records[0]
             text = f"Showing <b>{r.label}</b> <span style='color:{muted}'>({r.status})</span>"
         else:
-            names = ", ".join(f"<b>{r.label}</b>" for r in self.records[:5]) + (" …" if len(self.records) > 5 else "")
-            text = f"Comparing {len(self.records)} runs: {names}"
+            text = (f"<b>Comparing {len(self.records)} runs</b> <span style='color:{muted}'>(each run a colour "
+                    "and a marker; the line styles are named under each plot)</span>")
         if text != self.banner.text():
             self.banner.setText(text)
+        legend = run_chips([r.label for r in self.records], muted) if len(self.records) > 1 else ""
+        if legend != self.run_legend.text():
+            self.run_legend.setText(legend)
+        self.run_legend.setVisible(bool(legend))
 
     def _tick(self) -> None:
         """Redraw the next visible panel whose data changed."""

@@ -8,25 +8,62 @@ run streams in); a panel redraws only when the data it shows has changed.
 from __future__ import annotations
 
 import csv
+import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from mgd_gui import theme
 from mgd_gui.icons import icon
 from mgd_gui.plots.decimate import decimate
 from mgd_gui.run.record import RunRecord
+from mgd_gui.theme import series_color
 
 pg.setConfigOptions(antialias=True, foreground="k", background="w")
 
 STYLES = (Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
           Qt.PenStyle.DashDotDotLine)
+#: one marker per overlaid run (with its colour), so up to eight runs stay apart in print too
+RUN_SYMBOLS = ("o", "s", "t", "d", "+", "star", "t1", "x")
 HOVER_PIXELS = 18
+#: where a panel's legend goes: "auto" is inside the plot for one run, beside it when overlaying
+LEGEND_MODES = (("auto", "Automatic (outside when overlaying runs)"), ("inside", "Inside the plot"),
+                ("outside", "Under the plot"), ("hidden", "Hidden"))
+#: x axes of the training curves: the epoch, the step within the stage, the run's wall time
+X_AXES = {"epoch": "epoch", "step": "step", "time": "wall time (min)"}
+_GLYPHS = {Qt.PenStyle.SolidLine: "━━", Qt.PenStyle.DashLine: "╸ ╸", Qt.PenStyle.DotLine: "┅┅",
+           Qt.PenStyle.DashDotLine: "╸·╸", Qt.PenStyle.DashDotDotLine: "╸··"}
+_SYMBOL_GLYPHS = {"o": "●", "s": "■", "t": "▼", "d": "◆", "+": "✚", "star": "★", "t1": "▲", "x": "✖"}
+
+
+def unbroken(text: str) -> str:
+    """``text`` as rich text that never breaks inside (Qt's labels ignore white-space: nowrap)."""
+    return html.escape(text).replace(" ", "&nbsp;").replace("-", "\u2011")
+
+
+def run_chips(labels: list[str], muted: str) -> str:
+    """The overlaid runs as text: each run's colour and marker, then its label."""
+    chips = []
+    for i, label in enumerate(labels):
+        color, symbol = series_color(i), RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+        chips.append(f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>"
+                     f"━{_SYMBOL_GLYPHS[symbol]}━</span>&nbsp;{unbroken(label)}</span>")
+    return "&nbsp;&nbsp; ".join(chips)
+
+
+def legend_glyph(style: Qt.PenStyle | None, symbol: str | None) -> str:
+    """A few characters that look like a curve's line style and marker, for text legends."""
+    line = _GLYPHS.get(style, "") if style is not None else ""
+    mark = _SYMBOL_GLYPHS.get(symbol or "", "") if symbol else ""
+    if line and mark:
+        return line[0] + mark + line[-1]
+    return line or mark or "■"
 
 
 class PlotPanel(QWidget):
@@ -51,22 +88,38 @@ class PlotPanel(QWidget):
         header = QHBoxLayout()
         header.setSpacing(4)
         self.title_label = QLabel(f"<b>{self.title}</b>")
-        # a long title (model, epoch, accuracy) may be clipped rather than widen the window
+        # the title wraps onto a second line rather than be clipped (or widen the window)
+        self.title_label.setWordWrap(True)
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.title_label.setMinimumWidth(60)
         header.addWidget(self.title_label, 1)
         self.controls = QHBoxLayout()
         self.controls.setSpacing(4)
         header.addLayout(self.controls)
-        for name, tip, slot in (("png", "Save the plot as a PNG image", self._ask_png),
-                                ("csv", "Save the plotted data as CSV", self._ask_csv)):
-            button = QToolButton()
-            button.setIcon(icon(name))
-            button.setToolTip(tip)
-            button.setAutoRaise(True)
-            button.clicked.connect(slot)
-            header.addWidget(button)
+        self.menu_button = QToolButton()
+        self.menu_button.setText("⋯")
+        self.menu_button.setToolTip("Legend, saving as PNG or CSV, and the panel's other settings")
+        self.menu_button.setAutoRaise(True)
+        self.menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.menu = QMenu(self)
+        self.menu_button.setMenu(self.menu)
+        header.addWidget(self.menu_button)
         layout.addLayout(header)
+        self.legend_mode = "auto"
+        legend_menu = self.menu.addMenu("Legend")
+        self.menu_anchor = legend_menu.menuAction()  # panels put their own settings above it
+        group = QActionGroup(self)
+        self.legend_actions: dict[str, QAction] = {}
+        for mode, text in LEGEND_MODES:
+            act = QAction(text, self, checkable=True)
+            act.setChecked(mode == self.legend_mode)
+            act.triggered.connect(lambda _=False, m=mode: self.set_legend_mode(m))
+            group.addAction(act)
+            legend_menu.addAction(act)
+            self.legend_actions[mode] = act
+        self.menu.addSeparator()
+        self.menu.addAction(icon("png"), "Save as PNG…", self._ask_png)
+        self.menu.addAction(icon("csv"), "Save data as CSV…", self._ask_csv)
 
         self.plot = pg.PlotWidget()
         self.item = self.plot.getPlotItem()
@@ -76,11 +129,21 @@ class PlotPanel(QWidget):
         self.item.setDownsampling(auto=True, mode="peak")
         self.item.setClipToView(True)
         self.item.setMenuEnabled(True)
-        self.legend = self.item.addLegend(offset=self.legend_offset, labelTextSize="7.5pt", verSpacing=-8,
-                                          horSpacing=12)
+        self.legend: pg.LegendItem | None = None  # the legend inside the plot, rebuilt when its entries change
+        self._legend_entries: list[tuple[Any, str, str, str]] = []  # (item, name, colour, glyph) of this draw
+        self._legend_shown: Any = None
         for name in ("left", "bottom"):
             self.item.getAxis(name).enableAutoSIPrefix(False)
         layout.addWidget(self.plot, 1)
+        self.outside_legend = QLabel()
+        self.outside_legend.setWordWrap(True)
+        self.outside_legend.setTextFormat(Qt.TextFormat.RichText)
+        self.outside_legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.outside_legend.hide()
+        layout.addWidget(self.outside_legend)
+        self._shown_records: tuple = ()
+        self.x_axis = "epoch"  # set by the plot area for panels whose curves run over training
+        self.shared_run_legend = False  # the plot area lists the overlaid runs (colour, marker) once
 
         self.empty = QLabel(self.empty_text, self.plot)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -120,20 +183,94 @@ class PlotPanel(QWidget):
             axis = self.item.getAxis(name)
             axis.setPen(pg.mkPen(fg))
             axis.setTextPen(pg.mkPen(fg))
-        self.legend.setLabelTextColor(fg)
-        self.legend.setBrush(pg.mkBrush(bg + "c0"))
-        self.legend.setPen(pg.mkPen(fg + "40"))
-        self.empty.setStyleSheet(f"color: {theme.muted_color()};")
+        self._bg = bg
+        self._legend_shown = None  # rebuilt in the new colours
+        # on a box of the plot's colour: the message never runs over the axis numbers
+        self.empty.setStyleSheet(f"color: {theme.muted_color()}; background: {bg}; padding: 6px;")
         self._fg = fg
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().resizeEvent(event)
-        self.empty.setGeometry(0, 0, self.plot.width(), self.plot.height())
+        self._place_empty()
 
     # -- drawing -------------------------------------------------------------------------
     def set_records(self, records: list[RunRecord]) -> None:
         self.records = list(records)
         self.refresh(force=True)
+
+    # -- legend --------------------------------------------------------------------------
+    def set_legend_mode(self, mode: str) -> None:
+        self.legend_mode = mode
+        self.legend_actions[mode].setChecked(True)
+        self._legend_shown = None
+        self._show_legend()
+
+    def effective_legend_mode(self) -> str:
+        if self.legend_mode != "auto":
+            return self.legend_mode
+        return "outside" if self.compare else "inside"
+
+    def legend_names(self) -> list[str]:
+        """The names in the legend, as drawn now."""
+        return [name for _, name, _, _ in self._legend_entries]
+
+    def _show_legend(self) -> None:
+        mode = self.effective_legend_mode()
+        entries = [] if mode == "hidden" else self._legend_entries
+        key = (mode, self.shared_run_legend,
+               tuple((id(item), name, color, glyph) for item, name, color, glyph in entries))
+        if key == self._legend_shown:
+            return
+        self._legend_shown = key
+        if self.legend is not None:  # a fresh legend each time: pyqtgraph's never shrinks back
+            self.legend.clear()
+            if self.legend.scene() is not None:
+                self.legend.scene().removeItem(self.legend)
+            self.legend = None
+        html_text = self._legend_html(entries) if mode == "outside" and entries else ""
+        self.outside_legend.setVisible(bool(html_text))
+        if not entries:
+            return
+        if mode == "inside":
+            legend = pg.LegendItem(offset=self.legend_offset, labelTextSize="7.5pt", verSpacing=-8, horSpacing=12)
+            legend.setParentItem(self.item.vb)
+            legend.setLabelTextColor(self._fg)
+            legend.setBrush(pg.mkBrush(self._bg + "c0"))
+            legend.setPen(pg.mkPen(self._fg + "40"))
+            legend.setColumnCount(1 if len(entries) <= 4 else 2 if len(entries) <= 10 else 3)
+            for item, name, _, _ in entries:
+                legend.addItem(item, name)
+            self.legend = legend
+        elif mode == "outside":
+            self.outside_legend.setText(html_text)
+
+    def _legend_html(self, entries: list[tuple[Any, str, str, str]]) -> str:
+        """The legend as text under the plot. Overlaid runs named ``run · series`` are told
+        apart by colour and marker, their series by line style: each is listed once."""
+        muted = theme.muted_color()
+
+        def chip(color: str, glyph: str, name: str) -> str:
+            return (f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>{glyph}</span>"
+                    f"&nbsp;{unbroken(name)}</span>")
+
+        runs: dict[str, tuple[str, str]] = {}
+        parts: dict[str, str] = {}
+        factor = self.compare and all(" · " in name for _, name, _, _ in entries)
+        if factor:
+            for _, name, color, glyph in entries:
+                run, part = name.split(" · ", 1)
+                mark = next((c for c in glyph if c in _SYMBOL_GLYPHS.values()), "━")
+                runs.setdefault(run, (color, mark))
+                line = "".join(c for c in glyph if c not in _SYMBOL_GLYPHS.values()) or glyph
+                parts.setdefault(part, line)
+        lines = f"<span style='color:{muted}'>lines:</span> " + "&nbsp;&nbsp; ".join(
+            chip(muted, g, part) for part, g in parts.items())
+        if factor and self.shared_run_legend:
+            # the plot area lists the runs once, above every panel: here only what the lines are
+            return lines
+        if factor and len(parts) > 1:
+            return "&nbsp;&nbsp; ".join(chip(c, g, run) for run, (c, g) in runs.items()) + "<br>" + lines
+        return "&nbsp;&nbsp; ".join(chip(color, glyph, name) for _, name, color, glyph in entries)
 
     def data_key(self) -> Any:
         """What the drawing depends on; a redraw happens only when it changes."""
@@ -147,19 +284,49 @@ class PlotPanel(QWidget):
         if not force and key == self._drawn_key:
             return
         self._drawn_key = key
+        shown = tuple(id(r) for r in self.records)
+        if shown != self._shown_records:
+            # other runs: nothing of the last ones stays (ranges, zoom, tick labels)
+            self._shown_records = shown
+            self.item.enableAutoRange()
+        for name in ("bottom", "left"):
+            self.item.getAxis(name).setTicks(None)  # panels with named ticks set them again in draw()
+        self.item.setLabel("bottom", self.axis_label())
         self.series = []
         self._used = set()
+        self._legend_entries = []
         for extra in self._extras:
             self.item.removeItem(extra)
         self._extras = []
         self.draw()
         for k in [k for k in self._curves if k not in self._used]:
             self.item.removeItem(self._curves.pop(k))
+        self.empty.setText(self.empty_message())
         self.empty.setVisible(not self.series)
-        entries = len(self.legend.items)
-        self.legend.setColumnCount(1 if entries <= 4 else 2 if entries <= 10 else 3)
-        self.legend.setVisible(bool(entries))
-        self.empty.setGeometry(0, 0, self.plot.width(), self.plot.height())
+        if not self.series and not self._extras:
+            self.item.setRange(xRange=(0, 1), yRange=self.empty_y_range(), padding=0)  # no stale axes
+            self.item.enableAutoRange()
+        self._show_legend()
+        self._place_empty()
+
+    uses_x_axis = False  # True for curves over training: their x axis is the plot area's choice
+
+    def _place_empty(self) -> None:
+        """The empty-plot message in a box in the middle of the plot, as tall as its text."""
+        width = max(80, min(self.plot.width() - 60, 380))
+        height = min(self.empty.heightForWidth(width), self.plot.height())
+        self.empty.setGeometry((self.plot.width() - width) // 2 + 20, (self.plot.height() - height) // 2 - 10,
+                               width, height)
+
+    def axis_label(self) -> str:
+        return X_AXES.get(self.x_axis, self.x_label) if self.uses_x_axis else self.x_label
+
+    def empty_message(self) -> str:
+        """What an empty panel says (panels tell why, e.g. a run without that stage)."""
+        return self.empty_text
+
+    def empty_y_range(self) -> tuple[float, float]:
+        return (0.0, 100.0) if "%" in self.y_label else (0.0, 1.0)
 
     def control_state(self) -> Any:
         """The values of the panel's own controls (stage, model, smoothing...)."""
@@ -186,22 +353,33 @@ class PlotPanel(QWidget):
         full_key = (key, name, legend)
         item = self._curves.get(full_key)
         if item is None:
-            item = self.item.plot(name=name if legend else None)
+            item = self.item.plot()
             self._curves[full_key] = item
         item.setData(dx, dy, pen=pen, symbol=symbol, symbolSize=symbol_size, symbolBrush=pg.mkBrush(color),
                      symbolPen=pg.mkPen(color))
         self._used.add(full_key)
+        if legend:
+            self._legend_entries.append((item, name, color, legend_glyph(style, symbol)))
         if hover:
             self.series.append((name, x, y))
         return item
 
-    def extra(self, item: Any, legend_name: str | None = None) -> Any:
+    def extra(self, item: Any, legend_name: str | None = None, color: str = "#888888") -> Any:
         """Add an item that is rebuilt on every draw (bars, reference lines, images)."""
         self.item.addItem(item)
         if legend_name:
-            self.legend.addItem(item, legend_name)
+            self._legend_entries.append((item, legend_name, color, "■"))
         self._extras.append(item)
         return item
+
+    def run_style(self, index: int) -> tuple[str, str]:
+        """(colour, marker) of the ``index``-th overlaid run."""
+        return series_color(index), RUN_SYMBOLS[index % len(RUN_SYMBOLS)]
+
+    def xs(self, series) -> np.ndarray:
+        """A series' x values on the chosen x axis (wall time in minutes)."""
+        values = np.asarray(series.xs(self.x_axis), dtype=float)
+        return values / 60.0 if self.x_axis == "time" else values
 
     def set_ticks(self, axis: str, labels: list[str], positions=None, max_labels: int = 24) -> None:
         positions = list(range(len(labels))) if positions is None else list(positions)
@@ -222,7 +400,7 @@ class PlotPanel(QWidget):
             d = ((vx - x) / px) ** 2 + ((vy - y) / py) ** 2
             i = int(np.nanargmin(d)) if np.isfinite(d).any() else -1
             if i >= 0 and (best is None or d[i] < best[0]):
-                best = (d[i], vx[i], vy[i], f"{name}\n{self.x_label or 'x'} {xs[i]:.4g}: {ys[i]:.4g}")
+                best = (d[i], vx[i], vy[i], f"{name}\n{self.axis_label() or 'x'} {xs[i]:.4g}: {ys[i]:.4g}")
         if best is None or best[0] > HOVER_PIXELS ** 2:
             return None
         return best[1], best[2], best[3]
@@ -244,6 +422,11 @@ class PlotPanel(QWidget):
             self.item.addItem(self.hover_text, ignoreBounds=True)
             self.item.addItem(self.hover_dot, ignoreBounds=True)
         self.hover_text.setText(text)
+        # open the read-out towards the middle of the plot, so that it is never cut at an edge
+        rect = vb.sceneBoundingRect()
+        at = vb.mapViewToScene(QPointF(x, y))
+        self.hover_text.setAnchor((1.0 if at.x() > rect.center().x() else 0.0,
+                                   0.0 if at.y() < rect.center().y() else 1.0))
         self.hover_text.setPos(x, y)
         self.hover_dot.setData([x], [y])
         self.hover_text.show()
@@ -255,7 +438,7 @@ class PlotPanel(QWidget):
 
     # -- saving --------------------------------------------------------------------------
     def csv_rows(self) -> list[list[Any]]:
-        rows: list[list[Any]] = [["series", self.x_label or "x", self.y_label or "y"]]
+        rows: list[list[Any]] = [["series", self.axis_label() or "x", self.y_label or "y"]]
         for name, xs, ys in self.series:
             rows.extend([name, float(x), float(y)] for x, y in zip(xs, ys))
         return rows

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox
 
 from mgd_gui.plots.base import PlotPanel
@@ -29,11 +30,12 @@ class _EvaluationPanel(PlotPanel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.model = QComboBox()
-        self.model.addItem("student (else teacher)", "auto")
+        self.model.addItem("auto", "auto")
         for m in MODELS:
             self.model.addItem(m, m)
-        self.model.setToolTip("Whose latest test evaluation to show")
+        self.model.setToolTip("Whose latest test evaluation to show (auto: the student's, else the teacher's)")
         self.add_control(self.model)
+        self.model.setMinimumContentsLength(max(len(m) for m in MODELS))
         self.model.currentIndexChanged.connect(lambda *_: self.refresh())
 
     def control_state(self) -> Any:
@@ -72,10 +74,10 @@ class ClassAccuracyPanel(_EvaluationPanel):
         for i, (record, (model, ev)) in enumerate(found):
             acc = per_class_accuracy(ev["confusion"])
             x = np.arange(len(acc)) - 0.4 + width * (i + 0.5)
-            color = series_color(i if self.compare else (1 if model == "student" else 0))
+            color = series_color(self.records.index(record) if self.compare else (1 if model == "student" else 0))
             name = self.label(record, f"{model}, epoch {ev.get('epoch')}")
             self.extra(pg.BarGraphItem(x=x, height=np.nan_to_num(acc), width=width * 0.9, brush=pg.mkBrush(color),
-                                       pen=pg.mkPen(color)), name if self.compare else None)
+                                       pen=pg.mkPen(color)), name if self.compare else None, color)
             if not self.compare:
                 self._set_title(f"<b>{self.title}</b> · {name}")
             self.series.append((name, x, acc))
@@ -96,6 +98,9 @@ class ClassAccuracyPanel(_EvaluationPanel):
 
 
 class ConfusionPanel(_EvaluationPanel):
+    """Clicking a cell emits ``cell_clicked(record, model, true, predicted, evaluation)``."""
+
+    cell_clicked = Signal(object, str, int, int, object)
     title = "Confusion matrix"
     x_label = "predicted class"
     y_label = "true class"
@@ -109,17 +114,24 @@ class ConfusionPanel(_EvaluationPanel):
         self.item.showGrid(x=False, y=False)
         self.matrix = np.zeros((0, 0))
         self.classes: list[str] = []
+        # no axis label on the bar (it lands over the bar); the tooltip and the hover say what it shows
+        self.shown: tuple[RunRecord, str, dict] | None = None  # the record, model and evaluation drawn
+        self.plot.scene().sigMouseClicked.connect(self._clicked)
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False,
-                                        width=12, label="share of the true class")
+                                        width=12)
+        self.plot.setToolTip("Colour: the share of the true class (row) predicted as each class (column). "
+                             "Click a cell to see its test images.")
         self._bar_attached = False
 
     def draw(self) -> None:
         self.matrix = np.zeros((0, 0))
+        self.shown = None
         self._set_title(f"<b>{self.title}</b>")
         found = next(((r, f) for r in self.records if (f := self.evaluation(r))), None)
         if not found:
             return
         record, (model, ev) = found
+        self.shown = (record, model, ev)
         m = np.asarray(ev["confusion"], dtype=float)
         self.matrix = m
         self.classes = list(ev.get("classes") or record.classes) or [str(i) for i in range(len(m))]
@@ -158,7 +170,26 @@ class ConfusionPanel(_EvaluationPanel):
         total = m[t].sum()
         share = 100 * m[t, p] / total if total else 0.0
         return p, t, (f"true {self.classes[t]} → predicted {self.classes[p]}\n"
-                      f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})")
+                      f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})"
+                      + ("\nclick to see them" if m[t, p] else ""))
+
+    def cell_at(self, scene_pos) -> tuple[int, int] | None:
+        """(true, predicted) of the cell under a scene position, or None outside the matrix."""
+        m = self.matrix
+        vb = self.item.getViewBox()
+        if not m.size or not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = vb.mapSceneToView(scene_pos)
+        p, t = int(round(point.x())), int(round(point.y()))
+        return (t, p) if 0 <= t < m.shape[0] and 0 <= p < m.shape[1] else None
+
+    def _clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or self.shown is None:
+            return
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            record, model, ev = self.shown
+            self.cell_clicked.emit(record, model, cell[0], cell[1], ev)
 
     def csv_rows(self) -> list[list[Any]]:
         if not self.matrix.size:

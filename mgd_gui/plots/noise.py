@@ -24,8 +24,9 @@ class NoisePanel(PlotPanel):
 
     def draw(self) -> None:
         for r, record in enumerate(self.records):
+            run_color, run_symbol = self.run_style(r)
             for model, (levels, accs) in sorted(record.noise.items(), key=lambda kv: kv[0] != "teacher"):
                 style, symbol, color_index = MODEL_STYLE.get(model, (Qt.PenStyle.DotLine, "t", 2))
-                color = series_color(r if self.compare else color_index)
-                self.curve((r, model), self.label(record, model), levels, accs, color, style=style, symbol=symbol,
-                           symbol_size=7)
+                color = run_color if self.compare else series_color(color_index)
+                self.curve((r, model), self.label(record, model), levels, accs, color, style=style,
+                           symbol=run_symbol if self.compare else symbol, symbol_size=7)

@@ -20,9 +20,10 @@ class LogPanel(QPlainTextEdit):
         self.setPlaceholderText("Messages of the engine appear here while a run trains.")
         self.lines: list[tuple[str, str]] = []
 
-    def add(self, message: str, level: str = "info") -> None:
+    def add(self, message: str, level: str = "info", when: float | None = None) -> None:
+        """A line; ``when`` (seconds since the epoch) dates it, e.g. an event read back from a run."""
         self.lines.append((level, message))
-        stamp = time.strftime("%H:%M:%S")
+        stamp = time.strftime("%H:%M:%S", time.localtime(when)) if when else time.strftime("%H:%M:%S")
         color = {"error": theme.error_color(), "warning": "#d97706"}.get(level)
         text = html.escape(message).replace("\n", "<br>")
         if color:

@@ -14,22 +14,33 @@ STAGES = ("teacher", "heads", "student")
 
 
 class Series:
-    """x/y points; a point whose x is not after the last one replaces the tail (a resumed
-    run logs the interrupted epoch again)."""
+    """Points over a stage, each with three possible x values: the epoch (fractional within an
+    epoch), the stage's step count and the run's wall time in seconds. A point whose epoch is not
+    after the last one replaces the tail (a resumed run logs the interrupted epoch again)."""
 
-    __slots__ = ("x", "y")
+    __slots__ = ("x", "y", "step", "time")
 
     def __init__(self) -> None:
         self.x: list[float] = []
         self.y: list[float] = []
+        self.step: list[float] = []
+        self.time: list[float] = []
 
-    def add(self, x: float, y: float) -> None:
+    def add(self, x: float, y: float, step: float | None = None, time: float | None = None) -> None:
         if self.x and x <= self.x[-1]:
             while self.x and self.x[-1] >= x:
                 self.x.pop()
                 self.y.pop()
+                self.step.pop()
+                self.time.pop()
         self.x.append(float(x))
         self.y.append(float(y))
+        self.step.append(float(step) if step is not None else float(x))
+        self.time.append(float(time) if time is not None else float("nan"))
+
+    def xs(self, axis: str = "epoch") -> list[float]:
+        """The x values for ``axis``: ``epoch``, ``step`` or ``time`` (wall seconds)."""
+        return {"step": self.step, "time": self.time}.get(axis, self.x)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -65,6 +76,12 @@ class RunRecord:
         self.noise: dict[str, tuple[list[float], list[float]]] = {}
         self.log: list[tuple[str, str]] = []  # (level, message)
         self.position: dict[str, Any] = {}  # stage, epoch, epochs, step, steps of the latest step
+        self.plan: dict = {}  # the engine's plan (PlanReady): which stages this run has
+        # wall time of the run, sessions and pauses left out: offset + (event time - session start)
+        self._clock_offset = 0.0
+        self._session_start: float | None = None
+        self._last_seconds = 0.0
+        self._paused_at: float | None = None
 
     # -- building -------------------------------------------------------------------
     @classmethod
@@ -80,8 +97,40 @@ class RunRecord:
             handler(event)
             self.version += 1
 
+    def seconds(self, e: dict) -> float | None:
+        """The run's wall time at event ``e`` (seconds of training: the gaps between sessions and
+        the pauses are left out), or None for an event without a time."""
+        t = e.get("time")
+        if not isinstance(t, (int, float)):
+            return None
+        if self._session_start is None:
+            self._session_start = float(t)
+        value = self._clock_offset + float(t) - self._session_start
+        self._last_seconds = max(self._last_seconds, value)
+        return value
+
+    def _steps(self, stage: str) -> int:
+        return int(self.stage_info.get(stage, {}).get("steps_per_epoch") or 0) or 1
+
+    def has_stage(self, stage: str) -> bool | None:
+        """Whether the run's plan has ``stage`` (None when the plan is not known)."""
+        stages = self.plan.get("stages") if self.plan else None
+        if not stages:
+            return None
+        return any(s.get("name") == stage for s in stages)
+
     # -- handlers -------------------------------------------------------------------
+    def _on_PlanReady(self, e: dict) -> None:
+        self.plan = e.get("plan") or {}
+        # a new session (a resumed run plans again): its clock continues where the last one stopped
+        self._clock_offset = self._last_seconds
+        self._session_start = e.get("time") if isinstance(e.get("time"), (int, float)) else None
+        self._paused_at = None
+
     def _on_RunStarted(self, e: dict) -> None:
+        if not self.plan:  # a run without a PlanReady event (older runs) starts its clock here
+            self._clock_offset = self._last_seconds
+            self._session_start = e.get("time") if isinstance(e.get("time"), (int, float)) else None
         self.config = e.get("config") or {}
         self.device = e.get("device", "")
         self.status = "running"
@@ -102,30 +151,33 @@ class RunRecord:
     def _on_StepLosses(self, e: dict) -> None:
         stage, steps = e["stage"], max(1, int(e.get("steps") or 1))
         x = (int(e["epoch"]) - 1) + int(e["step"]) / steps
+        step = (int(e["epoch"]) - 1) * steps + int(e["step"])
+        t = self.seconds(e)
         table = self.step_losses.setdefault(stage, {})
         for name, value in (e.get("losses") or {}).items():
             v = _number(value)
             if v is not None:
-                table.setdefault(name, Series()).add(x, v)
+                table.setdefault(name, Series()).add(x, v, step, t)
         self.position = {"stage": stage, "epoch": e["epoch"], "epochs": self.stage_info.get(stage, {}).get("epochs"),
                          "step": e["step"], "steps": steps}
 
     def _on_EpochEnd(self, e: dict) -> None:
         stage, epoch = e["stage"], float(e["epoch"])
+        step, t = epoch * self._steps(stage), self.seconds(e)
         table = self.epoch_losses.setdefault(stage, {})
         for name, value in (e.get("losses") or {}).items():
             v = _number(value)
             if v is not None:
-                table.setdefault(name, Series()).add(epoch, v)
+                table.setdefault(name, Series()).add(epoch, v, step, t)
         acc = self.accuracy.setdefault(stage, {})
         for key in ("train_acc", "test_acc"):
             v = _number(e.get(key))
             if v is not None:
-                acc.setdefault(key.split("_")[0], Series()).add(epoch, v)
+                acc.setdefault(key.split("_")[0], Series()).add(epoch, v, step, t)
         for name, value in (e.get("metrics") or {}).items():  # e.g. each head's accuracy
             v = _number(value)
             if v is not None:
-                acc.setdefault(name, Series()).add(epoch, v)
+                acc.setdefault(name, Series()).add(epoch, v, step, t)
 
     def _on_Evaluation(self, e: dict) -> None:
         self.evaluations[e.get("model") or e.get("stage")] = {
@@ -145,9 +197,14 @@ class RunRecord:
 
     def _on_Paused(self, e: dict) -> None:
         self.status = "paused"
+        self._paused_at = e.get("time") if isinstance(e.get("time"), (int, float)) else None
 
     def _on_Resumed(self, e: dict) -> None:
         self.status = "running"
+        t = e.get("time")
+        if self._paused_at is not None and isinstance(t, (int, float)):
+            self._clock_offset -= float(t) - self._paused_at  # the pause is no training time
+        self._paused_at = None
 
     def _on_RunFinished(self, e: dict) -> None:
         self.summary = e.get("summary") or {}

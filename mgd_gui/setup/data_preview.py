@@ -58,6 +58,13 @@ class DataPreview(QGroupBox):
         self.info.setText(f"Cannot preview: {message}")
         self.info.setStyleSheet(f"color: {theme.error_color()};")
 
+    def show_pending(self, message: str) -> None:
+        """The data set is to be downloaded by the run (nothing to preview yet; not an error)."""
+        self._clear()
+        self.overview = None
+        self.info.setText(message)
+        self.info.setStyleSheet(f"color: {theme.muted_color()};")
+
     def show_overview(self, overview: dict[str, Any]) -> None:
         self._clear()
         self.overview = overview

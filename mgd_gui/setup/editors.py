@@ -24,6 +24,9 @@ LABELS = {"lr": "Learning rate", "w_ce": "CE weight", "w_div": "Logit KD weight"
           "name": "Name", "root": "Folder"}
 
 
+UNKNOWN_ROLE = Qt.ItemDataRole.UserRole + 7  # a drop-down entry that is not one of the field's choices
+
+
 def humanize(name: str) -> str:
     return LABELS.get(name) or name.replace("_", " ").capitalize()
 
@@ -384,8 +387,17 @@ class ChoiceEditor(FieldEditor):
             self.combo.setItemData(self.combo.count() - 1, desc, Qt.ItemDataRole.ToolTipRole)
 
     def _changed(self, *_: Any) -> None:
+        self._drop_unknown(keep=self.combo.currentData())
         self._update_tip()
         self._emit()
+
+    def _drop_unknown(self, keep: Any = None) -> None:
+        """Remove values added only to show an opened file's invalid setting (once left, they go)."""
+        for i in range(self.combo.count() - 1, -1, -1):
+            if self.combo.itemData(i, UNKNOWN_ROLE) and self.combo.itemData(i) != keep:
+                self.combo.blockSignals(True)
+                self.combo.removeItem(i)
+                self.combo.blockSignals(False)
 
     def _update_tip(self) -> None:
         desc = self.descriptions.get(self.combo.currentData())
@@ -398,10 +410,14 @@ class ChoiceEditor(FieldEditor):
         return self.combo.currentData()
 
     def set_value(self, value: Any) -> None:
+        self._drop_unknown(keep=value)
         index = self.combo.findData(value)
         if index < 0:  # a value the schema does not know (an old config): show it, validation explains
-            self._add(value)
+            self.combo.addItem(f"{value} (unknown)", value)
             index = self.combo.count() - 1
+            self.combo.setItemData(index, True, UNKNOWN_ROLE)
+            self.combo.setItemData(index, "Not a valid choice: it came from the opened file",
+                                   Qt.ItemDataRole.ToolTipRole)
         self.combo.setCurrentIndex(index)
         self._update_tip()
 

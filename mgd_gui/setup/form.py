@@ -54,6 +54,20 @@ class _Row(QWidget):
         self.error.hide()
         self.current = ""
         layout.addWidget(self.error)
+        self.note = QLabel()  # information about the value, not a problem (e.g. what Run will do)
+        self.note.setWordWrap(True)
+        self.note.setObjectName("fieldNote")
+        self.note.hide()
+        layout.addWidget(self.note)
+
+    def show_note(self, text: str) -> None:
+        if text:
+            self.note.setText(f"ⓘ {text}")
+            self.note.setStyleSheet(f"color: {theme.muted_color()};")
+            self.note.show()
+        else:
+            self.note.hide()
+            self.note.clear()
 
     def show_error(self, text: str) -> None:
         self.current = text
@@ -258,6 +272,10 @@ class ConfigForm(QWidget):
         row = self._rows.get(path)
         return row.current if row is not None else ""
 
+    def parse_errors(self) -> dict[str, str]:
+        """Fields whose text could not be read (the config keeps their last good value)."""
+        return dict(self._parse_errors)
+
     def is_valid(self) -> bool:
         return not self._errors
 
@@ -282,6 +300,16 @@ class ConfigForm(QWidget):
     def options_schema(self) -> type | None:
         known = self._options_schema
         return known[1] if known is not None and known[0] == self._cfg.distiller.name else None
+
+    def set_note(self, path: str, text: str | None) -> None:
+        """Information shown under a field that is no problem (Run stays on)."""
+        row = self._rows.get(path)
+        if row is not None:
+            row.show_note(text or "")
+
+    def note_text(self, path: str) -> str:
+        row = self._rows.get(path)
+        return row.note.text().removeprefix("ⓘ ") if row is not None and not row.note.isHidden() else ""
 
     def set_external_error(self, path: str, reason: str | None) -> None:
         """A problem found outside the schema (a checkpoint that does not fit, a missing GPU)."""

@@ -26,6 +26,8 @@ def make_window(qtbot, studio_home):
         kwargs.setdefault("probe", False)
         window = MainWindow(*args, **kwargs)
         window.confirm_close = lambda: True  # no modal question in tests
+        window.ask_unsaved = lambda: "discard"
+        window.ask_queue_on_launch = lambda: "later"
         qtbot.addWidget(window)
         window.resize(1280, 800)
         window.show()

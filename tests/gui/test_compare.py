@@ -1,4 +1,4 @@
-"""The comparison table of the selected runs, and the refusal to run a comparison in the window."""
+"""The comparison table of the selected runs, and a comparison queued by Run."""
 
 from __future__ import annotations
 
@@ -109,21 +109,16 @@ def test_compare_from_the_context_menu_says_what_was_left_out(qtbot, window, stu
     dialog.close()
 
 
-def test_a_comparison_is_refused_at_its_field_with_the_command(qtbot, window, tmp_path):
+def test_a_comparison_is_queued_by_run_and_says_so_at_its_field(qtbot, window, tmp_path):
     window.form.set_field("comparison.baselines", ["kd", "fitnet"])
-    assert not window.form.is_valid()
-    assert not window.actions_["run"].isEnabled()
-    text = window.form.error_text("comparison.baselines")
+    assert window.form.is_valid() and window.actions_["run"].isEnabled()
+    assert window.form.error_text("comparison.baselines") == ""
+    text = window.form.note_text("comparison.baselines")
     out = window.runs_root / "comparison-demo"
-    assert f"mgd-train demo.yaml --out {out}" in text and "Save As" in text
-    window.start_run()  # refused quietly, nothing starts
-    assert not window.runner.active and window.state == "idle"
-
-    saved = tmp_path / "cmp.yaml"
-    window.save_to(saved)
-    assert saved.is_file()
-    assert f"mgd-train {saved} --out {out}" in window.form.error_text("comparison.baselines")
+    assert text.startswith("Run queues the comparison: 7 runs (7 per seed × 1 seed)")
+    assert f"--out {out}" in text
+    assert window.actions_["run"].statusTip() == "Queue the comparison's runs"
 
     window.form.set_field("comparison.baselines", [])
-    assert window.form.error_text("comparison.baselines") == ""
-    assert window.form.is_valid() and window.actions_["run"].isEnabled()
+    assert window.form.note_text("comparison.baselines") == ""
+    assert window.actions_["run"].statusTip() == "Train the experiment"

@@ -72,6 +72,12 @@ def test_export_dialog_writes_loadable_files(qtbot, window, student_run, tmp_pat
     assert abs(logits - expected.numpy()).max() < 1e-3
     card = yaml.safe_load(open(files["card"]))
     assert card["architecture"] == "resnet8" and card["normalization"]["mean"]
+    # the card holds what the run folder's own card holds: the experiment's config included
+    from engine.config import load_config, to_dict
+
+    assert card["config"] == to_dict(load_config(run / "config.yaml"))
+    assert {"teacher", "accuracy", "noise_curve", "mgd", "config"} <= set(card)
+    assert card["mgd"]["mode"] == "stable" and card["accuracy"]["test_acc"] == 42.0
     dialog.close()
 
 

@@ -110,7 +110,7 @@ def test_selecting_runs_overlays_their_curves(window):
     assert window.runs.tree.topLevelItemCount() == 2
     window.runs.select([a, b])
     plots = window.plots
-    assert len(plots.records) == 2 and "Comparing 2 runs" in plots.banner.text()
+    assert len(plots.records) == 2 and "Comparing 2 runs" in plots.banner.text().replace("<b>", "")
     for panel in plots.panels():
         panel.refresh(force=True)
     labels = {n for n, _, _ in plots.accuracy.series}

@@ -146,6 +146,11 @@ def test_a_real_engine_failure_bad_teacher_checkpoint(qtbot, window, tmp_path):
     assert not failure["run_dir"] and not list(window.runs_root.glob("*"))  # refused at plan time: no run folder
     assert "kept in" not in window.error_box.informativeText()
     window.error_box.close()
+    # the refusal is marked at the field, with Run off until the set-up changes
+    assert "teacher.pt" in window.form.error_text("teacher.checkpoint")
+    assert not window.actions_["run"].isEnabled()
+    window.form.set_field("teacher.checkpoint", None)
+    assert window.form.error_text("teacher.checkpoint") == ""
     assert window.actions_["run"].isEnabled(), (window.state, window.runner.active, window.form.errors())
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_window_builds_with_the_demo_ready(window):
-    assert window.windowTitle() == "MGD Studio"
+    assert window.windowTitle() == "demo (preset)[*] — MGD Studio" and not window.isWindowModified()
     cfg = window.form.config()
     assert cfg.name == "demo" and cfg.data.dataset == "demo"
     assert window.form.is_valid()

@@ -1,0 +1,401 @@
+"""The studio's queue: a comparison (baselines x modes x seeds) run one run after another by
+the window's engine runner, as ``mgd-train`` runs it (:func:`engine.compare.comparison_runs`
+gives the jobs; the teacher is trained once per seed and its ``checkpoints/teacher.pt`` is
+the ``teacher.checkpoint`` of the seed's later runs, as in :func:`engine.compare.run_comparison`).
+
+:class:`RunQueue` is the model, without Qt: the jobs in order with their state, kept in a
+small JSON file in the studio's data folder (written atomically after every change), so the
+queue survives closing the window. :class:`QueuePanel` shows it: reorder, pause, cancel.
+The window (``MainWindow``) starts each job; this module decides nothing about training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QToolBar, QToolButton,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from engine.config import ExperimentConfig, load_config, save_config, to_dict
+from engine.runfolder import CONFIG_FILE, atomic_write, checkpoint_path, read_json
+from mgd_gui import theme
+from mgd_gui.icons import icon
+
+#: a job's states: waiting, training now, finished, failed, removed by the user
+STATES = ("pending", "running", "done", "failed", "cancelled")
+#: the queue's states: "running" starts the next job whenever the window is free
+QUEUE_STATES = ("idle", "running", "paused")
+VERSION = 1
+
+
+@dataclass
+class QueueJob:
+    """One run of a queued comparison."""
+
+    id: str  # "<comparison folder>/<job folder>", unique in the queue
+    comparison: str  # the comparison's name
+    comparison_dir: str  # its folder (the run folder's parent)
+    folder: str  # the job's folder name, s<seed>-<baseline>-<mode>
+    config: dict  # the job's experiment (to_dict of the child config of comparison_runs)
+    seed: int
+    baseline: str
+    mode: str
+    state: str = "pending"
+    message: str = ""  # why it failed, or that it resumes from a checkpoint
+    result: float | None = None  # the student's best accuracy, once done
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.comparison_dir) / self.folder
+
+    @property
+    def label(self) -> str:
+        return f"{self.comparison} › {self.folder}"
+
+
+@dataclass
+class RunQueue:
+    """The jobs in the order they run, the queue's state, persisted in ``path`` (JSON)."""
+
+    path: Path
+    jobs: list[QueueJob] = field(default_factory=list)
+    state: str = "idle"
+
+    # -- persistence ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> RunQueue:
+        """The queue saved at ``path`` (an empty queue when there is none or it cannot be read).
+        A job found "running" was interrupted with the window: it is pending again."""
+        queue = cls(Path(path))
+        data = read_json(queue.path)
+        if data.get("version") != VERSION:
+            return queue
+        known = set(QueueJob.__dataclass_fields__)
+        for item in data.get("jobs") or []:
+            if not isinstance(item, dict) or not known >= set(item) or "id" not in item:
+                continue
+            try:
+                job = QueueJob(**item)
+            except TypeError:
+                continue
+            if job.state == "running":
+                job.state = "pending"
+                job.message = "interrupted when the studio closed; resumes from its checkpoint"
+            queue.jobs.append(job)
+        state = data.get("state")
+        queue.state = state if state in QUEUE_STATES else "idle"
+        if queue.state == "running" and not queue.pending():
+            queue.state = "idle"
+        return queue
+
+    def save(self) -> None:
+        data = {"version": VERSION, "state": self.state, "jobs": [asdict(j) for j in self.jobs]}
+        atomic_write(self.path, json.dumps(data, indent=1))
+
+    # -- contents ------------------------------------------------------------------------
+    def job(self, job_id: str) -> QueueJob | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    def pending(self) -> list[QueueJob]:
+        return [j for j in self.jobs if j.state == "pending"]
+
+    def running(self) -> QueueJob | None:
+        return next((j for j in self.jobs if j.state == "running"), None)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(j.state == s for j in self.jobs) for s in STATES}
+
+    def add_comparison(self, cfg: ExperimentConfig, folder: Path) -> list[QueueJob]:
+        """Queue every run of ``cfg``'s comparison, with ``folder`` as the comparison folder (its
+        ``config.yaml`` is written there, as ``mgd-train`` writes it, so the runs panel lists the
+        runs under the comparison's name). Runs already queued are not queued twice; runs
+        already finished in that folder are listed as done."""
+        from engine.compare import comparison_runs
+
+        if not cfg.comparison.baselines:
+            raise ValueError("the experiment has no comparison (comparison.baselines is empty)")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / CONFIG_FILE)
+        added = []
+        for name, child in comparison_runs(cfg):
+            job_id = f"{folder.name}/{name}"
+            existing = self.job(job_id)
+            if existing is not None and existing.state in ("pending", "running"):
+                continue
+            if existing is not None:
+                self.jobs.remove(existing)
+            seed, baseline, mode = name.split("-", 2)
+            job = QueueJob(id=job_id, comparison=cfg.name or folder.name, comparison_dir=str(folder), folder=name,
+                           config=to_dict(child), seed=int(seed[1:]), baseline=baseline, mode=mode)
+            summary = read_json(job.run_dir / "summary.json")
+            if summary.get("status") == "finished":
+                job.state, job.result = "done", (summary.get("student") or {}).get("best_acc")
+                job.message = "finished before"
+            self.jobs.append(job)
+            added.append(job)
+        self.save()
+        return added
+
+    def next_pending(self) -> QueueJob | None:
+        pending = self.pending()
+        return pending[0] if pending else None
+
+    def _trained_by_another(self, job: QueueJob, section: str, stage: str) -> str | None:
+        """``checkpoints/<stage>.pt`` of a finished run of the same comparison, seed and teacher
+        that trained it itself (its ``<section>.checkpoint`` empty), as ``run_comparison`` reuses it."""
+        if job.config.get(section, {}).get("checkpoint"):
+            return None
+        arch = job.config.get("teacher", {}).get("arch")
+        for other in self.jobs:
+            if other is job or other.comparison_dir != job.comparison_dir or other.seed != job.seed:
+                continue
+            if other.state != "done" or other.config.get(section, {}).get("checkpoint") or \
+                    other.config.get("teacher", {}).get("arch") != arch:
+                continue
+            path = checkpoint_path(other.run_dir, stage)
+            if path.is_file():
+                return str(path)
+        return None
+
+    def teacher_for(self, job: QueueJob) -> str | None:
+        """The teacher checkpoint a job of a seed reuses: ``checkpoints/teacher.pt`` of a finished run
+        of the same comparison, seed and teacher that trained its own teacher."""
+        return self._trained_by_another(job, "teacher", "teacher")
+
+    def heads_for(self, job: QueueJob) -> str | None:
+        """The granularity heads an MGD job of a seed reuses (trained once per seed and teacher)."""
+        if job.config.get("granularity", {}).get("mode", "off") == "off":
+            return None
+        return self._trained_by_another(job, "granularity", "heads")
+
+    def job_config(self, job: QueueJob) -> tuple[ExperimentConfig, bool]:
+        """(the config to run, whether to resume the job's run folder)."""
+        from engine.config import set_value
+
+        cfg = load_config(dict(job.config))
+        teacher = self.teacher_for(job)
+        if teacher is not None:
+            cfg = set_value(cfg, "teacher.checkpoint", teacher)
+        heads = self.heads_for(job)
+        if heads is not None:
+            cfg = set_value(cfg, "granularity.checkpoint", heads)
+        return cfg, (job.run_dir / CONFIG_FILE).is_file()
+
+    # -- changes -------------------------------------------------------------------------
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self.save()
+
+    def mark(self, job: QueueJob, state: str, message: str = "", result: float | None = None) -> None:
+        job.state, job.message = state, message
+        if result is not None:
+            job.result = result
+        self.save()
+
+    def move(self, job_id: str, delta: int) -> bool:
+        """Move a pending job up (-1) or down (+1) among the pending jobs; True if it moved."""
+        job = self.job(job_id)
+        pending = self.pending()
+        if job is None or job not in pending:
+            return False
+        i = pending.index(job)
+        j = i + delta
+        if not 0 <= j < len(pending):
+            return False
+        a, b = self.jobs.index(pending[i]), self.jobs.index(pending[j])
+        self.jobs[a], self.jobs[b] = self.jobs[b], self.jobs[a]
+        self.save()
+        return True
+
+    def cancel(self, job_ids: list[str]) -> list[QueueJob]:
+        """Cancel pending jobs (the running one is stopped by the window first)."""
+        done = []
+        for job_id in job_ids:
+            job = self.job(job_id)
+            if job is not None and job.state == "pending":
+                job.state, job.message = "cancelled", "cancelled"
+                done.append(job)
+        self.save()
+        return done
+
+    def clear_finished(self) -> int:
+        """Drop done, failed and cancelled jobs from the list (their run folders stay)."""
+        before = len(self.jobs)
+        self.jobs = [j for j in self.jobs if j.state in ("pending", "running")]
+        if not self.jobs:
+            self.state = "idle"
+        self.save()
+        return before - len(self.jobs)
+
+    def comparison_dirs(self) -> list[str]:
+        seen: list[str] = []
+        for job in self.jobs:
+            if job.comparison_dir not in seen:
+                seen.append(job.comparison_dir)
+        return seen
+
+
+# ----------------------------------------------------------------------------- the panel
+
+COLUMNS = ("#", "Run", "Seed", "Baseline", "Mode", "State", "Result")
+STATE_COLORS = {"running": "#2563eb", "done": "#16a34a", "failed": None, "cancelled": None}
+
+
+class QueuePanel(QWidget):
+    """The queue as a table, with Start/Pause, Up/Down, Cancel, Clear and the comparison table."""
+
+    start_requested = Signal()
+    pause_requested = Signal()
+    cancel_requested = Signal(list)  # [job id] (the running job included: the window stops it)
+    table_requested = Signal(str)  # a comparison folder
+
+    def __init__(self, queue: RunQueue, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.queue = queue
+        self.paused_run = False  # the running job's run is paused (the window's Pause)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
+        # a tool bar: buttons that do not fit a narrow dock move to its » menu (the window fits 1280 px)
+        bar = QToolBar()
+        bar.setIconSize(QSize(16, 16))
+        bar.setStyleSheet("QToolBar { border: none; spacing: 0px; }")
+        self.buttons: dict[str, QToolButton] = {}
+        for key, text, tip, icon_name in (
+                ("start", "Start", "Run the pending jobs one after another", "run"),
+                ("pause", "Pause", "Finish the current run, then start no other until Start", "pause"),
+                ("up", "Up", "Run the selected pending job earlier", None),
+                ("down", "Down", "Run the selected pending job later", None),
+                ("cancel", "Cancel", "Cancel the selected jobs (a running job is stopped; its checkpoint is kept)",
+                 "stop"),
+                ("clear", "Clear finished", "Remove done, failed and cancelled jobs from the list "
+                                            "(their run folders stay)", "remove"),
+                ("table", "Table", "The comparison table of the selected job's comparison, filled in as its "
+                                   "runs finish", "compare")):
+            b = QToolButton()
+            b.setText(text)
+            if icon_name:
+                b.setIcon(icon(icon_name))
+            b.setToolTip(tip)
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            b.setAutoRaise(True)
+            bar.addWidget(b)
+            self.buttons[key] = b
+        layout.addWidget(bar)
+        self.summary = QLabel()
+        self.summary.setEnabled(False)
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout.addWidget(self.summary)
+        self.tree = QTreeWidget()
+        self.tree.setColumnCount(len(COLUMNS))
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setRootIsDecorated(False)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(True)
+        layout.addWidget(self.tree, 1)
+        self.empty = QLabel("No queued runs. Set comparison baselines (Comparison page) and press Run: "
+                            "the comparison's runs are queued here.")
+        self.empty.setWordWrap(True)
+        self.empty.setEnabled(False)
+        layout.addWidget(self.empty)
+
+        b = self.buttons
+        b["start"].clicked.connect(self.start_requested)
+        b["pause"].clicked.connect(self.pause_requested)
+        b["up"].clicked.connect(lambda: self._move(-1))
+        b["down"].clicked.connect(lambda: self._move(+1))
+        b["cancel"].clicked.connect(lambda: self.cancel_requested.emit(self.selected_ids()))
+        b["clear"].clicked.connect(self._clear)
+        b["table"].clicked.connect(self._table)
+        self.tree.itemSelectionChanged.connect(self._update_buttons)
+        self.refresh()
+
+    def selected_ids(self) -> list[str]:
+        return [item.data(0, Qt.ItemDataRole.UserRole) for item in self.tree.selectedItems()]
+
+    def select(self, job_ids: list[str]) -> None:
+        wanted = set(job_ids)
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) in wanted)
+
+    def state_text(self, job: QueueJob) -> str:
+        return "paused" if job.state == "running" and self.paused_run else job.state
+
+    def refresh(self) -> None:
+        selected = set(self.selected_ids())
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        for n, job in enumerate(self.queue.jobs, start=1):
+            result = f"{job.result:.2f}%" if job.result is not None else ""
+            message = job.message if job.state != "done" or not result else ""
+            item = QTreeWidgetItem([str(n), job.label, str(job.seed), job.baseline, job.mode, self.state_text(job),
+                                    "  ".join(t for t in (result, message) if t)])
+            item.setData(0, Qt.ItemDataRole.UserRole, job.id)
+            item.setToolTip(1, f"{job.run_dir}")
+            item.setToolTip(6, job.message)
+            color = STATE_COLORS.get(job.state) if job.state != "failed" else theme.error_color()
+            if job.state == "cancelled":
+                color = theme.muted_color()
+            if color:
+                item.setForeground(5, QBrush(QColor(color)))
+            self.tree.addTopLevelItem(item)
+            item.setSelected(job.id in selected)
+        self.tree.blockSignals(False)
+        counts = self.queue.counts()
+        parts = [f"{counts[s]} {s}" for s in ("running", "pending", "done", "failed", "cancelled") if counts[s]]
+        state = {"running": "queue running", "paused": "queue paused", "idle": "queue idle"}[self.queue.state]
+        self.summary.setText(f"{state} · " + ", ".join(parts) if parts else "")
+        self.empty.setVisible(not self.queue.jobs)
+        self.tree.setVisible(bool(self.queue.jobs))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        ids = self.selected_ids()
+        jobs = [self.queue.job(i) for i in ids]
+        pending = [j for j in jobs if j is not None and j.state == "pending"]
+        b = self.buttons
+        b["start"].setEnabled(bool(self.queue.pending()) and self.queue.state != "running")
+        b["start"].setText("Resume" if self.queue.state == "paused" else "Start")
+        b["pause"].setEnabled(self.queue.state == "running")
+        one = pending[0] if len(ids) == 1 and pending else None
+        order = self.queue.pending()
+        b["up"].setEnabled(one is not None and order.index(one) > 0)
+        b["down"].setEnabled(one is not None and order.index(one) < len(order) - 1)
+        b["cancel"].setEnabled(any(j is not None and j.state in ("pending", "running") for j in jobs))
+        b["clear"].setEnabled(any(j.state in ("done", "failed", "cancelled") for j in self.queue.jobs))
+        b["table"].setEnabled(bool(self.queue.jobs))
+
+    def _move(self, delta: int) -> None:
+        ids = self.selected_ids()
+        if len(ids) == 1 and self.queue.move(ids[0], delta):
+            self.refresh()
+            self.select(ids)
+            self._update_buttons()
+
+    def _clear(self) -> None:
+        self.queue.clear_finished()
+        self.refresh()
+
+    def _table(self) -> None:
+        ids = self.selected_ids()
+        job = self.queue.job(ids[0]) if ids else None
+        folder = job.comparison_dir if job is not None else (self.queue.comparison_dirs() or [""])[-1]
+        if folder:
+            self.table_requested.emit(folder)
+
+
+def comparison_summaries(folder: str | Path) -> list[dict[str, Any]]:
+    """The summaries of a comparison folder's runs (for its table)."""
+    from engine.runs import _comparison_jobs
+
+    return [read_json(p / "summary.json") for p in sorted(_comparison_jobs(Path(folder)))]

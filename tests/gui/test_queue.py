@@ -1,0 +1,190 @@
+"""The studio's queue: a comparison run one run after another in the window, the teacher trained
+once per seed and reused, visible, reorderable, pausable, cancellable, surviving a restart,
+and the comparison table filling in as runs finish."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from engine.config import load_config, save_config
+from engine.errors import TrainingError
+from engine.events import RunStarted
+from mgd_gui import paths
+from tests.gui.helpers import TINY, apply, wait_idle
+
+COMPARISON = {"comparison.baselines": ["kd"], "comparison.modes": ["off", "stable"], "comparison.seeds": [0, 1]}
+
+
+class FakeEngine:
+    """Stands in for run_experiment: writes a run folder as the engine would (config, summary, a
+    teacher.pt when it trains its own teacher), one call at a time, each waiting for a release."""
+
+    def __init__(self, gated: bool = False, fail: str = ""):
+        self.calls: list[dict] = []
+        self.gated = gated
+        self.fail = fail
+        self.released = threading.Semaphore(0)
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.released.release()
+
+    def __call__(self, config, *, run_dir, runs_root, subscribers, control, resume):
+        run_dir = Path(run_dir)
+        if resume:
+            config = load_config(run_dir / "config.yaml")
+        self.calls.append({"folder": run_dir.name, "teacher": config.teacher.checkpoint, "resume": resume})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        subscribers[0](RunStarted(str(run_dir), {"name": config.name}, "cpu", resumed=resume))
+        if self.gated:
+            while not self.released.acquire(timeout=0.02):
+                if control.stop_requested:
+                    (run_dir / "summary.json").write_text(json.dumps({"status": "stopped"}))
+                    return {"status": "stopped", "stopped_in": "teacher"}
+        if self.fail and self.fail == run_dir.name:
+            raise TrainingError("the loss became nan", kind="nan")
+        own_teacher = config.teacher.checkpoint is None and config.distiller.name != "none"
+        if own_teacher:
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            (run_dir / "checkpoints" / "teacher.pt").write_bytes(b"teacher")
+        acc = 70.0 + 5 * (config.granularity.mode == "stable") + config.seed
+        summary = {"name": config.name, "status": "finished", "distiller": config.distiller.name,
+                   "mode": config.granularity.mode, "seed": config.seed, "data": {"dataset": "demo", "test_size": 355},
+                   "teacher": {"arch": None if config.distiller.name == "none" else "resnet20", "test_acc": 90.0},
+                   "student": {"arch": "resnet8", "best_acc": acc, "test_acc": acc - 0.5, "best_epoch": 2}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+
+def test_run_queues_a_comparison_and_runs_it_one_after_another(qtbot, make_window, studio_home):
+    engine = FakeEngine()
+    window = make_window(engine=engine)
+    apply(window, COMPARISON)
+    assert window.form.is_valid() and window.actions_["run"].isEnabled()
+    note = window.form.note_text("comparison.baselines")
+    assert note.startswith("Run queues the comparison: 6 runs (3 per seed × 2 seeds)")
+    window.actions_["run"].trigger()
+    qtbot.waitUntil(lambda: window.queue.state == "idle" and not window.runner.active, timeout=20000)
+
+    folder = window.runs_root / "comparison-demo"
+    order = [c["folder"] for c in engine.calls]
+    assert order == ["s0-none-off", "s0-kd-off", "s0-kd-stable", "s1-none-off", "s1-kd-off", "s1-kd-stable"]
+    teachers = {c["folder"]: c["teacher"] for c in engine.calls}
+    # the teacher is trained once per seed (its first run with a teacher) and reused after
+    assert teachers["s0-kd-off"] is None and teachers["s1-kd-off"] is None
+    assert teachers["s0-kd-stable"] == str(folder / "s0-kd-off" / "checkpoints" / "teacher.pt")
+    assert teachers["s1-kd-stable"] == str(folder / "s1-kd-off" / "checkpoints" / "teacher.pt")
+    assert window.queue.counts()["done"] == 6
+    panel = window.queue_panel
+    assert [panel.tree.topLevelItem(i).text(5) for i in range(6)] == ["done"] * 6
+    assert panel.tree.topLevelItem(2).text(6) == "75.00%"
+    assert "Queue finished: 6 done" in window.log.text()
+    # the comparison's files, as mgd-train writes them, and its runs in the runs panel
+    assert ("| resnet20 -> resnet8 | kd | 70.00 ± 0.71 / 70.50 ± 0.71 | - | 75.00 ± 0.71 / 75.50 ± 0.71 | - | "
+            "+5.00 (not enough seeds: 2 seeds, 3 needed) |") in (folder / "comparison.md").read_text()
+    labels = {window.runs.tree.topLevelItem(i).text(0) for i in range(window.runs.tree.topLevelItemCount())}
+    assert "demo › s1-kd-stable" in labels and len(labels) == 6
+    saved = json.loads(paths.queue_file().read_text())
+    assert saved["state"] == "idle" and [j["state"] for j in saved["jobs"]] == ["done"] * 6
+
+
+def test_the_queue_is_reordered_paused_cancelled_and_fills_the_table(qtbot, make_window, studio_home):
+    engine = FakeEngine(gated=True, fail="s1-kd-off")
+    window = make_window(engine=engine)
+    apply(window, COMPARISON)
+    window.start_run()
+    panel, queue = window.queue_panel, window.queue
+    qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
+    assert queue.job("comparison-demo/s0-none-off").state == "running"
+    assert panel.tree.topLevelItem(0).text(5) == "running" and panel.tree.topLevelItem(1).text(5) == "pending"
+
+    # pause the queue: the current run finishes, no other starts
+    panel.buttons["pause"].click()
+    assert queue.state == "paused" and panel.buttons["start"].text() == "Resume"
+    # reorder: s1-kd-stable up to run next; cancel s0-kd-stable
+    panel.select(["comparison-demo/s1-kd-stable"])
+    for _ in range(4):
+        panel.buttons["up"].click()
+    assert [j.folder for j in queue.pending()][0] == "s1-kd-stable"
+    assert not panel.buttons["up"].isEnabled()  # first of the pending
+    panel.select(["comparison-demo/s0-kd-stable"])
+    panel.buttons["cancel"].click()
+    assert queue.job("comparison-demo/s0-kd-stable").state == "cancelled"
+    engine.release()
+    qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=10000)
+    qtbot.wait(100)
+    assert len(engine.calls) == 1  # paused: nothing else started
+
+    panel.buttons["start"].click()
+    folder = window.runs_root / "comparison-demo"
+    qtbot.waitUntil(lambda: (folder / "s1-kd-stable" / "config.yaml").exists(), timeout=10000)
+    assert engine.calls[1]["folder"] == "s1-kd-stable"
+    assert engine.calls[1]["teacher"] is None  # no teacher of seed 1 yet: it trains its own
+    # the table of the comparison shows the finished run, and fills in as the next finishes
+    panel.buttons["table"].click()
+    dialog = window.compare_dialog
+    assert dialog.summary_label.text().startswith("2 runs selected, 1 in the table")
+    engine.release()
+    qtbot.waitUntil(lambda: len(engine.calls) == 3, timeout=10000)
+    assert window.compare_dialog.summary_label.text().startswith("2 runs selected, 2 in the table")
+    engine.release(5)
+    qtbot.waitUntil(lambda: queue.state == "idle" and not window.runner.active, timeout=10000)
+    states = {j.folder: j.state for j in queue.jobs}
+    assert states == {"s0-none-off": "done", "s0-kd-off": "done", "s0-kd-stable": "cancelled",
+                      "s1-none-off": "done", "s1-kd-off": "failed", "s1-kd-stable": "done"}
+    failed = queue.job("comparison-demo/s1-kd-off")
+    assert "the loss became nan" in failed.message
+    assert window.error_box is None  # a queued run's failure does not stop the queue with a dialog
+    assert "cancelled" not in [c["folder"] for c in engine.calls]
+    assert "s0-kd-stable" not in [c["folder"] for c in engine.calls]
+    panel.buttons["clear"].click()
+    assert queue.jobs == [] and panel.empty.isVisible()
+
+
+def test_the_queue_survives_closing_the_window(qtbot, make_window, studio_home):
+    engine = FakeEngine(gated=True)
+    window = make_window(engine=engine)
+    apply(window, {**COMPARISON, "comparison.seeds": [0]})
+    window.start_run()
+    qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
+    window.close()  # stops the run (resumable), the queue waits for the next launch
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10000)
+    saved = json.loads(paths.queue_file().read_text())
+    assert saved["state"] == "running"
+    assert [j["state"] for j in saved["jobs"]] == ["pending"] * 3
+    assert "resumes from its checkpoint" in saved["jobs"][0]["message"]
+
+    # the next launch, keeping it paused: nothing runs until Resume
+    later = make_window(engine=engine)
+    qtbot.wait(100)
+    assert len(engine.calls) == 1 and later.queue.state == "paused"
+    assert later.queue_panel.buttons["start"].text() == "Resume" and later.queue_panel.buttons["start"].isEnabled()
+    later.close()
+    qtbot.waitUntil(lambda: not later.isVisible(), timeout=10000)
+
+    # the next launch, continuing: the interrupted run resumes, then the others run
+    again = make_window(engine=engine)
+    again.ask_queue_on_launch = lambda: "continue"  # asked once the window is up
+    qtbot.waitUntil(lambda: len(engine.calls) == 2, timeout=10000)
+    assert engine.calls[1] == {"folder": "s0-none-off", "teacher": None, "resume": True}
+    engine.release(3)
+    qtbot.waitUntil(lambda: again.queue.state == "idle" and not again.runner.active, timeout=10000)
+    assert [j.state for j in again.queue.jobs] == ["done"] * 3
+
+
+def test_a_real_queued_comparison_reuses_the_teacher(qtbot, window, studio_home):
+    apply(window, {**TINY, "comparison.baselines": ["kd"], "comparison.modes": ["off", "granularity"],
+                   "comparison.seeds": [3], "comparison.student_alone": False})
+    window.start_run()
+    qtbot.waitUntil(lambda: window.queue.state == "idle" and not window.runner.active, timeout=300000)
+    folder = window.runs_root / "comparison-demo"
+    first, second = folder / "s3-kd-off", folder / "s3-kd-granularity"
+    assert [j.state for j in window.queue.jobs] == ["done", "done"], window.log.text()
+    assert load_config(second / "config.yaml").teacher.checkpoint == str(first / "checkpoints" / "teacher.pt")
+    plan = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()][0]["plan"]
+    assert "teacher" not in [s["name"] for s in plan["stages"] if s["action"] == "train"]
+    assert (folder / "comparison.csv").is_file()
