@@ -890,4 +890,8 @@ class MainWindow(QMainWindow):
             return
         self.save_settings()
         self.lookups.close()
+        for name in ("review_dialog", "inspect_dialog", "compare_dialog"):
+            dialog = getattr(self, name, None)
+            if dialog is not None:
+                dialog.close()  # their background threads end with them
         event.accept()
