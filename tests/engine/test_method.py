@@ -127,7 +127,8 @@ def test_student_stage_moves_only_what_it_trains(demo, tmp_path):
     # the frozen teacher and its heads are bit-identical, batch-norm statistics included
     assert same(cpu_state(teacher), before["teacher"])
     assert same(cpu_state(t_heads), before["teacher_heads"])
-    assert not same(cpu_state(student), before["student"])
+    # the student's weights moved (not only its batch-norm statistics, which move in training mode anyway)
+    assert not any(torch.equal(p, before["student"][name]) for name, p in student.named_parameters())
     after = cpu_state(s_heads)
     for i in range(len(HEADS)):  # every encoder learned; no decoder was touched
         assert not same(after, before["student_heads"], f"heads.{i}.encoder.")

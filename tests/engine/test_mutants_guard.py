@@ -337,7 +337,7 @@ def test_self_analysis_step_sums_each_heads_loss_under_its_name():
     by_hand = [kl_by_hand(t_logits, r, t) + ce_by_hand(r, y) for r, (_, t) in zip(decoded, HEADS)]
     assert {k: float(v) for k, v in result.losses.items()} == {"head1_d3": approx(float(by_hand[0])),
                                                                   "head2_d5": approx(float(by_hand[1]))}
-    assert float(result.total) == approx(float(sum(by_hand)))
+    assert float(result.total.detach()) == approx(float(sum(by_hand)))
     hits = [int((r.argmax(1) == y).sum()) for r in decoded]
     assert hits[0] != hits[1] and float(result.correct) == approx(sum(hits) / 2)
 
@@ -398,7 +398,7 @@ def test_student_stage_hands_the_baseline_pre_activations_the_soft_target_labels
     codes = [kl_by_hand(tc, sc, temp) for tc, sc, (_, temp) in zip(t_codes, s_codes, HEADS)]
     assert float(result.losses["rec"]) == approx(float(rec))
     expected = 0.7 * ce_by_hand(s_logits, y) + 0.9 * kl_by_hand(q, s_logits, 4.0) + 1.3 * rec + sum(codes)
-    assert float(result.total) == approx(float(expected))
+    assert float(result.total.detach()) == approx(float(expected))
     assert set(result.losses) == {"ce", "kd", "rec", "code1_d3", "code2_d5"}
 
 
@@ -415,7 +415,7 @@ def test_mgd_uses_the_teacher_even_when_the_baseline_alone_would_not():
     off_alone = student_task("off", alone, weights=(1.0, 0.0, 0.0))
     result = off_alone.step(x, y, idx)
     assert set(result.losses) == {"ce"}
-    assert float(result.total) == approx(float(ce_by_hand(off_alone.student(x)[0].detach(), y)))
+    assert float(result.total.detach()) == approx(float(ce_by_hand(off_alone.student(x)[0].detach(), y)))
 
 
 def test_student_stage_refuses_an_unknown_mode_or_missing_heads_by_name():
@@ -478,11 +478,12 @@ def test_pretraining_minimises_the_sum_of_the_baselines_terms_on_pre_activations
         t_logits, t_feats = teacher(x, preact=True)
     (s_out, t_out), = distiller.calls
     assert torch.allclose(s_out.features[1], s_feats[1]) and torch.allclose(t_out.features[1], t_feats[1])
+    assert (s_feats[1] < 0).any() and (t_feats[1] < 0).any()  # pre-activations, not ReLU outputs
     match = 1.5 * ((s_feats[1].double() - t_feats[1].double()) ** 2).mean()
     logit = ((s_logits.double() - t_logits.double()) ** 2).mean()
     assert {k: float(v) for k, v in result.losses.items()} == {"match": approx(float(match)),
                                                                   "logits": approx(float(logit))}
-    assert float(result.total) == approx(float(match + logit))
+    assert float(result.total.detach()) == approx(float(match + logit))
     assert int(result.correct) == int((s_logits.argmax(1) == y).sum())
     assert task.evaluate(1) == {"test_acc": approx(accuracy_by_hand(student, data)[0])}
     assert set(task.modules()) == {"student", "distiller"}
@@ -516,7 +517,7 @@ def test_online_loss_of_three_peers_equals_the_formula_by_hand():
     dml = sum(kl_by_hand(outs[j][0], outs[k][0], 1.0) for k in range(n) for j in range(n) if j != k) / (n - 1)
     per_head = [sum(kl_by_hand(codes[j][g], codes[k][g], HEADS[g][1]) for k in range(n) for j in range(n) if j != k)
                 / (n - 1) for g in range(len(HEADS))]
-    assert float(result.total) == approx(float(ce + dml + sum(per_head)))
+    assert float(result.total.detach()) == approx(float(ce + dml + sum(per_head)))
     assert {k: float(v) for k, v in result.losses.items()} == {
         "ce": approx(float(ce / n)), "dml": approx(float(dml / n)),
         "code1_d3": approx(float(per_head[0] / n)), "code2_d5": approx(float(per_head[1] / n))}
