@@ -219,6 +219,25 @@ def test_code_losses_refuses_mismatched_lists_and_says_what_it_got():
         code_losses([torch.zeros(1, 2)], [torch.zeros(1, 2), torch.zeros(1, 2)], [1.0])
 
 
+def test_head_names_match_the_heads_loss_names():
+    from types import SimpleNamespace
+
+    from engine.mgd import head_names
+
+    granularities = [(64, 2.0), SimpleNamespace(dim=256, temperature=8.0), [8, 1.0]]  # pairs or config objects
+    assert head_names(granularities) == GranularityHeads(4, 3, granularities).names() == \
+        ["code1_d64", "code2_d256", "code3_d8"]
+
+
+# ----------------------------------------------------------------------------- base.py
+
+
+def test_a_baselines_pretraining_defaults_to_its_own_parameters_for_no_epochs():
+    distiller = Recorder()
+    assert [id(p) for p in distiller.pretrain_parameters(Tiny(0))] == [id(distiller.scale)]
+    assert distiller.pretrain_epochs() == 0 and distiller.pretrain_lr(0.05) == 0.05
+
+
 # ----------------------------------------------------------------------------- _feature_adapt.py
 
 
@@ -595,3 +614,27 @@ def test_transfer_trains_only_the_new_classifier_and_adapts_batchnorm_on_request
     assert torch.equal(model.bn.running_mean, before["bn.running_mean"]) != adapt  # statistics follow the new data
     acc, _ = accuracy_by_hand(model.eval(), task.test_loader)
     assert task.evaluate(1) == {"test_acc": approx(acc), "best_acc": approx(acc)}
+
+
+def test_cpu_latency_is_the_median_of_the_timed_calls_after_the_warm_up(monkeypatch):
+    """Five untimed warm-up calls, then the median of 30 timed single-image calls, in ms, on a
+    copy of the model (the model itself stays where and how it was)."""
+    import random
+    import time
+
+    from engine.evaluate import cpu_latency_ms
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    durations = [100.0] * 5 + random.Random(0).sample([k / 1000 for k in range(1, 31)], 30)  # seconds
+    calls = []
+
+    class Timed(nn.Module):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            clock[0] += durations[len(calls) - 1]
+            return x
+
+    model = Timed().train()
+    assert cpu_latency_ms(model, (1, 8, 8)) == approx(16.0)  # 1..30 ms sorted: element 30 // 2, i.e. 16 ms
+    assert calls == [(1, 1, 8, 8)] * 35 and model.training
