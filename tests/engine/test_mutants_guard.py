@@ -206,7 +206,52 @@ def test_report_passes_counts_the_batches_evaluation_report_runs():
     ticks = []
     evaluation_report(lambda x: x[:, :CLASSES], data, CLASSES, levels, progress=ticks.append)
     assert report_passes(data, levels) == len(ticks) == 3 * 3  # the clean pass plus one per non-zero level
+    assert ticks == list(range(1, 10))  # batches done so far, after each batch
     assert report_passes(data, [0.0]) == 3 and report_passes(data, [2.0, 4.0]) == 9
+
+
+def test_evaluation_report_is_the_single_measures_in_one_pass():
+    """Same accuracy, integer confusion counts, noise curve (default seed 0 in both) and output
+    noise as the separate functions; a single test image is a test set, none is refused."""
+    from engine.evaluate import confusion_matrices, evaluation_report, noise_robustness, output_noise
+
+    w = torch.randn(6, CLASSES, generator=torch.Generator().manual_seed(1))
+    forward = lambda x: x @ w  # noqa: E731
+    data = loader((4, 5))
+    report = evaluation_report(forward, data, CLASSES, [0.0, 0.5, 2.0])
+    (conf,) = confusion_matrices(forward, data, CLASSES)
+    assert conf.dtype == torch.long and report["confusion"] == conf.tolist()
+    assert all(type(v) is int for row in report["confusion"] for v in row)  # counts, also in the JSON files
+    assert report["noise_curve"] == noise_robustness(forward, data, CLASSES, [0.0, 0.5, 2.0])
+    assert report["output_noise"] == approx(output_noise(forward, data), rel=1e-12)
+    one = ListLoader([(data.batches[0][0][:1], data.batches[0][1][:1], None)])
+    single = evaluation_report(forward, one, CLASSES, [0.0])
+    assert single["test_acc"] in (0.0, 100.0) and single["output_noise"] == approx(output_noise(forward, one))
+    p = torch.softmax(forward(one.batches[0][0]).double(), 1)[0].tolist()  # one image's noise, by hand
+    top = max(range(CLASSES), key=p.__getitem__)
+    b = (1 - p[top]) / (CLASSES - 1)
+    assert output_noise(forward, one) == approx(sum(abs(p[c] - b) for c in range(CLASSES) if c != top), rel=1e-12)
+    empty = ListLoader([])
+    for measure in (lambda: evaluation_report(forward, empty, CLASSES, [0.0]),
+                    lambda: confusion_matrices(forward, empty, CLASSES)):
+        with pytest.raises(ValueError, match=r"^the test set is empty$"):
+            measure()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluation_on_a_gpu_gives_the_cpus_numbers():
+    """Noise drawn on the CPU is moved to the input's device; CPU latency is measured on a CPU copy."""
+    from engine.evaluate import cpu_latency_ms, evaluation_report
+
+    w = torch.randn(6, CLASSES, generator=torch.Generator().manual_seed(1), dtype=F64)
+    data = ListLoader([tuple(t.double() if t.is_floating_point() else t for t in batch(s)) for s in (4, 5)])
+    on_gpu = ListLoader([tuple(t.cuda() for t in b) for b in data.batches])
+    levels = [0.0, 0.5, 2.0]
+    cpu = evaluation_report(lambda x: x @ w, data, CLASSES, levels, seed=2)
+    gpu = evaluation_report(lambda x: x @ w.cuda(), on_gpu, CLASSES, levels, seed=2)
+    assert gpu["noise_curve"] == cpu["noise_curve"] and gpu["confusion"] == cpu["confusion"]
+    model = Tiny(0).cuda()
+    assert cpu_latency_ms(model, (6,), repeats=3, warmup=1) > 0 and model.fc.weight.is_cuda
 
 
 # ----------------------------------------------------------------------------- mgd/
@@ -630,6 +675,10 @@ def test_cpu_latency_is_the_median_of_the_timed_calls_after_the_warm_up(monkeypa
     calls = []
 
     class Timed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(1)
+
         def forward(self, x):
             calls.append(tuple(x.shape))
             clock[0] += durations[len(calls) - 1]
@@ -637,4 +686,4 @@ def test_cpu_latency_is_the_median_of_the_timed_calls_after_the_warm_up(monkeypa
 
     model = Timed().train()
     assert cpu_latency_ms(model, (1, 8, 8)) == approx(16.0)  # 1..30 ms sorted: element 30 // 2, i.e. 16 ms
-    assert calls == [(1, 1, 8, 8)] * 35 and model.training
+    assert calls == [(1, 1, 8, 8)] * 35 and model.training and model.bn.training  # measured on a (deep) copy
