@@ -52,6 +52,8 @@ def test_one_epoch_on_demo(name, mode, teacher_checkpoint, tmp_path):
     summary = run_experiment(cfg, run_dir=tmp_path / "run", subscribers=[events.append])
     assert summary["status"] == "finished"
     epochs = [e for e in events if e.type == "EpochEnd" and e.stage == "student"]
+    # the evaluation stage measures the kept weights again: the epoch's test accuracy
+    assert summary["student"]["best_acc"] == epochs[0].test_acc
     assert len(epochs) == 1 and all(v == v for v in epochs[0].losses.values())  # finite, not NaN
     # the evaluation stage measures the kept (best) weights: the accuracy of the epoch they come from
     assert summary["student"]["best_acc"] == epochs[0].test_acc and summary["student"]["best_epoch"] == 1
