@@ -9,6 +9,26 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
+def collect_between_tests():
+    """Garbage-collect Qt objects between tests, when every window is closed and its threads have
+    ended, rather than at an arbitrary moment of a later test while its worker thread runs (one
+    CI run aborted in such a collection)."""
+    import gc
+
+    gc.disable()
+    try:
+        yield
+    finally:
+        from PySide6.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is not None:
+            app.processEvents()
+        gc.collect()
+        gc.enable()
+
+
+@pytest.fixture(autouse=True)
 def studio_home(tmp_path, monkeypatch):
     home = tmp_path / "studio-home"
     monkeypatch.setenv("MGD_STUDIO_HOME", str(home))
