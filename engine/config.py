@@ -567,11 +567,9 @@ def dumps_config(cfg: ExperimentConfig) -> str:
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the experiment as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps_config(cfg), encoding="utf-8")
-    tmp.replace(path)
+    from engine.runfolder import atomic_write
+
+    atomic_write(path, dumps_config(cfg))
 
 
 # ----------------------------------------------------------------------------- overrides
