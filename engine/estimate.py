@@ -137,7 +137,7 @@ def estimate_comparison(cfg) -> dict[str, Any]:
     from engine.compare import check_comparison, comparison_runs
     from engine.config import resolve
     from engine.run import plan_experiment
-    from engine.runtime import data_cache
+    from engine.runtime import data_cache, select_device
 
     check_comparison(cfg)
     jobs, total = [], 0.0
@@ -151,8 +151,6 @@ def estimate_comparison(cfg) -> dict[str, Any]:
                          child.teacher.checkpoint)
             if shape_key not in cache:  # the seed changes no stage's length or cost
                 plan = plan_experiment(child)
-                from engine.runtime import select_device
-
                 cache[shape_key] = {"plan": plan, "estimate": estimate_stages(plan, select_device(child.device)[0])}
             est = dict(cache[shape_key]["estimate"])
             key = (child.teacher.arch, child.seed)

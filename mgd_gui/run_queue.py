@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QToolBar, QToolButton,
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QToolButton,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
 from engine.runfolder import CONFIG_FILE, atomic_write, checkpoint_path, read_json
 from mgd_gui import theme
-from mgd_gui.icons import icon
+from mgd_gui.icons import dock_tool_bar, tool_button
 
 #: a job's states: waiting, training now, finished, failed, removed by the user
 STATES = ("pending", "running", "done", "failed", "cancelled")
@@ -262,10 +262,7 @@ class QueuePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
-        # a tool bar: buttons that do not fit a narrow dock move to its » menu (the window fits 1280 px)
-        bar = QToolBar()
-        bar.setIconSize(QSize(16, 16))
-        bar.setStyleSheet("QToolBar { border: none; spacing: 0px; }")
+        bar = dock_tool_bar()
         self.buttons: dict[str, QToolButton] = {}
         for key, text, tip, icon_name in (
                 ("start", "Start", "Run the pending jobs one after another", "run"),
@@ -278,15 +275,8 @@ class QueuePanel(QWidget):
                                             "(their run folders stay)", "remove"),
                 ("table", "Table", "The comparison table of the selected job's comparison, filled in as its "
                                    "runs finish", "compare")):
-            b = QToolButton()
-            b.setText(text)
-            if icon_name:
-                b.setIcon(icon(icon_name))
-            b.setToolTip(tip)
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            b.setAutoRaise(True)
-            bar.addWidget(b)
-            self.buttons[key] = b
+            self.buttons[key] = tool_button(text, tip, icon_name)
+            bar.addWidget(self.buttons[key])
         layout.addWidget(bar)
         self.summary = QLabel()
         self.summary.setEnabled(False)

@@ -8,15 +8,15 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QSize, QUrl, Qt, Signal
+from PySide6.QtCore import QUrl, Qt, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
-                               QLineEdit, QMenu, QMessageBox, QToolBar, QToolButton,
+                               QLineEdit, QMenu, QMessageBox, QToolButton,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.errors import MGDError
 from engine.runs import RunInfo, annotate_run, delete_run, list_runs
-from mgd_gui.icons import icon
+from mgd_gui.icons import dock_tool_bar, tool_button
 from mgd_gui.run.progress import format_duration
 
 COLUMNS = ("Name", "Status", "Data", "Mode", "Distiller", "Seed", "Teacher", "Teacher %", "Student", "Student %",
@@ -108,10 +108,7 @@ class RunsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
-        # a tool bar: buttons that do not fit a narrow dock move to its » menu (the window fits 1280 px)
-        bar = QToolBar()
-        bar.setIconSize(QSize(16, 16))
-        bar.setStyleSheet("QToolBar { border: none; spacing: 0px; }")
+        bar = dock_tool_bar()
         self.buttons: dict[str, QToolButton] = {}
         for key, text, tip, icon_name in (
                 ("refresh", "Refresh", "Read the run folders again", "refresh"),
@@ -126,7 +123,7 @@ class RunsPanel(QWidget):
                 ("compare", "Compare", "Show the comparison table of the selected runs: each baseline with MGD "
                                        "off and on, over seeds, and each student's size, speed and calibration",
                  "compare")):
-            self.buttons[key] = self._button(text, tip, icon_name)
+            self.buttons[key] = tool_button(text, tip, icon_name)
             bar.addWidget(self.buttons[key])
         # the management actions: in a menu of their own (and the context menu)
         self.manage_button = QToolButton()
@@ -143,7 +140,7 @@ class RunsPanel(QWidget):
                                                              "unsaved experiment", "copy"),
                 ("folder", "Open folder", "Open the run folder in the file manager", "folder"),
                 ("delete", "Delete…", "Move the selected runs to the trash (after a confirmation)", "delete")):
-            self.buttons[key] = self._button(text, tip, icon_name)
+            self.buttons[key] = tool_button(text, tip, icon_name)
             action = manage.addAction(self.buttons[key].icon(), text)
             action.setToolTip(tip)
             action.setObjectName(key)
@@ -211,16 +208,6 @@ class RunsPanel(QWidget):
         self.filter_data.currentIndexChanged.connect(lambda *_: self._apply_filter())
         self.filter_status.currentIndexChanged.connect(lambda *_: self._apply_filter())
         self.refresh()
-
-    def _button(self, text: str, tip: str, icon_name: str | None) -> QToolButton:
-        b = QToolButton()
-        b.setText(text)
-        if icon_name:
-            b.setIcon(icon(icon_name))
-        b.setToolTip(tip)
-        b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        b.setAutoRaise(True)
-        return b
 
     # -- questions (tests replace these) -------------------------------------------------
     def ask_text(self, title: str, label: str, text: str, multiline: bool = False) -> str | None:
