@@ -346,6 +346,54 @@ def check_comparison(cfg: ExperimentConfig) -> None:
                              f"{child.teacher.arch}; its scripts/fetch_pretrained_teachers.sh downloads them)")
 
 
+def lockstep_group(child: ExperimentConfig) -> tuple[str, str, int]:
+    """The runs of a comparison that train together (their students in lockstep): one pair, one seed."""
+    return child.teacher.arch, child.student.arch, child.seed
+
+
+class TeacherReuse:
+    """What a comparison trains once per (teacher architecture, seed) and its later runs load:
+    the teacher (``checkpoints/teacher.pt`` of the first run that trained it) and the
+    granularity heads trained on that teacher (``checkpoints/heads.pt``). Used by
+    :func:`run_comparison` and by the studio's queue; ``before_open`` and ``after_open``
+    plug into :func:`engine.lockstep.run_lockstep`."""
+
+    def __init__(self) -> None:
+        self.teachers: dict[tuple[str, int], str] = {}
+        self.heads: dict[tuple[str, int], str] = {}
+
+    def apply(self, child: ExperimentConfig) -> ExperimentConfig:
+        """``child`` with the teacher and heads trained before for its teacher and seed (when it
+        would otherwise train them itself)."""
+        key = (child.teacher.arch, child.seed)
+        if child.teacher.checkpoint is None and key in self.teachers:
+            child = set_value(child, "teacher.checkpoint", self.teachers[key])
+        if child.granularity.mode != "off" and child.granularity.checkpoint is None and key in self.heads:
+            child = set_value(child, "granularity.checkpoint", self.heads[key])
+        return child
+
+    def remember(self, child: ExperimentConfig, run_dir: str | Path) -> None:
+        """Note what the run in ``run_dir`` (run with config ``child``) trained itself."""
+        from engine.runfolder import checkpoint_path
+
+        key = (child.teacher.arch, child.seed)
+        if key not in self.teachers and child.teacher.checkpoint is None and \
+                checkpoint_path(run_dir, "teacher").exists():
+            self.teachers[key] = str(checkpoint_path(run_dir, "teacher"))
+        if key not in self.heads and child.granularity.checkpoint is None and \
+                checkpoint_path(run_dir, "heads").exists():
+            self.heads[key] = str(checkpoint_path(run_dir, "heads"))
+
+    def before_open(self, job: tuple, previous: list) -> ExperimentConfig:
+        """run_lockstep's hook: the job's config with what earlier runs trained."""
+        return resolve(self.apply(job[0]))
+
+    def after_open(self, job: tuple, run) -> None:
+        """run_lockstep's hook: remember the teacher and heads the run trained (its stages before the
+        student's are done)."""
+        self.remember(run.cfg, run.run_dir)
+
+
 def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: Iterable[Subscriber] = (),
                    control: RunControl | None = None, lockstep: bool = True) -> dict[str, Any]:
     """Run every job of the comparison (resuming finished or interrupted ones) and write the table.
@@ -356,7 +404,7 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
     it would alone. A run that fails stops alone; a stop request ends the comparison (the same
     command continues it)."""
     from engine.lockstep import run_lockstep
-    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, checkpoint_path, read_summary
+    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, read_summary
 
     subscribers = list(subscribers)
     control = control or RunControl()
@@ -364,29 +412,11 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / CONFIG_FILE)
-    # (teacher arch, seed) -> the teacher.pt trained for it, and the heads.pt trained on that teacher:
-    # every later run of that seed loads them instead of training them again
-    teachers: dict[tuple[str, int], str] = {}
-    heads: dict[tuple[str, int], str] = {}
+    reuse = TeacherReuse()
     plan = comparison_runs(cfg)
     groups: dict[tuple, list] = {}
     for folder, child in plan:
-        groups.setdefault((child.teacher.arch, child.student.arch, child.seed), []).append((folder, child))
-
-    def reuse(child: ExperimentConfig) -> ExperimentConfig:
-        key = (child.teacher.arch, child.seed)
-        if child.teacher.checkpoint is None and key in teachers:
-            child = set_value(child, "teacher.checkpoint", teachers[key])
-        if child.granularity.mode != "off" and child.granularity.checkpoint is None and key in heads:
-            child = set_value(child, "granularity.checkpoint", heads[key])
-        return child
-
-    def remember(child: ExperimentConfig, run_dir: Path) -> None:
-        key = (child.teacher.arch, child.seed)
-        if key not in teachers and child.teacher.checkpoint is None and checkpoint_path(run_dir, "teacher").exists():
-            teachers[key] = str(checkpoint_path(run_dir, "teacher"))
-        if key not in heads and child.granularity.checkpoint is None and checkpoint_path(run_dir, "heads").exists():
-            heads[key] = str(checkpoint_path(run_dir, "heads"))
+        groups.setdefault(lockstep_group(child), []).append((folder, child))
 
     done: dict[str, dict] = {}
     count = 0
@@ -400,7 +430,7 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
             summary = read_summary(run_dir) if (run_dir / SUMMARY_FILE).exists() else {}
             if summary.get("status") == "finished":
                 done[folder] = summary
-                remember(reuse(child), run_dir)
+                reuse.remember(reuse.apply(child), run_dir)
                 continue
             resume = (run_dir / CONFIG_FILE).exists()
             for fn in subscribers:
@@ -408,26 +438,15 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: I
             pending.append((folder, child, run_dir, resume))
         if not pending:
             continue
-        adjusted: dict[Path, ExperimentConfig] = {}
-
-        def before_open(job, previous, pending=pending, adjusted=adjusted):
-            cfg_job, run_dir, _ = job
-            child = reuse(next(c for _, c, d, _ in pending if d == run_dir))
-            adjusted[run_dir] = child
-            return resolve(child)
-
-        def after_open(job, run, adjusted=adjusted):
-            remember(adjusted.get(job[1], run.cfg), job[1])
-
         batch = [(None, run_dir, True) if resume else (child, run_dir, False) for _, child, run_dir, resume in pending]
         if lockstep:
             summaries = run_lockstep(batch, subscribers_for=lambda job: subscribers, control=control,
-                                     before_open=before_open, after_open=after_open)
+                                     before_open=reuse.before_open, after_open=reuse.after_open)
         else:
             summaries = []
             for job in batch:
                 summaries += run_lockstep([job], subscribers_for=lambda job: subscribers, control=control,
-                                          before_open=before_open, after_open=after_open)
+                                          before_open=reuse.before_open, after_open=reuse.after_open)
         for (folder, *_), summary in zip(pending, summaries):
             done[folder] = summary
     summaries = [done[folder] for folder, _ in plan if folder in done]

@@ -208,20 +208,32 @@ def run_lockstep(jobs: Iterable[tuple], *, subscribers_for: Callable[[Any], list
 
     ``before_open(job, previous_runs)`` may return the job's config adjusted with what earlier
     jobs made (the teacher and heads they trained); ``after_open(job, run)`` sees each run after
-    its stages before the student stage. Returns each job's summary, in order (a failed run's
-    summary says so; its error is also in its run folder and events).
+    its stages before the student stage. Returns the summaries of the jobs begun, in order (a
+    failed run's summary says so; its error is also in its run folder and events). A job refused
+    before it began (bad input) fails alone: ``RunFailed`` to its subscribers, a summary with
+    status failed and no run folder. Once a stop is requested no further job is begun, so the
+    list is shorter than ``jobs``.
     """
     from engine.run import OpenRun
 
     control = control or RunControl()
     opened: list[tuple[Any, OpenRun]] = []
     summaries: dict[int, dict] = {}
+    refused: list[int] = []  # jobs refused before they began (bad input): no run folder
     try:
         for i, job in enumerate(jobs):
+            if control.stop_requested:
+                break  # the jobs not opened yet are left as they are (no folder, no summary)
             cfg, run_dir, resume = job
-            if before_open is not None:
-                cfg = before_open(job, [o.run for _, o in opened]) if not resume else cfg
-            o = OpenRun(cfg, run_dir=run_dir, subscribers=subscribers_for(job), control=control, resume=resume)
+            subscribers = subscribers_for(job)
+            try:
+                if before_open is not None:
+                    cfg = before_open(job, [o.run for _, o in opened]) if not resume else cfg
+                o = OpenRun(cfg, run_dir=run_dir, subscribers=subscribers, control=control, resume=resume)
+            except Exception as exc:  # noqa: BLE001 - refused before it began: this job alone fails
+                summaries[i] = _refused(run_dir, subscribers, exc)
+                refused.append(i)
+                continue
             opened.append((i, o))
             run = o.run
             for stage in run.stages:  # the stages before the student's, each run on its own
@@ -273,7 +285,21 @@ def run_lockstep(jobs: Iterable[tuple], *, subscribers_for: Callable[[Any], list
     finally:
         for _, o in opened:
             o.close()
-    return [summaries[i] for i, _ in opened]
+    return [summaries[i] for i in sorted([i for i, _ in opened] + refused)]
+
+
+def _refused(run_dir, subscribers: list, exc: Exception) -> dict:
+    """A job that could not begin: told to its subscribers as RunFailed (stage setup); its summary."""
+    import traceback
+
+    from engine.errors import InputError, MGDError
+    from engine.events import EventBus, RunFailed
+
+    message = str(exc) if isinstance(exc, MGDError) else f"{type(exc).__name__}: {exc}"
+    kind = "input" if isinstance(exc, InputError) else "error"
+    EventBus(list(subscribers)).emit(RunFailed(str(run_dir or ""), "setup", message, kind, traceback.format_exc()))
+    return {"status": "failed", "failed_in": "setup", "error": message, "kind": kind,
+            "field": getattr(exc, "field", None), "run_dir": str(run_dir or "")}
 
 
 def _student_pending(run) -> bool:

@@ -106,3 +106,34 @@ def test_a_failing_student_stops_alone_and_a_stop_resumes_in_lockstep(tmp_path, 
     resumed = _student(tmp_path / "lock0")
     reference = _student(alone)
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)  # stopped, resumed: still bit-identical
+
+
+def test_a_job_refused_before_it_begins_fails_alone_and_a_stop_begins_no_further_job(tmp_path):
+    from engine.config import set_value
+    from engine.control import RunControl
+
+    configs = _children(tmp_path)[:2]
+    missing = set_value(configs[0], "teacher.checkpoint", str(tmp_path / "nowhere" / "teacher.pt"))
+    jobs = [(configs[0], tmp_path / "a", False), (missing, tmp_path / "b", False), (configs[1], tmp_path / "c", False)]
+    events = {job[1]: [] for job in jobs}
+    summaries = run_lockstep(jobs, subscribers_for=lambda job: [events[job[1]].append])
+    assert [s["status"] for s in summaries] == ["finished", "failed", "finished"]
+    assert summaries[1]["failed_in"] == "setup" and "nowhere" in summaries[1]["error"]
+    assert summaries[1]["field"] == "teacher.checkpoint" and summaries[1]["kind"] == "input"
+    failed = [e for e in events[tmp_path / "b"] if e.type == "RunFailed"]
+    assert len(failed) == 1 and failed[0].stage == "setup" and failed[0].kind == "input"
+    assert not (tmp_path / "b").exists()  # refused before it began: no folder
+    assert summaries[0]["lockstep"]["students"] == 2  # the other two still trained together
+
+    # a stop requested while the first job trains its teacher: the second is never begun
+    control = RunControl()
+
+    def stop_at_first_step(event):
+        if event.type == "StepLosses":
+            control.stop()
+
+    own_teacher = tiny_config(**{"export.enabled": False})
+    fresh = [(own_teacher, tmp_path / "d", False), (configs[1], tmp_path / "e", False)]
+    stopped = run_lockstep(fresh, subscribers_for=lambda job: [stop_at_first_step], control=control)
+    assert [s["status"] for s in stopped] == ["stopped"] and stopped[0]["stopped_in"] == "teacher"
+    assert not (tmp_path / "e").exists()
