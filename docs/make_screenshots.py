@@ -5,8 +5,8 @@ Run it under an X server (``xvfb-run -a -s "-screen 0 1920x1080x24"``) from the 
     PYTHONPATH=. .venv/bin/python docs/make_screenshots.py OUT_DIR [--size 1280x800] [--home DIR]
 
 It queues a small real comparison of the demo (KD with MGD off, granularity and stable, plus the
-student alone, two seeds: eight runs) in a studio home of its own, grabs the Queue panel while it
-runs, then the overlay of the eight runs, the runs panel with a renamed and noted run, the
+student alone, two seeds: eight runs) in a studio home of its own, grabs the Queue panel while a
+seed's runs train together (their students in lockstep), then the overlay of the eight runs, the runs panel with a renamed and noted run, the
 Review window of a confusion cell and Try with a test image. A home that already holds the
 finished comparison is reused (the runs are trained once).
 """
@@ -79,7 +79,7 @@ def main() -> None:
         window.queue.clear_finished()
         window.queue_panel.refresh()
 
-    # the queue at work: a second comparison (seed 2) queued, its second run under way
+    # the queue at work: a second comparison (seed 2) queued, its KD runs training together
     import shutil
 
     shutil.rmtree(window.runs_root / "comparison-queue-demo", ignore_errors=True)
@@ -88,11 +88,13 @@ def main() -> None:
         window.form.set_field(key, value)
     window.start_run()
 
-    def epochs() -> int:  # the running run's epochs so far
-        live = window.live
-        return sum(len(t["test"]) for t in live.accuracy.values() if "test" in t) if live else 0
+    def student_epochs(record) -> int:  # a run's student epochs so far
+        return len(record.accuracy.get("student", {}).get("test", []))
 
-    while sum(j.state == "done" and j.comparison == "queue-demo" for j in window.queue.jobs) < 1 or epochs() < 6:
+    def together() -> list:  # the KD runs of the seed, their students training in lockstep
+        return [r for r in window.live_list() if "-kd-" in r.label]
+
+    while len(together()) < 3 or min(student_epochs(r) for r in together()) < 5:
         pump(0.2)
     window.queue_dock.raise_()
     window.plots.tabs.setCurrentIndex(0)

@@ -250,7 +250,7 @@ class PlanProgress:
             return None
         return max(0.0, (self.total_cost() - self.done_cost()) / (done_now / self.active_seconds))
 
-    def text(self) -> str:
+    def text(self, eta: bool = True) -> str:
         if not self.stage:
             return "Planning…" if self.plan is None else "Starting…"
         s = self.plan.stage(self.stage) if self.plan else None
@@ -265,7 +265,105 @@ class PlanProgress:
                 parts.append(f"step {self.step}/{self.steps}")
         elif self.steps:
             parts.append(f"{self.step}/{self.steps}")
-        eta = self.eta()
-        if eta is not None:
-            parts.append(f"ETA {format_duration(eta)}")
+        left = self.eta() if eta else None
+        if left is not None:
+            parts.append(f"ETA {format_duration(left)}")
+        return " · ".join(parts)
+
+
+#: stages that the later runs of a group load rather than train (the first run trains them)
+SHARED_STAGES = ("teacher", "heads")
+
+
+class GroupProgress:
+    """Progress over runs that train together (the studio's queue runs a comparison's runs of
+    one pair and seed in lockstep): one :class:`PlanProgress` per run, fed the events tagged
+    with its ``job``, and one clock for the group.
+
+    A run that has not announced its plan yet (the runs of a group begin one after another)
+    counts as the mean of the announced plans without their teacher and heads stages, which
+    the later runs load. A run that ended (finished, stopped or failed) counts as done.
+    The ETA divides the remaining cost by the group's measured rate, paused time left out.
+    """
+
+    def __init__(self, jobs: list[str], clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.runs = {job: PlanProgress(clock) for job in jobs}
+        self.ended: set[str] = set()
+        self.latest: str | None = None  # the run whose event came last (its position is shown)
+        self.active_seconds = 0.0
+        self._since: float | None = None
+        self.start_cost: float | None = None
+        self.paused = False
+
+    def update(self, event: dict) -> None:
+        job = event.get("job")
+        run = self.runs.get(job)
+        if run is None:
+            return
+        kind = event.get("event")
+        if kind == "Paused":
+            self._tick()
+            self._since, self.paused = None, True
+        elif kind == "Resumed":
+            self._since, self.paused = self.clock(), False
+        elif not self.paused:
+            self._tick()
+        run.update(event)
+        if kind in ("RunFinished", "RunFailed"):
+            self.ended.add(job)
+        elif kind in ("StageStarted", "StepLosses", "StageProgress", "EpochEnd"):
+            self.latest = job
+            if self.start_cost is None:
+                self.start_cost = self.done_cost()
+
+    def _tick(self) -> None:
+        now = self.clock()
+        if self._since is not None:
+            self.active_seconds += now - self._since
+        self._since = now
+
+    def _unplanned_cost(self) -> float:
+        known = [sum(s.cost for s in r.plan.stages if s.name not in SHARED_STAGES)
+                 for r in self.runs.values() if r.plan is not None]
+        return sum(known) / len(known) if known else 0.0
+
+    def total_cost(self) -> float:
+        guess = self._unplanned_cost()
+        return sum(r.total_cost() if r.plan is not None else guess for r in self.runs.values())
+
+    def done_cost(self) -> float:
+        guess = self._unplanned_cost()
+        done = 0.0
+        for job, r in self.runs.items():
+            if job in self.ended:
+                done += r.total_cost() if r.plan is not None else guess
+            else:
+                done += r.done_cost()
+        return done
+
+    def fraction(self) -> float:
+        total = self.total_cost()
+        return min(1.0, self.done_cost() / total) if total else 0.0
+
+    def eta(self) -> float | None:
+        if self.start_cost is None or self.active_seconds <= 0:
+            return None
+        done_now = self.done_cost() - self.start_cost
+        if done_now <= 0:
+            return None
+        return max(0.0, (self.total_cost() - self.done_cost()) / (done_now / self.active_seconds))
+
+    def text(self) -> str:
+        n = len(self.runs)
+        running = n - len(self.ended)
+        head = f"{n} runs together" + (f" ({len(self.ended)} ended)" if self.ended else "")
+        parts = [head]
+        if self.latest is not None and running:
+            parts.append(self.runs[self.latest].text(eta=False))
+        elif not self.ended:
+            parts.append("Planning…")
+        left = self.eta()
+        if left is not None:
+            parts.append(f"ETA {format_duration(left)}")
         return " · ".join(parts)

@@ -24,7 +24,7 @@ from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
 from mgd_gui.run.log_panel import LogPanel
-from mgd_gui.run.progress import PlanProgress, ProgressWidget
+from mgd_gui.run.progress import GroupProgress, PlanProgress, ProgressWidget
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
 from mgd_gui.run_queue import QueuePanel, RunQueue
@@ -43,7 +43,7 @@ QListWidget#sections::item { padding: 5px 4px; }
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, config_path: str | Path | None = None, *, engine=None, probe: bool = True,
+    def __init__(self, config_path: str | Path | None = None, *, engine=None, group_engine=None, probe: bool = True,
                  settings: Settings | None = None):
         super().__init__()
         self.setWindowTitle(WINDOW_TITLE)
@@ -57,7 +57,8 @@ class MainWindow(QMainWindow):
         self.preset_path: str | None = None
         self.origin = "untitled"  # what the form holds, for the title: a file, a preset, a run
         self._clean: dict | None = None  # the set-up as last loaded or saved (edits make it unsaved)
-        self.live: RunRecord | None = None
+        self.live: RunRecord | None = None  # the run being trained (the first of a queued group)
+        self.live_records: dict[str, RunRecord] = {}  # a queued group's runs, by job id
         self.progress_model: PlanProgress | None = None
         self.last_failure: dict | None = None
         self.error_box: QMessageBox | None = None
@@ -67,14 +68,16 @@ class MainWindow(QMainWindow):
         self._start_when_checked = False
         self._records: dict[Path, tuple[float, RunRecord]] = {}
         self.queue = RunQueue.load(paths.queue_file())
-        self._queue_job: str | None = None  # the id of the queued job being trained
-        self._cancel_running = False  # the running queued job was cancelled: do not run it again
+        self._queue_jobs: list[str] = []  # the ids of the queued jobs being trained (together)
+        self._cancelled: set[str] = set()  # running queued jobs the user cancelled: not run again
+        self._cancelling = False  # the group is stopping because of a cancel: the queue goes on
         self._compare_folder: str | None = None  # the comparison whose table is open (filled in as runs finish)
 
-        self.runner = EngineRunner(engine, self)
+        self.runner = EngineRunner(engine, self, group_engine=group_engine)
         self.runner.event.connect(self._on_event)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(self._on_failed)
+        self.runner.group_finished.connect(self._on_group_finished)
 
         self._build_widgets()
         self._build_actions()
@@ -450,6 +453,7 @@ class MainWindow(QMainWindow):
 
     def _begin(self, record: RunRecord) -> None:
         self.live = record
+        self.live_records = {}
         self.last_failure = None
         self.progress_model = PlanProgress()  # the engine's PlanReady event fills in the stages
         self.progress.begin(self.progress_model)
@@ -473,8 +477,21 @@ class MainWindow(QMainWindow):
             self.log.add("Stop requested; the run ends after the current step and keeps its checkpoint")
 
     # -- engine events -----------------------------------------------------------------
+    def live_list(self) -> list[RunRecord]:
+        """The records of the runs being trained: a queued group's, or the one run's."""
+        if self.live_records:
+            return list(self.live_records.values())
+        return [self.live] if self.live is not None else []
+
+    def _show_active(self) -> None:
+        """Mark the runs being trained (running or paused) in the runs panel."""
+        status = "paused" if self.state == "paused" else "running"
+        self.runs.set_active_runs({r.run_dir: status for r in self.live_list()
+                                   if r.run_dir is not None and r.status not in ("finished", "stopped", "failed")})
+
     def _on_event(self, e: dict) -> None:
-        record = self.live
+        tag = e.get("job")  # a queued group's events carry their job's id
+        record = self.live_records.get(tag) if tag is not None else self.live
         if record is None:
             return
         record.feed(e)
@@ -482,34 +499,56 @@ class MainWindow(QMainWindow):
         model = self.progress_model
         if model is not None:
             model.update(e)
-            if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished"):
+            if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished",
+                        "RunFinished", "RunFailed"):
                 self.progress.refresh()
         if kind not in ("RunFinished", "RunFailed"):  # those are told when the run has ended, below
             line = describe_event(e)
             if line is not None:
-                self.log.add(line[1], line[0])
+                self.log.add(f"{record.label}: {line[1]}" if tag is not None else line[1], line[0])
         if kind == "RunStarted":
             record.run_dir = Path(e["run_dir"])
             self.device_label.setText(e.get("device", ""))
-            self.runs.set_active(record.run_dir)
-            self.runs.select([record.run_dir])
+            self._show_active()
+            self.runs.select([r.run_dir for r in self.live_list() if r.run_dir is not None])
         elif kind == "Paused":
             if self.state == "pausing":
                 self._set_state("paused")
-            self.runs.set_active(record.run_dir, "paused")
-            if self._queue_job:
+            self._show_active()
+            if self._queue_jobs:
                 self.queue_panel.paused_run = True
                 self.queue_panel.refresh()
             self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
         elif kind == "Resumed":
             if self.state in ("paused", "pausing"):
                 self._set_state("running")
-            self.runs.set_active(record.run_dir, "running")
-            if self._queue_job:
+            self._show_active()
+            if self._queue_jobs:
                 self.queue_panel.paused_run = False
                 self.queue_panel.refresh()
         elif kind == "StageFinished":
             self.runs.refresh()
+        elif kind in ("RunFinished", "RunFailed") and tag is not None:
+            self._group_job_ended(tag, record, e)
+
+    def _group_job_ended(self, job_id: str, record: RunRecord, e: dict) -> None:
+        """One run of a queued group ended (the others may go on)."""
+        if e["event"] == "RunFinished":
+            summary = e.get("summary") or {}
+            stopped = bool(e.get("stopped"))
+            record.summary = summary
+            self.log.add(f"{record.label}: {finished_text(summary, stopped)}")
+            if stopped:
+                self._queue_job_ended(job_id, "pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
+                                                         "resumes from its checkpoint")
+            else:
+                self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
+        else:
+            info = {k: e.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
+            record.failure = info
+            self.log.add(f"{record.label}: failed ({info['kind']}, {info['stage']} stage): {info['message']}", "error")
+            self._queue_job_ended(job_id, "failed", f"{info['stage']} stage: {info['message']}")
+        self._show_active()
 
     def _on_finished(self, summary: dict) -> None:
         stopped = summary.get("status") == "stopped"
@@ -519,25 +558,48 @@ class MainWindow(QMainWindow):
         text = finished_text(summary, stopped)
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
-        if self._queue_job:
-            if stopped:
-                self._queue_job_ended("pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
-                                                 "resumes from its checkpoint")
+        self._run_ended()
+
+    def _on_group_finished(self, results: list) -> None:
+        """A queued group ended: every job has told its end, except those never begun (a stop)."""
+        ended = dict(results)
+        for job_id in list(self._queue_jobs):  # no end event came: not begun, or refused by a fake engine
+            summary = ended.get(job_id) or {}
+            status = summary.get("status")
+            if status == "finished":
+                self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
+            elif status == "failed":
+                self._queue_job_ended(job_id, "failed", f"{summary.get('failed_in')} stage: {summary.get('error')}")
             else:
-                self._queue_job_ended("done", "", (summary.get("student") or {}).get("best_acc"))
+                self._queue_job_ended(job_id, "pending", "not begun: its group was stopped first" if not status
+                                      else f"stopped in the {summary.get('stopped_in', '?')} stage; resumes from "
+                                           "its checkpoint")
+        statuses = [(s or {}).get("status") for s in ended.values()]
+        if len(self.live_records) == 1 and len(results) == 1 and statuses[0] in ("finished", "stopped"):
+            text = finished_text(results[0][1], statuses[0] == "stopped")
+        else:
+            parts = [f"{statuses.count(k)} {k}" for k in ("finished", "stopped", "failed") if statuses.count(k)]
+            text = (f"{len(self.live_records)} runs together ended: " if len(self.live_records) > 1 else "Run ended: ") \
+                + (", ".join(parts) or "none begun")
+        self.progress.end(text, complete=bool(statuses) and all(k == "finished" for k in statuses))
+        if len(self.live_records) > 1 or not results:  # a single run's end is already in the log
+            self.log.add(text)
+        self._cancelling = False
         self._run_ended()
 
     def _on_failed(self, info: dict) -> None:
         self.last_failure = info
-        if self.live:
-            self.live.status = "failed"
-            self.live.failure = info
+        for record in self.live_list():
+            if record.status not in ("finished", "stopped", "failed"):
+                record.status = "failed"
+                record.failure = info
         self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
         self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
-        queued = self._queue_job is not None
-        if queued:  # the queue goes on with its next run; the failure stays in the Queue panel and the log
-            self._queue_job_ended("failed", f"{info.get('stage')} stage: {info.get('message')}")
-        elif info.get("kind") == "input" and not info.get("run_dir"):
+        queued = bool(self.live_records)
+        for job_id in list(self._queue_jobs):  # the queue goes on; the failure stays in the Queue panel and the log
+            self._queue_job_ended(job_id, "failed", f"{info.get('stage')} stage: {info.get('message')}")
+        self._cancelling = False
+        if not queued and info.get("kind") == "input" and not info.get("run_dir"):
             # refused before its first step: the problem is in the set-up, shown at its field
             self.lookups.mark_failure(info.get("field"), str(info.get("message") or ""))
         self._run_ended()
@@ -548,8 +610,9 @@ class MainWindow(QMainWindow):
     def _run_ended(self) -> None:
         self._set_state("idle")
         self.runs.set_active(None)
-        if self.live and self.live.run_dir:
-            self._records.pop(self.live.run_dir, None)
+        for record in self.live_list():
+            if record.run_dir:
+                self._records.pop(record.run_dir, None)
         self.plots.refresh(force=True)
         if self._closing:
             QTimer.singleShot(0, self.close)
@@ -593,11 +656,18 @@ class MainWindow(QMainWindow):
             self.log.add("Queue paused: the current run finishes; no other starts until Start")
 
     def cancel_jobs(self, job_ids: list) -> None:
-        cancelled = self.queue.cancel([i for i in job_ids if i != self._queue_job])
+        cancelled = self.queue.cancel([i for i in job_ids if i not in self._queue_jobs])
         for job in cancelled:
             self.log.add(f"Queue: cancelled {job.label}")
-        if self._queue_job in job_ids and self.runner.active:
-            self._cancel_running = True
+        running = [i for i in job_ids if i in self._queue_jobs]
+        if running and self.runner.active:
+            # the runs of a group train together: the group stops (checkpoints kept), the cancelled runs
+            # are not run again, the others resume from their checkpoints as the queue goes on
+            self._cancelled.update(running)
+            self._cancelling = True
+            if len(self._queue_jobs) > len(running):
+                self.log.add(f"Cancelling {len(running)} of {len(self._queue_jobs)} runs training together: the "
+                             "group stops; the others resume from their checkpoints next")
             self.stop_run()
         self.queue_panel.refresh()
 
@@ -625,55 +695,79 @@ class MainWindow(QMainWindow):
                          "press Resume in the Queue panel")
 
     def _next_job(self) -> None:
-        """Start the next pending job when the window is free and the queue is running."""
+        """Start the next group of pending jobs (one pair and seed of a comparison: their students
+        train in lockstep) when the window is free and the queue is running."""
         if self.queue.state != "running" or self.runner.active or self.state != "idle" or self._closing:
             return
         while True:
-            job = self.queue.next_pending()
-            if job is None:
+            group = self.queue.next_group()
+            if not group:
                 counts = self.queue.counts()
                 self.queue.set_state("idle")
                 self.queue_panel.refresh()
                 self.log.add(f"Queue finished: {counts['done']} done, {counts['failed']} failed, "
                              f"{counts['cancelled']} cancelled")
                 return
-            try:
-                cfg, resume = self.queue.job_config(job)
-            except (OSError, MGDError) as exc:
-                self.queue.mark(job, "failed", str(exc))
-                continue
-            summary = run_info(job.run_dir).summary if resume else {}
-            if summary.get("status") == "finished":
-                self.queue.mark(job, "done", "finished before", (summary.get("student") or {}).get("best_acc"))
-                continue
-            break
-        self.queue.mark(job, "running", "resumed from its checkpoint" if resume else "")
-        self._queue_job = job.id
-        self._cancel_running = False
+            reuse = self.queue.reuse_for(group[0].comparison_dir)
+            jobs = []
+            for job in group:
+                try:
+                    cfg, resume = self.queue.job_config(job, reuse)
+                except (OSError, MGDError) as exc:
+                    self.queue.mark(job, "failed", str(exc))
+                    continue
+                summary = run_info(job.run_dir).summary if resume else {}
+                if summary.get("status") == "finished":
+                    self.queue.mark(job, "done", "finished before", (summary.get("student") or {}).get("best_acc"))
+                    continue
+                jobs.append((job, cfg, resume))
+            if jobs:
+                break
+        records = {}
+        for job, cfg, resume in jobs:
+            self.queue.mark(job, "running", "resumed from its checkpoint" if resume else "")
+            records[job.id] = RunRecord.from_events(read_metrics(job.run_dir), job.run_dir, job.folder) if resume \
+                else RunRecord(label=job.folder)
+            records[job.id].status = "running"
+        self._queue_jobs = [job.id for job, _, _ in jobs]
+        self._cancelled.clear()
+        self._cancelling = False
         self.queue_panel.paused_run = False
         self.queue_panel.refresh()
-        number = self.queue.jobs.index(job) + 1
-        teacher = cfg.teacher.checkpoint if job.config.get("teacher", {}).get("checkpoint") is None else None
-        self.log.add(f"Queue: run {number}/{len(self.queue.jobs)}, {job.label}"
-                     + (f" (teacher from {Path(teacher).parent.parent.name})" if teacher else "")
-                     + (" (resumed)" if resume else ""))
-        record = RunRecord.from_events(read_metrics(job.run_dir), job.run_dir, job.label) if resume \
-            else RunRecord(label=job.label)
-        self._begin(record)
-        self.runner.start(None if resume else cfg, run_dir=job.run_dir, runs_root=self.runs_root, resume=resume)
+        numbers = [self.queue.jobs.index(job) + 1 for job, _, _ in jobs]
+        first = jobs[0][0]
+        where = f"{first.comparison} · seed {first.seed}"
+        if len(jobs) == 1:
+            self.log.add(f"Queue: run {numbers[0]}/{len(self.queue.jobs)}, {first.label}"
+                         + (" (resumed)" if jobs[0][2] else ""))
+        else:
+            self.log.add(f"Queue: runs {', '.join(map(str, numbers))} of {len(self.queue.jobs)} together ({where}): "
+                         f"{', '.join(job.folder for job, _, _ in jobs)}; one teacher pass per batch feeds their "
+                         "students")
+        self.live = records[first.id]
+        self.live_records = records
+        self.last_failure = None
+        self.progress_model = GroupProgress(list(records))
+        self.progress.begin(self.progress_model)
+        self.plots.set_records(list(records.values()))
+        self._set_state("running")
+        self.runner.start_group([(None if resume else cfg, job.run_dir, resume, job.id) for job, cfg, resume in jobs],
+                                before_open=reuse.before_open, after_open=reuse.after_open)
 
-    def _queue_job_ended(self, state: str, message: str, result: float | None = None) -> None:
-        job = self.queue.job(self._queue_job) if self._queue_job else None
-        self._queue_job = None
-        self.queue_panel.paused_run = False
+    def _queue_job_ended(self, job_id: str, state: str, message: str, result: float | None = None) -> None:
+        if job_id in self._queue_jobs:
+            self._queue_jobs.remove(job_id)
+        if not self._queue_jobs:
+            self.queue_panel.paused_run = False
+        job = self.queue.job(job_id)
         if job is None:
             return
-        if state == "pending" and self._cancel_running:
+        if state == "pending" and job_id in self._cancelled:
             state, message = "cancelled", "cancelled while running; its checkpoint is kept"
-        elif state == "pending" and not self._closing and self.queue.state == "running":
+        elif state == "pending" and not self._closing and not self._cancelling and self.queue.state == "running":
             self.queue.set_state("paused")  # the user stopped the run: the queue waits too
-            self.log.add("Queue paused: the stopped run resumes from its checkpoint when the queue starts again")
-        self._cancel_running = False
+            self.log.add("Queue paused: the stopped runs resume from their checkpoints when the queue starts again")
+        self._cancelled.discard(job_id)
         self.queue.mark(job, state, message, result)
         self.queue_panel.refresh()
         self._update_comparison_table(job.comparison_dir)
@@ -735,8 +829,10 @@ class MainWindow(QMainWindow):
 
     def record_for(self, path: Path) -> RunRecord:
         path = Path(path)
-        if self.live is not None and self.live.run_dir == path and self.state != "idle":
-            return self.live
+        if self.state != "idle":
+            for record in self.live_list():
+                if record.run_dir == path:
+                    return record
         metrics = path / "metrics.jsonl"
         mtime = metrics.stat().st_mtime if metrics.exists() else 0.0
         cached = self._records.get(path)
@@ -753,10 +849,10 @@ class MainWindow(QMainWindow):
             records = [self.record_for(p) for p in selected]
             infos = [self.runs.infos.get(p) or run_info(p) for p in selected]
             for record, label in zip(records, distinct_labels(infos)):
-                if record is not self.live or self.state == "idle":
+                if self.state == "idle" or not any(record is r for r in self.live_list()):
                     record.label = label
         else:
-            records = [self.live] if self.live is not None else []
+            records = self.live_list()
         self.plots.set_records(records)
 
     def reopen_run(self, path: Path) -> None:
@@ -841,7 +937,7 @@ class MainWindow(QMainWindow):
     def _confusion_clicked(self, record, model: str, true: int, predicted: int, evaluation: dict) -> None:
         if record.run_dir is None:
             return
-        if record is self.live and self.state != "idle":
+        if self.state != "idle" and any(record is r for r in self.live_list()):
             self.log.add("The images of a cell can be reviewed once the run has finished", "warning")
             return
         confusion = evaluation.get("confusion") or []
@@ -869,7 +965,7 @@ class MainWindow(QMainWindow):
         answer = QMessageBox.question(
             self, "A run is in progress",
             "Stop the run and quit? The run keeps its last checkpoint and can be resumed later."
-            + (" The queue's other runs wait for the next launch." if self._queue_job else ""),
+            + (" The queue's other runs wait for the next launch." if self._queue_jobs else ""),
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 

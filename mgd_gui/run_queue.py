@@ -1,7 +1,9 @@
-"""The studio's queue: a comparison (baselines x modes x seeds) run one run after another by
-the window's engine runner, as ``mgd-train`` runs it (:func:`engine.compare.comparison_runs`
-gives the jobs; the teacher is trained once per seed and its ``checkpoints/teacher.pt`` is
-the ``teacher.checkpoint`` of the seed's later runs, as in :func:`engine.compare.run_comparison`).
+"""The studio's queue: a comparison (baselines x modes x seeds) run by the window's engine
+runner as ``mgd-train`` runs it (:func:`engine.compare.comparison_runs` gives the jobs). The
+runs of one pair and seed run together (:meth:`RunQueue.next_group`): their students train
+in lockstep, one teacher pass per batch feeding them all (:func:`engine.lockstep.run_lockstep`);
+the teacher and its heads are trained once per teacher and seed and loaded by the later runs
+(:class:`engine.compare.TeacherReuse`), as in :func:`engine.compare.run_comparison`.
 
 :class:`RunQueue` is the model, without Qt: the jobs in order with their state, kept in a
 small JSON file in the studio's data folder (written atomically after every change), so the
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -31,6 +33,12 @@ STATES = ("pending", "running", "done", "failed", "cancelled")
 #: the queue's states: "running" starts the next job whenever the window is free
 QUEUE_STATES = ("idle", "running", "paused")
 VERSION = 1
+#: the most runs trained together in lockstep (each extra student costs its weights, gradients
+#: and momentum in memory; the plots overlay up to eight runs)
+LOCKSTEP_LIMIT = 8
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.compare import TeacherReuse
 
 
 @dataclass
@@ -146,46 +154,48 @@ class RunQueue:
         pending = self.pending()
         return pending[0] if pending else None
 
-    def _trained_by_another(self, job: QueueJob, section: str, stage: str) -> str | None:
-        """``checkpoints/<stage>.pt`` of a finished run of the same comparison, seed and teacher
-        that trained it itself (its ``<section>.checkpoint`` empty), as ``run_comparison`` reuses it."""
-        if job.config.get(section, {}).get("checkpoint"):
-            return None
-        arch = job.config.get("teacher", {}).get("arch")
-        for other in self.jobs:
-            if other is job or other.comparison_dir != job.comparison_dir or other.seed != job.seed:
+    def next_group(self, limit: int | None = None) -> list[QueueJob]:
+        """The jobs to run next, together: the first pending job and the other pending jobs of its
+        comparison with the same pair and seed (their students train in lockstep, one teacher pass
+        per batch for all), in queue order, at most ``limit``; empty when nothing is pending."""
+        from engine.compare import lockstep_group
+
+        pending = self.pending()
+        if not pending:
+            return []
+        limit = limit or LOCKSTEP_LIMIT
+        first = pending[0]
+        key = lockstep_group(load_config(dict(first.config)))
+        group = [first]
+        for job in pending[1:]:
+            if len(group) >= limit:
+                break
+            if job.comparison_dir == first.comparison_dir and lockstep_group(load_config(dict(job.config))) == key:
+                group.append(job)
+        return group
+
+    def reuse_for(self, comparison_dir: str) -> "TeacherReuse":
+        """The teachers and heads that the finished runs of a comparison trained themselves (read
+        from their run folders' configs), for its later runs to load, as ``run_comparison`` does."""
+        from engine.compare import TeacherReuse
+        from engine.errors import MGDError
+
+        reuse = TeacherReuse()
+        for job in self.jobs:
+            if job.comparison_dir != comparison_dir or job.state != "done":
                 continue
-            if other.state != "done" or other.config.get(section, {}).get("checkpoint") or \
-                    other.config.get("teacher", {}).get("arch") != arch:
-                continue
-            path = checkpoint_path(other.run_dir, stage)
-            if path.is_file():
-                return str(path)
-        return None
+            try:
+                reuse.remember(load_config(job.run_dir / CONFIG_FILE), job.run_dir)
+            except (OSError, MGDError):
+                continue  # its folder is gone or unreadable: nothing to reuse from it
+        return reuse
 
-    def teacher_for(self, job: QueueJob) -> str | None:
-        """The teacher checkpoint a job of a seed reuses: ``checkpoints/teacher.pt`` of a finished run
-        of the same comparison, seed and teacher that trained its own teacher."""
-        return self._trained_by_another(job, "teacher", "teacher")
-
-    def heads_for(self, job: QueueJob) -> str | None:
-        """The granularity heads an MGD job of a seed reuses (trained once per seed and teacher)."""
-        if job.config.get("granularity", {}).get("mode", "off") == "off":
-            return None
-        return self._trained_by_another(job, "granularity", "heads")
-
-    def job_config(self, job: QueueJob) -> tuple[ExperimentConfig, bool]:
-        """(the config to run, whether to resume the job's run folder)."""
-        from engine.config import set_value
-
-        cfg = load_config(dict(job.config))
-        teacher = self.teacher_for(job)
-        if teacher is not None:
-            cfg = set_value(cfg, "teacher.checkpoint", teacher)
-        heads = self.heads_for(job)
-        if heads is not None:
-            cfg = set_value(cfg, "granularity.checkpoint", heads)
-        return cfg, (job.run_dir / CONFIG_FILE).is_file()
+    def job_config(self, job: QueueJob, reuse: "TeacherReuse | None" = None) -> tuple[ExperimentConfig, bool]:
+        """(the config to run, whether to resume the job's run folder). A new run loads the teacher
+        and heads already trained for its teacher and seed (``reuse``, by default :meth:`reuse_for`)."""
+        resume = (job.run_dir / CONFIG_FILE).is_file()
+        reuse = reuse if reuse is not None else self.reuse_for(job.comparison_dir)
+        return reuse.apply(load_config(dict(job.config))), resume
 
     # -- changes -------------------------------------------------------------------------
     def set_state(self, state: str) -> None:

@@ -100,8 +100,7 @@ class RunsPanel(QWidget):
     def __init__(self, root: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.root = Path(root)
-        self.active: Path | None = None
-        self.active_status = "running"
+        self.active: dict[Path, str] = {}  # the runs the window is training: path -> running or paused
         self.busy = False  # a run is in progress: nothing else can be resumed
         self.infos: dict[Path, RunInfo] = {}
 
@@ -228,8 +227,8 @@ class RunsPanel(QWidget):
 
     # -- contents ----------------------------------------------------------------------
     def status_text(self, info: RunInfo) -> str:
-        if self.active is not None and info.path == self.active:
-            return self.active_status
+        if info.path in self.active:
+            return self.active[info.path]
         if info.status in ("running", "unknown"):
             return "interrupted"
         return info.status
@@ -329,9 +328,14 @@ class RunsPanel(QWidget):
 
     def set_active(self, path: Path | None, status: str = "running") -> None:
         """The run the window is training (``status``: running or paused), or None."""
-        self.active = Path(path) if path else None
-        self.active_status = status
-        self.refresh()
+        self.set_active_runs({Path(path): status} if path else {})
+
+    def set_active_runs(self, runs: dict) -> None:
+        """The runs the window is training together: ``{path: "running" or "paused"}``."""
+        active = {Path(p): status for p, status in runs.items()}
+        if active != self.active:
+            self.active = active
+            self.refresh()
 
     # -- selection ---------------------------------------------------------------------
     def selected_paths(self) -> list[Path]:
@@ -362,8 +366,8 @@ class RunsPanel(QWidget):
         b["export"].setEnabled(one is not None and one.has_student)
         b["inspect"].setEnabled(one is not None and one.has_student)
         b["try"].setEnabled(one is not None and one.has_student)
-        b["resume"].setEnabled(one is not None and one.resumable and one.path != self.active and not self.busy)
-        b["delete"].setEnabled(bool(paths) and self.active not in paths)
+        b["resume"].setEnabled(one is not None and one.resumable and one.path not in self.active and not self.busy)
+        b["delete"].setEnabled(bool(paths) and not any(p in self.active for p in paths))
         b["delete"].setText(f"Delete {len(paths)} runs…" if len(paths) > 1 else "Delete…")
         b["compare"].setEnabled(bool(paths))
         b["compare"].setText(f"Compare ({len(paths)})" if len(paths) > 1 else "Compare")
@@ -446,7 +450,7 @@ class RunsPanel(QWidget):
         self._selection_changed()  # the plots show the new name
 
     def delete_selected(self) -> None:
-        paths = [p for p in self.selected_paths() if p != self.active]
+        paths = [p for p in self.selected_paths() if p not in self.active]
         if not paths:
             return
         names = "\n".join(f"  {self.infos[p].label}  ({p.name})" for p in paths if p in self.infos)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
-from engine.plan import PlanProgress, format_duration
+from engine.plan import GroupProgress, PlanProgress, format_duration
 
-__all__ = ["ProgressWidget", "PlanProgress", "format_duration"]
+__all__ = ["ProgressWidget", "GroupProgress", "PlanProgress", "format_duration"]
 
 
 class ProgressWidget(QWidget):

@@ -34,14 +34,23 @@ def _real_engine(*args: Any, **kwargs: Any) -> dict:
     return run_experiment(*args, **kwargs)
 
 
+def _real_group_engine(*args: Any, **kwargs: Any) -> list:
+    from engine.lockstep import run_lockstep  # torch loads here, in the worker thread
+
+    return run_lockstep(*args, **kwargs)
+
+
 class EngineRunner(QObject):
-    event = Signal(object)  # an event as a dict
+    event = Signal(object)  # an event as a dict (a group's events carry their job's tag as "job")
     finished = Signal(object)  # the summary (status "finished" or "stopped")
     failed = Signal(object)  # {"message", "kind", "stage", "details", "run_dir"}
+    group_finished = Signal(object)  # a group's [(tag, summary)] of the jobs begun, in order
 
-    def __init__(self, engine: Engine | None = None, parent: QObject | None = None):
+    def __init__(self, engine: Engine | None = None, parent: QObject | None = None,
+                 group_engine: Callable[..., list] | None = None):
         super().__init__(parent)
         self.engine = engine or _real_engine
+        self.group_engine = group_engine or _real_group_engine
         self.control: RunControl | None = None
         self._thread: threading.Thread | None = None
         self._failure: dict | None = None
@@ -68,6 +77,33 @@ class EngineRunner(QObject):
         self._thread = threading.Thread(target=self._work, args=(config, kwargs), name="mgd-engine", daemon=True)
         self._thread.start()
 
+    def start_group(self, jobs: list[tuple], *, before_open: Callable | None = None,
+                    after_open: Callable | None = None) -> None:
+        """Run ``jobs`` (``(config or None, run_dir, resume, tag)``) together: their students in
+        lockstep (:func:`engine.lockstep.run_lockstep`, with its ``before_open``/``after_open``
+        hooks). Each job's events come tagged with its ``tag``; each job's end is its own
+        RunFinished or RunFailed event; ``group_finished`` ends the group."""
+        if self.active:
+            raise RuntimeError("a run is already in progress")
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._ended.clear()
+        self.control = RunControl()
+        self._failure = None
+        self.run_dir = Path(jobs[0][1]) if jobs else None
+        tags = {str(run_dir): tag for _, run_dir, _, tag in jobs}
+        engine_jobs = [(cfg, run_dir, resume) for cfg, run_dir, resume, _ in jobs]
+
+        def subscribers_for(job: tuple) -> list:
+            tag = tags[str(job[1])]
+            return [lambda event: self._forward(event, tag)]
+
+        kwargs = dict(subscribers_for=subscribers_for, control=self.control, before_open=before_open,
+                      after_open=after_open)
+        self._thread = threading.Thread(target=self._work_group, args=(engine_jobs, [j[3] for j in jobs], kwargs),
+                                        name="mgd-engine", daemon=True)
+        self._thread.start()
+
     def pause(self) -> None:
         if self.control:
             self.control.pause()
@@ -88,8 +124,10 @@ class EngineRunner(QObject):
         return not self._thread.is_alive()
 
     # -- worker thread ------------------------------------------------------------------
-    def _forward(self, event: Any) -> None:
+    def _forward(self, event: Any, tag: str | None = None) -> None:
         data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        if tag is not None:
+            data["job"] = tag
         if data.get("event") == "RunFailed":
             self._failure = {k: data.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
         elif data.get("event") == "RunStarted" and data.get("run_dir"):
@@ -122,6 +160,21 @@ class EngineRunner(QObject):
             return
         self._ended.set()
         self._emit(self.finished, summary if isinstance(summary, dict) else {})
+
+
+    def _work_group(self, jobs: list, tags: list, kwargs: dict) -> None:
+        lower_thread_priority()
+        try:
+            summaries = self.group_engine(jobs, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - the group as a whole failed (each job's own end is its event)
+            info = {"message": f"{type(exc).__name__}: {exc}", "kind": "input" if _is_input_error(exc) else "error",
+                    "stage": "setup", "details": traceback.format_exc(), "run_dir": "", "field": None,
+                    "time": time.time()}
+            self._ended.set()
+            self._emit(self.failed, info)
+            return
+        self._ended.set()
+        self._emit(self.group_finished, list(zip(tags, summaries)))
 
 
 def lower_thread_priority(nice: int | None = None, batch: bool | None = None) -> None:

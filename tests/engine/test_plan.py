@@ -6,8 +6,9 @@ import pytest
 
 from engine.config import set_value
 from engine.errors import ConfigError, InputError
-from engine.events import EpochEnd, Paused, PlanReady, Resumed, StageFinished, StageProgress, StageStarted, StepLosses
-from engine.plan import Plan, PlanProgress, StagePlan
+from engine.events import (EpochEnd, Paused, PlanReady, Resumed, RunFailed, StageFinished, StageProgress,
+                           StageStarted, StepLosses)
+from engine.plan import GroupProgress, Plan, PlanProgress, StagePlan
 from engine.run import plan_experiment
 from tests.engine.conftest import tiny_config
 
@@ -59,6 +60,40 @@ def test_progress_of_a_resumed_run_starts_where_it_stands():
     assert p.fraction() == 0.5
     p.update(StageStarted("student", 2, 10, start_epoch=1).to_dict())
     assert p.fraction() == 0.75
+
+
+def test_group_progress_counts_every_run_and_guesses_the_unannounced_ones():
+    now = [0.0]
+
+    def tagged(job, event):
+        return {**event.to_dict(), "job": job}
+
+    first = _plan(StagePlan("teacher", "train", units=40, epochs=2, steps_per_epoch=20),
+                  StagePlan("student", "train", units=20, epochs=2, steps_per_epoch=10))
+    later = _plan(StagePlan("teacher", "load", units=1), StagePlan("student", "train", units=20, epochs=2,
+                                                                      steps_per_epoch=10))
+    g = GroupProgress(["a", "b", "c"], clock=lambda: now[0])
+    assert g.fraction() == 0.0 and g.text() == "3 runs together · Planning…"
+    g.update(tagged("a", PlanReady(first)))
+    # b and c have no plan yet: each counts as a's plan without its teacher (20), so 60 + 20 + 20
+    assert g.total_cost() == pytest.approx(100.0)
+    g.update(tagged("a", StageStarted("teacher", 2, 20)))
+    now[0] = 40.0
+    g.update(tagged("a", EpochEnd("teacher", 2, 2, {}, 50.0, 50.0, 0.1, 1.0)))  # 40 units in 40 s
+    assert g.done_cost() == 40 and g.eta() == pytest.approx(60.0)
+    assert g.text() == "3 runs together · Teacher (1/2) · epoch 2/2 · step 20/20 · ETA 1:00"
+    g.update(tagged("b", PlanReady(later)))
+    g.update(tagged("c", PlanReady(later)))
+    assert g.total_cost() == pytest.approx(60 + 21 + 21)
+    g.update(tagged("b", Paused("student")))
+    now[0] = 1000.0  # paused: not counted
+    g.update(tagged("b", Resumed("student")))
+    g.update(tagged("c", RunFailed("c", "student", "nan", "nan")))
+    assert "c" in g.ended and g.done_cost() == pytest.approx(40 + 21)  # a failed run counts as done
+    assert g.active_seconds == pytest.approx(40.0)
+    assert g.text().startswith("3 runs together (1 ended) · Teacher")
+    g.update({**StageStarted("student", 2, 10).to_dict(), "job": "elsewhere"})  # not of this group: ignored
+    assert g.latest == "a"
 
 
 def test_plan_of_the_demo_lists_every_stage_without_training(tmp_path):

@@ -1,6 +1,7 @@
-"""The studio's queue: a comparison run one run after another in the window, the teacher trained
-once per seed and reused, visible, reorderable, pausable, cancellable, surviving a restart,
-and the comparison table filling in as runs finish."""
+"""The studio's queue: a comparison run in the window, the runs of one pair and seed together
+(their students in lockstep), the teacher trained once per seed and reused, visible,
+reorderable, pausable, cancellable, surviving a restart, and the comparison table filling in
+as runs finish."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from engine.config import load_config, save_config
 from engine.errors import TrainingError
-from engine.events import RunStarted
+from engine.events import RunFailed, RunFinished, RunStarted
 from mgd_gui import paths
 from tests.gui.helpers import TINY, apply, wait_idle
 
@@ -24,6 +25,7 @@ class FakeEngine:
 
     def __init__(self, gated: bool = False, fail: str = ""):
         self.calls: list[dict] = []
+        self.groups: list[list[str]] = []
         self.gated = gated
         self.fail = fail
         self.released = threading.Semaphore(0)
@@ -59,10 +61,41 @@ class FakeEngine:
         (run_dir / "summary.json").write_text(json.dumps(summary))
         return summary
 
+    def group(self, jobs, *, subscribers_for, control, before_open=None, after_open=None):
+        """Stands in for run_lockstep: the jobs one after another (a lockstep group), each told its end
+        as an event, none begun after a stop, the hooks called as run_lockstep calls them."""
+        from types import SimpleNamespace
 
-def test_run_queues_a_comparison_and_runs_it_one_after_another(qtbot, make_window, studio_home):
+        self.groups.append([Path(job[1]).name for job in jobs])
+        summaries, previous = [], []
+        for job in jobs:
+            if control.stop_requested:
+                break
+            cfg, run_dir, resume = job
+            if before_open is not None and not resume:
+                cfg = before_open(job, previous)
+            subscribers = subscribers_for(job)
+            try:
+                summary = self(cfg, run_dir=run_dir, runs_root="", subscribers=subscribers, control=control,
+                               resume=resume)
+            except TrainingError as exc:
+                for fn in subscribers:
+                    fn(RunFailed(str(run_dir), "student", str(exc), exc.kind))
+                summaries.append({"status": "failed", "failed_in": "student", "error": str(exc)})
+                continue
+            run = SimpleNamespace(cfg=load_config(Path(run_dir) / "config.yaml"), run_dir=Path(run_dir))
+            previous.append(run)
+            if after_open is not None:
+                after_open(job, run)
+            for fn in subscribers:
+                fn(RunFinished(str(run_dir), summary, stopped=summary["status"] == "stopped"))
+            summaries.append(summary)
+        return summaries
+
+
+def test_run_queues_a_comparison_and_runs_each_seed_together(qtbot, make_window, studio_home):
     engine = FakeEngine()
-    window = make_window(engine=engine)
+    window = make_window(engine=engine, group_engine=engine.group)
     apply(window, COMPARISON)
     assert window.form.is_valid() and window.actions_["run"].isEnabled()
     note = window.form.note_text("comparison.baselines")
@@ -73,6 +106,8 @@ def test_run_queues_a_comparison_and_runs_it_one_after_another(qtbot, make_windo
     folder = window.runs_root / "comparison-demo"
     order = [c["folder"] for c in engine.calls]
     assert order == ["s0-none-off", "s0-kd-off", "s0-kd-stable", "s1-none-off", "s1-kd-off", "s1-kd-stable"]
+    # the runs of one pair and seed are one lockstep group
+    assert engine.groups == [order[:3], order[3:]]
     teachers = {c["folder"]: c["teacher"] for c in engine.calls}
     # the teacher is trained once per seed (its first run with a teacher) and reused after
     assert teachers["s0-kd-off"] is None and teachers["s1-kd-off"] is None
@@ -92,54 +127,67 @@ def test_run_queues_a_comparison_and_runs_it_one_after_another(qtbot, make_windo
     assert saved["state"] == "idle" and [j["state"] for j in saved["jobs"]] == ["done"] * 6
 
 
-def test_the_queue_is_reordered_paused_cancelled_and_fills_the_table(qtbot, make_window, studio_home):
+def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make_window, studio_home):
+    from engine.plan import GroupProgress
+
     engine = FakeEngine(gated=True, fail="s1-kd-off")
-    window = make_window(engine=engine)
+    window = make_window(engine=engine, group_engine=engine.group)
     apply(window, COMPARISON)
     window.start_run()
     panel, queue = window.queue_panel, window.queue
     qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
-    assert queue.job("comparison-demo/s0-none-off").state == "running"
-    assert panel.tree.topLevelItem(0).text(5) == "running" and panel.tree.topLevelItem(1).text(5) == "pending"
+    # the runs of seed 0 train together; seed 1 waits
+    assert [panel.tree.topLevelItem(i).text(5) for i in range(6)] == ["running"] * 3 + ["pending"] * 3
+    assert isinstance(window.progress_model, GroupProgress) and len(window.progress_model.runs) == 3
+    assert window.progress.label.text().startswith("3 runs together")
+    assert [r.label for r in window.plots.records] == ["s0-none-off", "s0-kd-off", "s0-kd-stable"]
 
-    # pause the queue: the current run finishes, no other starts
+    # cancel one running run: its group stops (checkpoints kept); the queue goes on without it
+    panel.select(["comparison-demo/s0-kd-stable"])
+    panel.buttons["cancel"].click()
+    qtbot.waitUntil(lambda: len(engine.calls) == 2, timeout=10000)
+    assert queue.job("comparison-demo/s0-kd-stable").state == "cancelled"
+    assert engine.calls[1] == {"folder": "s0-none-off", "teacher": None, "resume": True}
+    assert engine.groups[1] == ["s0-none-off", "s0-kd-off"] and queue.state == "running"
+
+    # pause the queue: the current group finishes, no other starts
     panel.buttons["pause"].click()
     assert queue.state == "paused" and panel.buttons["start"].text() == "Resume"
-    # reorder: s1-kd-stable up to run next; cancel s0-kd-stable
+    # reorder: s1-kd-stable up to run first among seed 1's runs
     panel.select(["comparison-demo/s1-kd-stable"])
     for _ in range(4):
         panel.buttons["up"].click()
     assert [j.folder for j in queue.pending()][0] == "s1-kd-stable"
     assert not panel.buttons["up"].isEnabled()  # first of the pending
-    panel.select(["comparison-demo/s0-kd-stable"])
-    panel.buttons["cancel"].click()
-    assert queue.job("comparison-demo/s0-kd-stable").state == "cancelled"
-    engine.release()
+    engine.release(2)
     qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=10000)
     qtbot.wait(100)
-    assert len(engine.calls) == 1  # paused: nothing else started
+    assert len(engine.calls) == 3  # paused: nothing else started
+    assert [queue.job(f"comparison-demo/s0-{r}").state for r in ("none-off", "kd-off")] == ["done", "done"]
 
     panel.buttons["start"].click()
     folder = window.runs_root / "comparison-demo"
     qtbot.waitUntil(lambda: (folder / "s1-kd-stable" / "config.yaml").exists(), timeout=10000)
-    assert engine.calls[1]["folder"] == "s1-kd-stable"
-    assert engine.calls[1]["teacher"] is None  # no teacher of seed 1 yet: it trains its own
-    # the table of the comparison shows the finished run, and fills in as the next finishes
+    assert engine.groups[2] == ["s1-kd-stable", "s1-none-off", "s1-kd-off"]
+    assert engine.calls[3]["teacher"] is None  # no teacher of seed 1 yet: it trains its own
+    # the table of the comparison shows the finished runs, and fills in as the next finish
     panel.buttons["table"].click()
     dialog = window.compare_dialog
-    assert dialog.summary_label.text().startswith("2 runs selected, 1 in the table")
+    assert dialog.summary_label.text().startswith("3 runs selected, 2 in the table")  # one of them running
     engine.release()
-    qtbot.waitUntil(lambda: len(engine.calls) == 3, timeout=10000)
-    assert window.compare_dialog.summary_label.text().startswith("2 runs selected, 2 in the table")
+    qtbot.waitUntil(lambda: len(engine.calls) == 5, timeout=10000)
+    assert window.compare_dialog.summary_label.text().startswith("4 runs selected, 3 in the table")
     engine.release(5)
     qtbot.waitUntil(lambda: queue.state == "idle" and not window.runner.active, timeout=10000)
     states = {j.folder: j.state for j in queue.jobs}
     assert states == {"s0-none-off": "done", "s0-kd-off": "done", "s0-kd-stable": "cancelled",
                       "s1-none-off": "done", "s1-kd-off": "failed", "s1-kd-stable": "done"}
+    # the later run of seed 1 loads the teacher its group's first run trained
+    assert engine.calls[5] == {"folder": "s1-kd-off", "resume": False,
+                               "teacher": str(folder / "s1-kd-stable" / "checkpoints" / "teacher.pt")}
     failed = queue.job("comparison-demo/s1-kd-off")
     assert "the loss became nan" in failed.message
     assert window.error_box is None  # a queued run's failure does not stop the queue with a dialog
-    assert "cancelled" not in [c["folder"] for c in engine.calls]
     assert "s0-kd-stable" not in [c["folder"] for c in engine.calls]
     panel.buttons["clear"].click()
     assert queue.jobs == [] and panel.empty.isVisible()
@@ -147,7 +195,7 @@ def test_the_queue_is_reordered_paused_cancelled_and_fills_the_table(qtbot, make
 
 def test_the_queue_survives_closing_the_window(qtbot, make_window, studio_home):
     engine = FakeEngine(gated=True)
-    window = make_window(engine=engine)
+    window = make_window(engine=engine, group_engine=engine.group)
     apply(window, {**COMPARISON, "comparison.seeds": [0]})
     window.start_run()
     qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
@@ -159,7 +207,7 @@ def test_the_queue_survives_closing_the_window(qtbot, make_window, studio_home):
     assert "resumes from its checkpoint" in saved["jobs"][0]["message"]
 
     # the next launch, keeping it paused: nothing runs until Resume
-    later = make_window(engine=engine)
+    later = make_window(engine=engine, group_engine=engine.group)
     qtbot.wait(100)
     assert len(engine.calls) == 1 and later.queue.state == "paused"
     assert later.queue_panel.buttons["start"].text() == "Resume" and later.queue_panel.buttons["start"].isEnabled()
@@ -167,7 +215,7 @@ def test_the_queue_survives_closing_the_window(qtbot, make_window, studio_home):
     qtbot.waitUntil(lambda: not later.isVisible(), timeout=10000)
 
     # the next launch, continuing: the interrupted run resumes, then the others run
-    again = make_window(engine=engine)
+    again = make_window(engine=engine, group_engine=engine.group)
     again.ask_queue_on_launch = lambda: "continue"  # asked once the window is up
     qtbot.waitUntil(lambda: len(engine.calls) == 2, timeout=10000)
     assert engine.calls[1] == {"folder": "s0-none-off", "teacher": None, "resume": True}
@@ -188,3 +236,9 @@ def test_a_real_queued_comparison_reuses_the_teacher(qtbot, window, studio_home)
     plan = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()][0]["plan"]
     assert "teacher" not in [s["name"] for s in plan["stages"] if s["action"] == "train"]
     assert (folder / "comparison.csv").is_file()
+    # the two runs of the seed trained their students together, one teacher pass per batch
+    for run in (first, second):
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["lockstep"]["students"] == 2 and summary["lockstep"]["memory_per_extra_student_mib"] > 0
+    assert "one teacher pass per batch feeds their students" in window.log.text()
+    assert window.runs.active == {}
