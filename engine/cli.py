@@ -250,11 +250,7 @@ def _launch(args, argv: list[str], cfg) -> int:
     else:
         folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
         prepare_run(cfg, folder, args.runs_root, resume=False)  # refuses a folder in use
-    os.environ["WORLD_SIZE"] = str(args.nproc)  # the plan checks what several processes need
-    try:
-        plan_experiment(cfg, folder)
-    finally:
-        del os.environ["WORLD_SIZE"]
+    plan_experiment(cfg, folder, processes=args.nproc)  # checks what several processes need
     rest, skip = [], False
     for a in argv:  # the same command for each process, without --nproc and with the run folder fixed
         if skip:
@@ -286,6 +282,14 @@ def _launch(args, argv: list[str], cfg) -> int:
                 continue
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if code != 0:  # torchrun ends with an error when it is signalled, though its workers stopped cleanly
+        from engine.runfolder import read_summary
+
+        summary = read_summary(folder)
+        if summary.get("status") == "stopped":
+            sys.stderr.write(f"mgd-train: stopped in the {summary.get('stopped_in')} stage; resume with: "
+                             f"mgd-train --resume {folder} --nproc {args.nproc}\n")
+            return EXIT_OK
     return EXIT_OK if code == 0 else EXIT_TRAINING
 
 

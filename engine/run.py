@@ -79,8 +79,9 @@ class ExperimentRun:
     """State of one run; :func:`run_experiment` and :func:`plan_experiment` are the public ways to use it."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | None, bus: EventBus | None = None,
-                 control: RunControl | None = None):
+                 control: RunControl | None = None, processes: int | None = None):
         self.cfg = cfg
+        self.processes = processes  # planning a run of several processes from outside them (None: as launched)
         self.run_dir = run_dir
         self.bus = bus or EventBus()
         self.control = control or RunControl()
@@ -125,7 +126,10 @@ class ExperimentRun:
 
         with blame("device"):
             self.device, self.device_text = select_device(cfg.device)
-        processes = distributed.world()[1]
+        processes = self.processes or distributed.world()[1]
+        if processes > 1 and self.device.type == "cuda" and processes > torch.cuda.device_count():
+            raise ConfigError("device", f"{processes} processes need {processes} GPUs, one each; this machine has "
+                              f"{torch.cuda.device_count()}")
         if processes > 1:  # several processes (torchrun): one GPU each, or CPU processes
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", distributed.local_rank())
@@ -675,14 +679,16 @@ def prepare_run(config: ExperimentConfig | None, run_dir: str | Path | None, run
     return cfg, path
 
 
-def plan_experiment(config: ExperimentConfig, run_dir: str | Path | None = None, estimate: bool = False) -> Plan:
+def plan_experiment(config: ExperimentConfig, run_dir: str | Path | None = None, estimate: bool = False,
+                    processes: int | None = None) -> Plan:
     """Check a config and return what a run of it would do, without training or writing anything.
 
     Raises :class:`InputError` (a ConfigError naming the field where there is one) for the first
     problem found: the same checks a run makes before its first step. With ``estimate`` the
     plan also holds the expected time of each stage on this machine (a few timed passes).
+    ``processes``: plan a run of that many processes (``mgd-train --nproc``), from outside them.
     """
-    run = ExperimentRun(_resolved(config), Path(run_dir) if run_dir else None)
+    run = ExperimentRun(_resolved(config), Path(run_dir) if run_dir else None, processes=processes)
     plan = run.prepare()
     if estimate:
         from engine.estimate import estimate_stages

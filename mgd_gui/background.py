@@ -156,13 +156,14 @@ class Lookups(QObject):
             return
         import copy
 
-        key = repr(to_dict(cfg))
+        processes = self.window.processes
+        key = repr(to_dict(cfg)) + f"|{processes}"
         if self.asked.get("plan") == key:
             if not self.plan_waiting and not self.timer.isActive():
                 self._answer_listeners(self.plan_problem)  # already answered for this very set-up
             return
         self.plan_waiting = True
-        self._ask("plan", key, probes.check_plan, copy.deepcopy(cfg))
+        self._ask("plan", key, probes.check_plan, copy.deepcopy(cfg), processes)
 
     def pending(self) -> bool:
         """True while the engine's check of the set-up shown in the form has not answered yet
@@ -307,8 +308,9 @@ def comparison_note(cfg: ExperimentConfig, runs_root: Path) -> str:
     total = len(comparison_runs(cfg))
     per_seed = total // max(1, len(c.seeds))
     return (f"Run queues the comparison: {total} runs ({per_seed} per seed × {len(c.seeds)} seed"
-            f"{'s' if len(c.seeds) != 1 else ''}), one after another in the Queue panel, the teacher trained "
-            f"once per seed, into {comparison_folder(cfg, runs_root)}. "
+            f"{'s' if len(c.seeds) != 1 else ''}) in the Queue panel, the runs of each pair and seed together "
+            f"(their students in lockstep, one teacher pass per batch), the teacher and its heads trained once "
+            f"per seed, into {comparison_folder(cfg, runs_root)}. "
             f"The same runs from a terminal: mgd-train FILE.yaml --out {_quote(comparison_folder(cfg, runs_root))}")
 
 

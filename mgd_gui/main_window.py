@@ -53,6 +53,7 @@ class MainWindow(QMainWindow):
         self.runs_root = paths.runs_root()
         self.runs_root.mkdir(parents=True, exist_ok=True)
         self.state = "idle"  # idle, running, pausing, paused, stopping
+        self.processes = 1  # > 1: "all GPUs", a run of that many processes (torchrun), one per GPU
         self.current_file: Path | None = None
         self.preset_path: str | None = None
         self.origin = "untitled"  # what the form holds, for the title: a file, a preset, a run
@@ -134,7 +135,7 @@ class MainWindow(QMainWindow):
         self.presets = PresetCombo()
         self.presets.preset_chosen.connect(self.load_preset)
         self.devices = DeviceCombo()
-        self.devices.device_chosen.connect(lambda value: self.form.set_field("device", value))
+        self.devices.device_chosen.connect(self._device_chosen)
 
     def _action(self, key: str, text: str, slot, shortcuts=(), tip: str = "", icon_name: str | None = None) -> QAction:
         action = QAction(icon(icon_name or key), text, self)
@@ -381,7 +382,9 @@ class MainWindow(QMainWindow):
             self.presets.show_preset(None)
         elif self.preset_path:
             self.presets.show_preset(self.preset_path)
-        self.devices.show_device(cfg.device)
+        if cfg.device != "cuda":
+            self.processes = 1
+        self.devices.show_device(cfg.device, self.processes)
         teacher_sched = self.form.group("teacher.schedule")
         loaded = bool(cfg.teacher.checkpoint)
         teacher_sched.setEnabled(not loaded)
@@ -389,6 +392,19 @@ class MainWindow(QMainWindow):
         self.lookups.config_changed(cfg)
         self._update_actions()
         self._update_title()
+
+    def _device_chosen(self, value: str) -> None:
+        """The toolbar's device: a device of the config, or all GPUs (device cuda, one process each)."""
+        from mgd_gui.setup.toolbar_widgets import ALL_GPUS
+
+        processes = self.devices.gpu_count() if value == ALL_GPUS else 1
+        device = "cuda" if value == ALL_GPUS else value
+        changed = processes != self.processes
+        self.processes = processes
+        if self.form.config().device != device:
+            self.form.set_field("device", device)
+        elif changed:  # the same config, run differently: check it again for that many processes
+            self._on_config_changed(self.form.config())
 
     # -- run control -------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -399,7 +415,9 @@ class MainWindow(QMainWindow):
         busy = self.runner.active or self.state != "idle"
         act = self.actions_
         act["run"].setEnabled(not busy and self.form.is_valid())
-        act["pause"].setEnabled(self.state in ("running", "paused"))
+        act["pause"].setEnabled(self.state in ("running", "paused") and self.runner.pausable)
+        act["pause"].setToolTip("Pause the run after the current step, or resume it (Ctrl+P)" if self.runner.pausable
+                                else "A run on several GPUs cannot pause; Stop keeps its checkpoint for resuming")
         paused = self.state in ("paused", "pausing")
         act["pause"].setText("Resume" if paused else "Pause")
         act["pause"].setIcon(icon("resume" if paused else "pause"))
@@ -425,8 +443,13 @@ class MainWindow(QMainWindow):
             return
         self._begin(RunRecord(label=cfg.name))
         self.log.add(f"Starting run {cfg.name!r}: teacher {cfg.teacher.arch}, student {cfg.student.arch}, "
-                     f"{cfg.distiller.name} + MGD {cfg.granularity.mode}")
-        self.runner.start(cfg, runs_root=self.runs_root)
+                     f"{cfg.distiller.name} + MGD {cfg.granularity.mode}"
+                     + (f", on {self.processes} GPUs (one process each, torchrun)" if self.processes > 1 else ""))
+        if self.processes > 1:
+            self.runner.start_processes(cfg, self.processes, runs_root=self.runs_root)
+            self._update_actions()
+        else:
+            self.runner.start(cfg, runs_root=self.runs_root)
 
     def _checked_then_start(self, problem) -> None:
         self._start_when_checked = False
@@ -448,8 +471,13 @@ class MainWindow(QMainWindow):
         record = RunRecord.from_events(read_metrics(path), path, self._label(info))
         record.status = "running"
         self._begin(record)
-        self.log.add(f"Resuming {path}")
-        self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
+        processes = self.processes if self.processes > 1 and info.config.get("device") == "cuda" else 1
+        self.log.add(f"Resuming {path}" + (f" on {processes} GPUs (one process each)" if processes > 1 else ""))
+        if processes > 1:
+            self.runner.start_processes(None, processes, run_dir=path, runs_root=self.runs_root, resume=True)
+            self._update_actions()
+        else:
+            self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
 
     def _begin(self, record: RunRecord) -> None:
         self.live = record

@@ -150,9 +150,10 @@ def distiller_options(name: str) -> type:
 _PLANNED_DATA: dict = {}  # the data set of the last set-up planned
 
 
-def check_plan(cfg) -> tuple[str, str] | None:
+def check_plan(cfg, processes: int = 1) -> tuple[str, str] | None:
     """None when the engine accepts the experiment, else ``(field, reason)`` of the first problem
-    its plan finds (the very checks a run makes before its first step)."""
+    its plan finds (the very checks a run makes before its first step), for a run of
+    ``processes`` processes (the studio's "all GPUs")."""
     import dataclasses
 
     from engine.errors import ConfigError, InputError
@@ -168,7 +169,7 @@ def check_plan(cfg) -> tuple[str, str] | None:
                                   cfg.transfer.data, download=False)))
     try:
         with data_cache(_PLANNED_DATA, keep=2):  # an edit that keeps the data sets does not load them again
-            plan_experiment(cfg)
+            plan_experiment(cfg, processes=processes if processes > 1 and not cfg.comparison.baselines else None)
     except ConfigError as exc:
         return exc.field or "", exc.reason
     except InputError as exc:

@@ -56,6 +56,7 @@ class EngineRunner(QObject):
         self._failure: dict | None = None
         self._ended = threading.Event()
         self.run_dir: Path | None = None
+        self.pausable = True  # False for a run of several processes (a subprocess: stop only)
 
     @property
     def active(self) -> bool:
@@ -71,6 +72,7 @@ class EngineRunner(QObject):
         self._ended.clear()
         self.control = RunControl()
         self._failure = None
+        self.pausable = True
         self.run_dir = Path(run_dir) if run_dir else None
         kwargs = dict(run_dir=run_dir, runs_root=str(runs_root), subscribers=[self._forward],
                       control=self.control, resume=resume)
@@ -90,6 +92,7 @@ class EngineRunner(QObject):
         self._ended.clear()
         self.control = RunControl()
         self._failure = None
+        self.pausable = True
         self.run_dir = Path(jobs[0][1]) if jobs else None
         tags = {str(run_dir): tag for _, run_dir, _, tag in jobs}
         engine_jobs = [(cfg, run_dir, resume) for cfg, run_dir, resume, _ in jobs]
@@ -102,6 +105,25 @@ class EngineRunner(QObject):
                       after_open=after_open)
         self._thread = threading.Thread(target=self._work_group, args=(engine_jobs, [j[3] for j in jobs], kwargs),
                                         name="mgd-engine", daemon=True)
+        self._thread.start()
+
+    def start_processes(self, config=None, processes: int = 2, *, run_dir: str | Path | None = None,
+                        runs_root: str | Path, resume: bool = False) -> None:
+        """Run the experiment in ``processes`` processes, one per GPU, as ``mgd-train --nproc``
+        (torchrun) in a subprocess; its events are read back from the run folder's
+        ``metrics.jsonl`` as the first process writes them. Stop sends SIGTERM: every process
+        stops at the same step and keeps its checkpoint. Pause is not available."""
+        if self.active:
+            raise RuntimeError("a run is already in progress")
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._ended.clear()
+        self.control = RunControl()
+        self._failure = None
+        self.pausable = False
+        self.run_dir = Path(run_dir) if run_dir else None
+        args = (config, int(processes), self.run_dir, Path(runs_root), resume)
+        self._thread = threading.Thread(target=self._work_processes, args=args, name="mgd-engine", daemon=True)
         self._thread.start()
 
     def pause(self) -> None:
@@ -161,6 +183,89 @@ class EngineRunner(QObject):
         self._ended.set()
         self._emit(self.finished, summary if isinstance(summary, dict) else {})
 
+
+    def _work_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
+                        resume: bool) -> None:
+        try:
+            summary = self._follow_processes(config, processes, run_dir, runs_root, resume)
+        except BaseException as exc:  # noqa: BLE001
+            failure = self._failure or {}
+            info = {"message": failure.get("message") or str(exc), "kind": failure.get("kind") or
+                    getattr(exc, "kind", "error"), "stage": failure.get("stage") or "setup",
+                    "details": failure.get("details") or getattr(exc, "details", "") or traceback.format_exc(),
+                    "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
+                    "field": None, "time": time.time()}
+            self._ended.set()
+            self._emit(self.failed, info)
+            return
+        self._ended.set()
+        self._emit(self.finished, summary)
+
+    def _follow_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
+                          resume: bool) -> dict:
+        import json
+        import signal
+        import subprocess
+        import tempfile
+
+        from engine.config import save_config
+        from engine.runfolder import METRICS_FILE, read_summary
+
+        if run_dir is None:
+            from engine.runtime import default_run_dir
+
+            run_dir = default_run_dir(config, runs_root)
+        self.run_dir = run_dir
+        metrics = run_dir / METRICS_FILE
+        offset = metrics.stat().st_size if resume and metrics.exists() else 0  # a resumed run's past is known
+        root = Path(__file__).resolve().parents[2]  # where the engine package is
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH"))
+                                                           if p)}
+        with tempfile.TemporaryDirectory(prefix="mgd-studio-") as tmp:
+            command = [sys.executable, "-m", "engine.cli"]
+            if resume:
+                command += ["--resume", str(run_dir)]
+            else:
+                save_config(config, Path(tmp) / "experiment.yaml")
+                command += [str(Path(tmp) / "experiment.yaml"), "--out", str(run_dir)]
+            command += ["--nproc", str(processes), "-q"]
+            stderr_path = Path(tmp) / "stderr.txt"
+            with open(stderr_path, "w", encoding="utf-8") as stderr:
+                child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=str(root))
+                stopping = False
+                pending = b""
+                while True:
+                    ended = child.poll() is not None
+                    if self.control.stop_requested and not stopping and not ended:
+                        child.send_signal(signal.SIGTERM)  # every process stops at the same step, checkpoint kept
+                        stopping = True
+                    if metrics.exists():
+                        with open(metrics, "rb") as fh:
+                            fh.seek(offset)
+                            chunk = fh.read()
+                        offset += len(chunk)
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            try:
+                                self._forward(json.loads(line))
+                            except ValueError:
+                                continue
+                    if ended:
+                        break
+                    time.sleep(0.2)
+            code = child.returncode
+            errors = stderr_path.read_text(encoding="utf-8", errors="replace")
+        summary = read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
+        if (code == 0 and summary.get("status") == "finished") or (stopping and summary.get("status") == "stopped"):
+            return summary
+        said = [line.split(": ", 2)[-1] for line in errors.splitlines()
+                if line.startswith(("mgd-train: error: ", "mgd-train: training failed: "))]
+        exc = RuntimeError(said[-1] if said else f"the processes ended with exit code {code}: "
+                           + (errors.strip().splitlines() or ["no message"])[-1])
+        exc.kind = "input" if code == 2 else "error"  # type: ignore[attr-defined]
+        exc.details = errors[-20000:]  # type: ignore[attr-defined]
+        raise exc
 
     def _work_group(self, jobs: list, tags: list, kwargs: dict) -> None:
         lower_thread_priority()

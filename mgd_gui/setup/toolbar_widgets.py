@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QComboBox, QWidget
 from mgd_gui import paths
 
 CUSTOM = "(custom)"
+#: the device choice "every GPU, one process each" (device cuda, run through torchrun)
+ALL_GPUS = "all-gpus"
 
 
 def preset_description(path: Path) -> str:
@@ -81,8 +83,20 @@ class DeviceCombo(QComboBox):
         self.addItem("cpu", "cpu")
         for value, label in self.found:
             self.addItem(label, value)
+        gpus = self.gpu_count()
+        if gpus > 1:
+            self.addItem(f"all {gpus} GPUs (one process each)", ALL_GPUS)
+            self.setItemData(self.count() - 1, f"Train on all {gpus} GPUs at once: {gpus} processes (torchrun), each "
+                             "on its part of every batch, gradients averaged; data.batch_size is the whole batch. "
+                             "Pause is not available; Stop keeps the checkpoint.", Qt.ItemDataRole.ToolTipRole)
         self.blockSignals(False)
+        if current == ALL_GPUS and gpus < 2:
+            current = "cuda"
         self.show_device(current)
+
+    def gpu_count(self) -> int:
+        """The CUDA GPUs found by the probe."""
+        return sum(value.startswith("cuda") for value, _ in self.found)
 
     def set_found(self, found: list[tuple[str, str]]) -> None:
         self.found = list(found)
@@ -95,7 +109,10 @@ class DeviceCombo(QComboBox):
         values = {v for v, _ in self.found}
         return device in values or (device == "cuda" and any(v.startswith("cuda") for v in values))
 
-    def show_device(self, device: str) -> None:
+    def show_device(self, device: str, processes: int = 1) -> None:
+        """Show the config's device (``processes`` > 1 on ``cuda``: the all-GPUs choice)."""
+        if processes > 1 and device == "cuda" and self.findData(ALL_GPUS) >= 0:
+            device = ALL_GPUS
         index = self.findData(device)
         if index < 0:
             label = device if self.available(device) else f"{device} (not found)"

@@ -56,6 +56,11 @@ def test_what_several_processes_cannot_do_is_refused_at_plan_time(monkeypatch):
     with pytest.raises(ConfigError) as err:
         plan_experiment(tiny_config(**{"speed.sync_batchnorm": True}))
     assert err.value.field == "speed.sync_batchnorm"
+    # planned from outside the processes, as mgd-train --nproc and the studio's "all GPUs" do
+    assert "2 processes, 32 images of each batch each" in plan_experiment(tiny_config(), processes=2).device
+    with pytest.raises(ConfigError) as err:
+        plan_experiment(tiny_config(), processes=3)
+    assert err.value.field == "data.batch_size"
 
 
 def test_two_processes_stop_together_and_resume(tmp_path):
@@ -74,9 +79,10 @@ def test_two_processes_stop_together_and_resume(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)  # as a scheduler would: both processes stop at the same step
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["stopped_in"] == "teacher"
+    assert proc.returncode == 0 and f"resume with: mgd-train --resume {out} --nproc 2" in err  # as in one process
     done = subprocess.run([sys.executable, "-m", "engine.cli", "--resume", str(out), "--nproc", "2", "-q"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
