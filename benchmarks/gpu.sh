@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Images per second of the three stages (teacher, heads, student) for resnet32x4 -> resnet8x4
-# and wrn_40_2 -> wrn_16_2 on CIFAR-size random data made on the spot, with and without AMP
-# and channels-last, and the projected time of the paper's 240/60/240-epoch schedule.
-# Needs an NVIDIA GPU and a Python with torch; about 2-4 minutes on one H100 (at most ~8).
+# The GPU check, in one go that fits a 10-minute window:
+#  1. images per second of the three stages (teacher, heads, student) for resnet32x4 -> resnet8x4
+#     and wrn_40_2 -> wrn_16_2 on CIFAR-size random data made on the spot, with and without AMP
+#     and channels-last, and the projected time of the paper's 240/60/240-epoch schedule
+#     (benchmarks/gpu_throughput.py, at most ~6 minutes);
+#  2. the student stage of 3 students in lockstep against 3 separate runs, for resnet56 ->
+#     resnet8 and resnet32x4 -> resnet8x4 (benchmarks/lockstep.py, at most ~1.5 minutes);
+#  3. with two or more GPUs: the student stage in one process against one process per GPU
+#     (benchmarks/ddp.py, torchrun, at most ~2 minutes); skipped on a machine with one GPU.
+# Needs an NVIDIA GPU and a Python with torch.
 #
 #   bash benchmarks/gpu.sh                 # from the repository root (or anywhere)
 #   PYTHON=/path/to/python bash benchmarks/gpu.sh --steps 200
 #
-# Extra arguments go to benchmarks/gpu_throughput.py (see its --help). Prints a table and,
-# last, one JSON line. Exit status: 2 no NVIDIA GPU, 3 torch missing or without CUDA.
+# Extra arguments go to benchmarks/gpu_throughput.py (see its --help). Each part prints a
+# table and, last, one JSON line. Exit status: 2 no NVIDIA GPU, 3 torch missing or without
+# CUDA, else that of the first part that failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
@@ -49,5 +56,18 @@ fi
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
 echo "== $PY: torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
-# the Python part stops starting measurements after --budget-s (420 s); the timeout is a last resort
-exec timeout --signal=INT 540 "$PY" benchmarks/gpu_throughput.py --device cuda "$@"
+status=0
+echo "== 1/3 throughput of each stage, projected paper schedule"
+# stops starting measurements after --budget-s; the timeout is a last resort
+timeout --signal=INT 360 "$PY" benchmarks/gpu_throughput.py --device cuda --budget-s 300 "$@" || status=$?
+echo "== 2/3 students in lockstep against separate runs"
+timeout --signal=INT 100 "$PY" benchmarks/lockstep.py --device cuda --steps 50 --rounds 3 || [ "$status" -ne 0 ] || status=$?
+gpus=$(nvidia-smi -L | grep -c '^GPU ' || true)
+if [ "$gpus" -ge 2 ]; then
+    echo "== 3/3 one process per GPU ($gpus) against one process"
+    timeout --signal=INT 130 "$PY" benchmarks/ddp.py --device cuda --nproc "$gpus" --steps 100 --timeout 60 \
+        || [ "$status" -ne 0 ] || status=$?
+else
+    echo "== 3/3 one process per GPU: skipped, this machine has $gpus GPU"
+fi
+exit "$status"

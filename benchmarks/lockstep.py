@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import base_parser, emit_json, environment, random_bundle, setup, student_parts, table
+from _common import base_parser, emit_json, environment, random_bundle, setup, student_parts, sync, table
 
 
 PAIRS = (("resnet56", "resnet8", 0.55), ("resnet32x4", "resnet8x4", 0.75))
@@ -49,9 +49,11 @@ SCHEDULE = dict(epochs=1, lr=0.05, momentum=0.9, weight_decay=5e-4, milestones=[
 
 def separate(teacher_arch, student_arch, device, classes, loader, test_loader) -> float:
     tasks = students(teacher_arch, student_arch, device, classes, test_loader)
+    sync(device)
     t0 = time.perf_counter()
     for task, trainer in zip(tasks, trainers(loader, len(tasks), device)):
         trainer.fit(task, **SCHEDULE)
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -60,10 +62,12 @@ def together(teacher_arch, student_arch, device, classes, loader, test_loader) -
     from engine.lockstep import fit_together
 
     tasks = students(teacher_arch, student_arch, device, classes, test_loader)
+    sync(device)
     t0 = time.perf_counter()
     sessions = [trainer.session(task, own_rng=True, **SCHEDULE)
                 for task, trainer in zip(tasks, trainers(loader, len(tasks), device))]
     fit_together(sessions, tasks, loader, RunControl())
+    sync(device)
     return time.perf_counter() - t0
 
 
