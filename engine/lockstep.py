@@ -26,6 +26,7 @@ import torch
 
 from engine.control import RunControl
 from engine.errors import StopRequested
+from engine.trainer import check_control
 
 
 class TeacherPass:
@@ -163,7 +164,7 @@ def fit_together(sessions: list, tasks: list, loader, control: RunControl, *, ch
         for step, (x, y, idx) in enumerate(loader.epoch(epoch, start_step=first_step), start=first_step + 1):
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            _control(control, [s for s, _ in alive], epoch, step)  # pause; stop: all at once
+            check_control(control, [s for s, _ in alive], epoch, step)  # pause; stop: all at once
             shared = TeacherPass(x)
             for pair in list(alive):
                 session, task = pair
@@ -180,25 +181,6 @@ def fit_together(sessions: list, tasks: list, loader, control: RunControl, *, ch
             except Exception as exc:  # noqa: BLE001
                 drop(pair, exc)
     return [s for s, _ in alive]
-
-
-def _control(control: RunControl, sessions: list, epoch: int, step: int) -> None:
-    """Pause every session together; on stop, every session writes its checkpoint before this
-    step (so that all resume at the same position) and StopRequested is raised."""
-    from engine.events import Paused, Resumed
-
-    if control.paused:
-        for s in sessions:
-            s.bus.emit(Paused(s.task.name))
-        while control.paused:
-            control.wait_while_paused(0.2)
-        if not control.stop_requested:
-            for s in sessions:
-                s.bus.emit(Resumed(s.task.name))
-    if control.stop_requested:
-        for s in sessions:
-            s.save(epoch, step - 1)
-        raise StopRequested(f"stopped in the student stage, epoch {epoch + 1}")
 
 
 def run_lockstep(jobs: Iterable[tuple], *, subscribers_for: Callable[[Any], list] = lambda job: [],

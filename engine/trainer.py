@@ -171,6 +171,28 @@ class Trainer:
         return self.seconds_before + time.perf_counter() - self._t_start
 
 
+def check_control(control: RunControl, sessions: list, epoch: int, step: int) -> None:
+    """The pause and stop seam of one session, or of several training together (lockstep): while
+    paused, each session's events say Paused, then Resumed; on stop (in any process, when there
+    are several), every session writes its checkpoint before ``step``, so that all resume at
+    the same position, and StopRequested is raised."""
+    if control.paused:
+        for s in sessions:
+            s.bus.emit(Paused(s.task.name))
+        while control.paused:
+            control.wait_while_paused(0.2)
+        if not control.stop_requested:
+            for s in sessions:
+                s.bus.emit(Resumed(s.task.name))
+    first = sessions[0]
+    device = first.params[0].device if first.params else torch.device("cpu")
+    if distributed.any_process(control.stop_requested, device):  # several processes stop at the same step
+        control.stop()
+        for s in sessions:
+            s.save(epoch, step - 1)
+        raise StopRequested(f"stopped in {first.task.name} epoch {epoch + 1}")
+
+
 class FitSession:
     """One stage's training in progress: optimiser, schedule, position, running sums, events and
     checkpoints; the loop feeds it batches (:meth:`step`) between :meth:`begin_epoch` and
@@ -244,18 +266,7 @@ class FitSession:
 
     def check_control(self, epoch: int, step: int) -> None:
         """Wait while paused; on stop, write a checkpoint before ``step`` and raise StopRequested."""
-        control = self.trainer.control
-        if control.paused:
-            self.bus.emit(Paused(self.task.name))
-            while control.paused:
-                control.wait_while_paused(0.2)
-            if not control.stop_requested:
-                self.bus.emit(Resumed(self.task.name))
-        # several processes stop together, at the same step
-        if distributed.any_process(control.stop_requested, self.params[0].device if self.params else torch.device("cpu")):
-            control.stop()
-            self.save(epoch, step - 1)
-            raise StopRequested(f"stopped in {self.task.name} epoch {epoch + 1}")
+        check_control(self.trainer.control, [self], epoch, step)
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         """One optimisation step on a batch, with the running sums and a StepLosses event at log points."""
