@@ -16,8 +16,9 @@ first use (PEP 562), so the GUI can list the data sets without paying for ``impo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from engine.lazy import lazy_attributes
 
 DATASETS = ("demo", "cifar10", "cifar100", "imagefolder")
 
@@ -53,14 +54,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from engine.data.stream import FileImages, StreamLoader
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'engine.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -14,8 +14,7 @@ Long computations take ``progress(done, total)`` and ``cancelled()`` callables (
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from engine.lazy import lazy_attributes
 
 _LAZY = {
     "RunModels": "engine.inspect.load",
@@ -43,10 +42,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: importing the package imports no torch
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'engine.inspect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())  # importing the package imports no torch
