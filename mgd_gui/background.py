@@ -88,8 +88,11 @@ class Lookups(QObject):
         """A comparison is run by the studio's queue: say so at the field (no problem, Run stays on)."""
         cfg = self.cfg
         baselines = cfg.comparison.baselines if cfg is not None else []
-        self.window.form.set_note("comparison.baselines", comparison_note(cfg, self.window.runs_root)
-                                  if baselines else None)
+        note = comparison_note(cfg, self.window.runs_root) if baselines else None
+        if note and self.window.processes > 1:
+            note += (" With all GPUs chosen, the queue still trains each group in one process, on the first GPU "
+                     "(the runs of a group share one teacher pass there).")
+        self.window.form.set_note("comparison.baselines", note)
 
     # -- asking -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:

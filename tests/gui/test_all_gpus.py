@@ -60,6 +60,10 @@ def test_all_gpus_runs_the_experiment_as_several_processes(qtbot, window, monkey
     assert "2 processes" in record.device and record.summary["status"] == "finished"
     assert len(record.accuracy["student"]["test"]) == 1  # the student's epoch, followed from metrics.jsonl
     assert window.progress.bar.value() == 1000
+    # a comparison still runs its groups in one process: the field says so
+    apply(window, {"comparison.baselines": ["kd"]})
+    assert "still trains each group in one process" in window.form.note_text("comparison.baselines")
+    apply(window, {"comparison.baselines": []})
     # choosing one device again runs in this process
     window.devices.device_chosen.emit("cpu")
     assert window.processes == 1 and window.form.config().device == "cpu"
