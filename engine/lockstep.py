@@ -75,10 +75,15 @@ def fingerprint(module) -> str | None:
 
 def group_runs(runs: list) -> list[list]:
     """Runs that can train together: the same batches and schedule length (:func:`lockstep_key`),
-    the same teacher weights and, among those with granularity heads, the same heads."""
+    the same teacher weights and, among those with granularity heads, the same heads. A run
+    without a teacher (the student-alone reference) joins a group of the same batches."""
     groups: dict[tuple, list] = {}
     for run in runs:
         groups.setdefault((lockstep_key(run.cfg), fingerprint(run.teacher)), []).append(run)
+    for key, teacher in list(groups):  # a run without a teacher (the student alone) shares only the batches
+        host = next((k for k in groups if k[0] == key and k[1] is not None), None)
+        if teacher is None and host is not None:
+            groups[host] += groups.pop((key, None))
     out = []
     for members in groups.values():
         by_heads: dict[str, list] = {}

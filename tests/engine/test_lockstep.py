@@ -137,3 +137,16 @@ def test_a_job_refused_before_it_begins_fails_alone_and_a_stop_begins_no_further
     stopped = run_lockstep(fresh, subscribers_for=lambda job: [stop_at_first_step], control=control)
     assert [s["status"] for s in stopped] == ["stopped"] and stopped[0]["stopped_in"] == "teacher"
     assert not (tmp_path / "e").exists()
+
+
+def test_the_student_alone_trains_beside_the_distilled_students(tmp_path):
+    from engine.config import set_value
+
+    kd = _children(tmp_path)[0]
+    alone_cfg = set_value(set_value(kd, "distiller.name", "none"), "granularity.mode", "off")
+    alone_cfg = set_value(alone_cfg, "granularity.checkpoint", None)
+    run_experiment(alone_cfg, run_dir=tmp_path / "alone")
+    summaries = run_lockstep([(kd, tmp_path / "kd", False), (alone_cfg, tmp_path / "none", False)])
+    assert [s["lockstep"]["students"] for s in summaries] == [2, 2]  # one group: the same batches
+    reference, together = _student(tmp_path / "alone"), _student(tmp_path / "none")
+    assert all(torch.equal(reference[k], together[k]) for k in reference)
