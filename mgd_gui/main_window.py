@@ -447,9 +447,9 @@ class MainWindow(QMainWindow):
                      + (f", on {self.processes} GPUs (one process each, torchrun)" if self.processes > 1 else ""))
         if self.processes > 1:
             self.runner.start_processes(cfg, self.processes, runs_root=self.runs_root)
-            self._update_actions()
         else:
             self.runner.start(cfg, runs_root=self.runs_root)
+        self._update_actions()  # Pause: available to this kind of run or not
 
     def _checked_then_start(self, problem) -> None:
         self._start_when_checked = False
@@ -475,9 +475,9 @@ class MainWindow(QMainWindow):
         self.log.add(f"Resuming {path}" + (f" on {processes} GPUs (one process each)" if processes > 1 else ""))
         if processes > 1:
             self.runner.start_processes(None, processes, run_dir=path, runs_root=self.runs_root, resume=True)
-            self._update_actions()
         else:
             self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
+        self._update_actions()
 
     def _begin(self, record: RunRecord) -> None:
         self.live = record
@@ -781,6 +781,7 @@ class MainWindow(QMainWindow):
         self._set_state("running")
         self.runner.start_group([(None if resume else cfg, job.run_dir, resume, job.id) for job, cfg, resume in jobs],
                                 before_open=reuse.before_open, after_open=reuse.after_open)
+        self._update_actions()
 
     def _queue_job_ended(self, job_id: str, state: str, message: str, result: float | None = None) -> None:
         if job_id in self._queue_jobs:

@@ -64,6 +64,12 @@ def test_all_gpus_runs_the_experiment_as_several_processes(qtbot, window, monkey
     apply(window, {"comparison.baselines": ["kd"]})
     assert "still trains each group in one process" in window.form.note_text("comparison.baselines")
     apply(window, {"comparison.baselines": []})
-    # choosing one device again runs in this process
+    # choosing one device again runs in this process, and Pause is back
     window.devices.device_chosen.emit("cpu")
     assert window.processes == 1 and window.form.config().device == "cpu"
+    apply(window, {"teacher.schedule.epochs": 30})
+    window.start_run()
+    qtbot.waitUntil(lambda: window.live.status == "running", timeout=60000)
+    assert window.actions_["pause"].isEnabled() and "cannot pause" not in window.actions_["pause"].toolTip()
+    window.stop_run()
+    wait_idle(qtbot, window)
