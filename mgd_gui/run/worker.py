@@ -40,6 +40,14 @@ def _real_group_engine(*args: Any, **kwargs: Any) -> list:
     return run_lockstep(*args, **kwargs)
 
 
+class ProcessesFailed(Exception):
+    """A run of several processes ended badly; the message is mgd-train's own."""
+
+    def __init__(self, message: str, *, kind: str, details: str):
+        super().__init__(message)
+        self.kind, self.details = kind, details
+
+
 class EngineRunner(QObject):
     event = Signal(object)  # an event as a dict (a group's events carry their job's tag as "job")
     finished = Signal(object)  # the summary (status "finished" or "stopped")
@@ -65,19 +73,12 @@ class EngineRunner(QObject):
 
     def start(self, config=None, *, run_dir: str | Path | None = None, runs_root: str | Path,
               resume: bool = False) -> None:
-        if self.active:
-            raise RuntimeError("a run is already in progress")
-        if self._thread is not None:
-            self._thread.join(5.0)  # the last run's thread is past its final signal: let it exit
-        self._ended.clear()
-        self.control = RunControl()
-        self._failure = None
-        self.pausable = True
-        self.run_dir = Path(run_dir) if run_dir else None
-        kwargs = dict(run_dir=run_dir, runs_root=str(runs_root), subscribers=[self._forward],
-                      control=self.control, resume=resume)
-        self._thread = threading.Thread(target=self._work, args=(config, kwargs), name="mgd-engine", daemon=True)
-        self._thread.start()
+        def body() -> dict:
+            summary = self.engine(config, run_dir=run_dir, runs_root=str(runs_root), subscribers=[self._forward],
+                                  control=self.control, resume=resume)
+            return summary if isinstance(summary, dict) else {}
+
+        self._start(body, self.finished, run_dir=run_dir, pausable=True)
 
     def start_group(self, jobs: list[tuple], *, before_open: Callable | None = None,
                     after_open: Callable | None = None) -> None:
@@ -85,15 +86,6 @@ class EngineRunner(QObject):
         lockstep (:func:`engine.lockstep.run_lockstep`, with its ``before_open``/``after_open``
         hooks). Each job's events come tagged with its ``tag``; each job's end is its own
         RunFinished or RunFailed event; ``group_finished`` ends the group."""
-        if self.active:
-            raise RuntimeError("a run is already in progress")
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self._ended.clear()
-        self.control = RunControl()
-        self._failure = None
-        self.pausable = True
-        self.run_dir = Path(jobs[0][1]) if jobs else None
         tags = {str(run_dir): tag for _, run_dir, _, tag in jobs}
         engine_jobs = [(cfg, run_dir, resume) for cfg, run_dir, resume, _ in jobs]
 
@@ -101,11 +93,12 @@ class EngineRunner(QObject):
             tag = tags[str(job[1])]
             return [lambda event: self._forward(event, tag)]
 
-        kwargs = dict(subscribers_for=subscribers_for, control=self.control, before_open=before_open,
-                      after_open=after_open)
-        self._thread = threading.Thread(target=self._work_group, args=(engine_jobs, [j[3] for j in jobs], kwargs),
-                                        name="mgd-engine", daemon=True)
-        self._thread.start()
+        def body() -> list:
+            summaries = self.group_engine(engine_jobs, subscribers_for=subscribers_for, control=self.control,
+                                          before_open=before_open, after_open=after_open)
+            return list(zip([job[3] for job in jobs], summaries))
+
+        self._start(body, self.group_finished, run_dir=None, pausable=True)
 
     def start_processes(self, config=None, processes: int = 2, *, run_dir: str | Path | None = None,
                         runs_root: str | Path, resume: bool = False) -> None:
@@ -113,17 +106,22 @@ class EngineRunner(QObject):
         (torchrun) in a subprocess; its events are read back from the run folder's
         ``metrics.jsonl`` as the first process writes them. Stop sends SIGTERM: every process
         stops at the same step and keeps its checkpoint. Pause is not available."""
+        self._start(lambda: self._follow_processes(config, int(processes), self.run_dir, Path(runs_root), resume),
+                    self.finished, run_dir=run_dir, pausable=False)
+
+    def _start(self, body: Callable[[], Any], ended: Any, *, run_dir: str | Path | None, pausable: bool) -> None:
+        """Run ``body`` in the engine thread with a fresh control; its result goes to the ``ended``
+        signal, an exception to ``failed``."""
         if self.active:
             raise RuntimeError("a run is already in progress")
         if self._thread is not None:
-            self._thread.join(5.0)
+            self._thread.join(5.0)  # the last run's thread is past its final signal: let it exit
         self._ended.clear()
         self.control = RunControl()
         self._failure = None
-        self.pausable = False
+        self.pausable = pausable
         self.run_dir = Path(run_dir) if run_dir else None
-        args = (config, int(processes), self.run_dir, Path(runs_root), resume)
-        self._thread = threading.Thread(target=self._work_processes, args=args, name="mgd-engine", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(body, ended), name="mgd-engine", daemon=True)
         self._thread.start()
 
     def pause(self) -> None:
@@ -148,9 +146,9 @@ class EngineRunner(QObject):
     # -- worker thread ------------------------------------------------------------------
     def _forward(self, event: Any, tag: str | None = None) -> None:
         data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
-        if tag is not None:
+        if tag is not None:  # a job of a group: its failure and its folder are its own, not the group's
             data["job"] = tag
-        if data.get("event") == "RunFailed":
+        elif data.get("event") == "RunFailed":
             self._failure = {k: data.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
         elif data.get("event") == "RunStarted" and data.get("run_dir"):
             self.run_dir = Path(data["run_dir"])
@@ -162,17 +160,18 @@ class EngineRunner(QObject):
         except RuntimeError:  # the window is gone; the run still ends cleanly
             pass
 
-    def _work(self, config: Any, kwargs: dict) -> None:
+    def _work(self, body: Callable[[], Any], ended: Any) -> None:
         lower_thread_priority()
         try:
-            summary = self.engine(config, **kwargs)
+            result = body()
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the GUI, none kills it
-            failure = self._failure or {}
+            failure = self._failure or {}  # the run's own RunFailed event, when it sent one
+            own = isinstance(exc, ProcessesFailed)
             info = {
-                "message": failure.get("message") or f"{type(exc).__name__}: {exc}",
-                "kind": failure.get("kind") or ("input" if _is_input_error(exc) else "error"),
+                "message": failure.get("message") or (str(exc) if own else f"{type(exc).__name__}: {exc}"),
+                "kind": failure.get("kind") or (exc.kind if own else "input" if _is_input_error(exc) else "error"),
                 "stage": failure.get("stage") or "setup",
-                "details": failure.get("details") or traceback.format_exc(),
+                "details": failure.get("details") or (own and exc.details) or traceback.format_exc(),
                 "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
                 "field": getattr(exc, "field", None),  # the config field at fault, when the engine names one
                 "time": time.time(),
@@ -181,25 +180,7 @@ class EngineRunner(QObject):
             self._emit(self.failed, info)
             return
         self._ended.set()
-        self._emit(self.finished, summary if isinstance(summary, dict) else {})
-
-
-    def _work_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
-                        resume: bool) -> None:
-        try:
-            summary = self._follow_processes(config, processes, run_dir, runs_root, resume)
-        except BaseException as exc:  # noqa: BLE001
-            failure = self._failure or {}
-            info = {"message": failure.get("message") or str(exc), "kind": failure.get("kind") or
-                    getattr(exc, "kind", "error"), "stage": failure.get("stage") or "setup",
-                    "details": failure.get("details") or getattr(exc, "details", "") or traceback.format_exc(),
-                    "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
-                    "field": None, "time": time.time()}
-            self._ended.set()
-            self._emit(self.failed, info)
-            return
-        self._ended.set()
-        self._emit(self.finished, summary)
+        self._emit(ended, result)
 
     def _follow_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
                           resume: bool) -> dict:
@@ -261,25 +242,9 @@ class EngineRunner(QObject):
             return summary
         said = [line.split(": ", 2)[-1] for line in errors.splitlines()
                 if line.startswith(("mgd-train: error: ", "mgd-train: training failed: "))]
-        exc = RuntimeError(said[-1] if said else f"the processes ended with exit code {code}: "
-                           + (errors.strip().splitlines() or ["no message"])[-1])
-        exc.kind = "input" if code == 2 else "error"  # type: ignore[attr-defined]
-        exc.details = errors[-20000:]  # type: ignore[attr-defined]
-        raise exc
-
-    def _work_group(self, jobs: list, tags: list, kwargs: dict) -> None:
-        lower_thread_priority()
-        try:
-            summaries = self.group_engine(jobs, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the group as a whole failed (each job's own end is its event)
-            info = {"message": f"{type(exc).__name__}: {exc}", "kind": "input" if _is_input_error(exc) else "error",
-                    "stage": "setup", "details": traceback.format_exc(), "run_dir": "", "field": None,
-                    "time": time.time()}
-            self._ended.set()
-            self._emit(self.failed, info)
-            return
-        self._ended.set()
-        self._emit(self.group_finished, list(zip(tags, summaries)))
+        raise ProcessesFailed(said[-1] if said else f"the processes ended with exit code {code}: "
+                              + (errors.strip().splitlines() or ["no message"])[-1],
+                              kind="input" if code == 2 else "error", details=errors[-20000:])
 
 
 def lower_thread_priority(nice: int | None = None, batch: bool | None = None) -> None:
