@@ -142,7 +142,51 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class PlanProgress:
+class _Progress:
+    """What one run's progress and a group's share: the clock of active time (paused time left
+    out), the fraction done and the ETA from the rate measured since the first step seen.
+    Subclasses give ``total_cost`` and ``done_cost`` in training-step equivalents."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.start_cost: float | None = None
+        self.active_seconds = 0.0
+        self._since: float | None = None
+        self.paused = False
+
+    def total_cost(self) -> float:  # pragma: no cover - given by the subclasses
+        raise NotImplementedError
+
+    def done_cost(self) -> float:  # pragma: no cover - given by the subclasses
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        now = self.clock()
+        if self._since is not None:
+            self.active_seconds += now - self._since
+        self._since = now
+
+    def _pause(self) -> None:
+        self._tick()
+        self._since, self.paused = None, True
+
+    def _resume(self) -> None:
+        self._since, self.paused = self.clock(), False
+
+    def fraction(self) -> float:
+        total = self.total_cost()
+        return min(1.0, self.done_cost() / total) if total else 0.0
+
+    def eta(self) -> float | None:
+        if self.start_cost is None:
+            return None
+        done_now = self.done_cost() - self.start_cost
+        if done_now <= 0 or self.active_seconds <= 0:
+            return None
+        return max(0.0, (self.total_cost() - self.done_cost()) / (done_now / self.active_seconds))
+
+
+class PlanProgress(_Progress):
     """Progress over a whole run, from its plan and its events alone (no Qt, no torch).
 
     Feed it every event (objects or their ``to_dict()`` form) with :meth:`update`. The
@@ -152,7 +196,7 @@ class PlanProgress:
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
+        super().__init__(clock)
         self.plan: Plan | None = None
         self.stage = ""
         self.epoch = 0
@@ -161,10 +205,6 @@ class PlanProgress:
         self.steps = 0
         self.units_done = 0.0  # of the current stage
         self.finished: set[str] = set()
-        self.start_cost: float | None = None
-        self.active_seconds = 0.0
-        self._since: float | None = None
-        self.paused = False
 
     # -- events -------------------------------------------------------------------
     def update(self, event: Any) -> None:
@@ -202,12 +242,9 @@ class PlanProgress:
             if data["stage"] == self.stage:
                 self.units_done = self._stage_units(self.stage)
         elif kind == "Paused":
-            self._tick()
-            self._since = None
-            self.paused = True
+            self._pause()
         elif kind == "Resumed":
-            self._since = self.clock()
-            self.paused = False
+            self._resume()
 
     # -- figures ------------------------------------------------------------------
     def _stage_units(self, name: str) -> float:
@@ -228,27 +265,9 @@ class PlanProgress:
                 done += s.cost * min(1.0, self.units_done / s.units)
         return done
 
-    def fraction(self) -> float:
-        total = self.total_cost()
-        return min(1.0, self.done_cost() / total) if total else 0.0
-
-    def _tick(self) -> None:
-        now = self.clock()
-        if self._since is not None:
-            self.active_seconds += now - self._since
-        self._since = now
-
     def _mark_start(self) -> None:
         if self.start_cost is None and self.plan is not None:
             self.start_cost = self.done_cost()
-
-    def eta(self) -> float | None:
-        if self.start_cost is None:
-            return None
-        done_now = self.done_cost() - self.start_cost
-        if done_now <= 0 or self.active_seconds <= 0:
-            return None
-        return max(0.0, (self.total_cost() - self.done_cost()) / (done_now / self.active_seconds))
 
     def text(self, eta: bool = True) -> str:
         if not self.stage:
@@ -275,7 +294,7 @@ class PlanProgress:
 SHARED_STAGES = ("teacher", "heads")
 
 
-class GroupProgress:
+class GroupProgress(_Progress):
     """Progress over runs that train together (the studio's queue runs a comparison's runs of
     one pair and seed in lockstep): one :class:`PlanProgress` per run, fed the events tagged
     with its ``job``, and one clock for the group.
@@ -287,14 +306,10 @@ class GroupProgress:
     """
 
     def __init__(self, jobs: list[str], clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
+        super().__init__(clock)
         self.runs = {job: PlanProgress(clock) for job in jobs}
         self.ended: set[str] = set()
         self.latest: str | None = None  # the run whose event came last (its position is shown)
-        self.active_seconds = 0.0
-        self._since: float | None = None
-        self.start_cost: float | None = None
-        self.paused = False
 
     def update(self, event: dict) -> None:
         job = event.get("job")
@@ -303,10 +318,9 @@ class GroupProgress:
             return
         kind = event.get("event")
         if kind == "Paused":
-            self._tick()
-            self._since, self.paused = None, True
+            self._pause()
         elif kind == "Resumed":
-            self._since, self.paused = self.clock(), False
+            self._resume()
         elif not self.paused:
             self._tick()
         run.update(event)
@@ -316,12 +330,6 @@ class GroupProgress:
             self.latest = job
             if self.start_cost is None:
                 self.start_cost = self.done_cost()
-
-    def _tick(self) -> None:
-        now = self.clock()
-        if self._since is not None:
-            self.active_seconds += now - self._since
-        self._since = now
 
     def _unplanned_cost(self) -> float:
         known = [sum(s.cost for s in r.plan.stages if s.name not in SHARED_STAGES)
@@ -341,18 +349,6 @@ class GroupProgress:
             else:
                 done += r.done_cost()
         return done
-
-    def fraction(self) -> float:
-        total = self.total_cost()
-        return min(1.0, self.done_cost() / total) if total else 0.0
-
-    def eta(self) -> float | None:
-        if self.start_cost is None or self.active_seconds <= 0:
-            return None
-        done_now = self.done_cost() - self.start_cost
-        if done_now <= 0:
-            return None
-        return max(0.0, (self.total_cost() - self.done_cost()) / (done_now / self.active_seconds))
 
     def text(self) -> str:
         n = len(self.runs)
