@@ -566,17 +566,26 @@ class MainWindow(QMainWindow):
             stopped = bool(e.get("stopped"))
             record.summary = summary
             self.log.add(f"{record.label}: {finished_text(summary, stopped)}")
-            if stopped:
-                self._queue_job_ended(job_id, "pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
-                                                         "resumes from its checkpoint")
-            else:
-                self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
+            self._end_queue_job(job_id, dict(summary, status="stopped" if stopped else "finished"))
         else:
             info = {k: e.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
             record.failure = info
             self.log.add(f"{record.label}: failed ({info['kind']}, {info['stage']} stage): {info['message']}", "error")
-            self._queue_job_ended(job_id, "failed", f"{info['stage']} stage: {info['message']}")
+            self._end_queue_job(job_id, {"status": "failed", "failed_in": info["stage"], "error": info["message"]})
         self._show_active()
+
+    def _end_queue_job(self, job_id: str, summary: dict) -> None:
+        """A queued job's state from how its run ended (its summary; empty: never begun)."""
+        status = summary.get("status")
+        if status == "finished":
+            self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
+        elif status == "failed":
+            self._queue_job_ended(job_id, "failed", f"{summary.get('failed_in')} stage: {summary.get('error')}")
+        elif status:
+            self._queue_job_ended(job_id, "pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
+                                                     "resumes from its checkpoint")
+        else:
+            self._queue_job_ended(job_id, "pending", "not begun: its group was stopped first")
 
     def _on_finished(self, summary: dict) -> None:
         stopped = summary.get("status") == "stopped"
@@ -592,16 +601,7 @@ class MainWindow(QMainWindow):
         """A queued group ended: every job has told its end, except those never begun (a stop)."""
         ended = dict(results)
         for job_id in list(self._queue_jobs):  # no end event came: not begun, or refused by a fake engine
-            summary = ended.get(job_id) or {}
-            status = summary.get("status")
-            if status == "finished":
-                self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
-            elif status == "failed":
-                self._queue_job_ended(job_id, "failed", f"{summary.get('failed_in')} stage: {summary.get('error')}")
-            else:
-                self._queue_job_ended(job_id, "pending", "not begun: its group was stopped first" if not status
-                                      else f"stopped in the {summary.get('stopped_in', '?')} stage; resumes from "
-                                           "its checkpoint")
+            self._end_queue_job(job_id, ended.get(job_id) or {})
         statuses = [(s or {}).get("status") for s in ended.values()]
         if len(self.live_records) == 1 and len(results) == 1 and statuses[0] in ("finished", "stopped"):
             text = finished_text(results[0][1], statuses[0] == "stopped")
