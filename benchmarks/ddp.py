@@ -16,6 +16,7 @@ one JSON object with every figure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed batches")
     parser.add_argument("--batch", type=int, default=64, help="the global batch (split over the processes)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds allowed to each launch")
-    parser.add_argument("--worker", action="store_true", help=argparse_hidden())
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.steps = 6
@@ -124,12 +125,6 @@ def main() -> None:
     print(table(["processes", "seconds", "images/s", "scaling"], rows))
     emit_json({"benchmark": "ddp", "environment": environment(device), "pair": list(PAIR),
                "results": [one, many], "scaling": scaling})
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the figures ``summary.json`` gives per stage (``stages.<name>.peak_rss_mib`` /
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -66,9 +67,9 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--eval-batches", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="training steps per stage")
-    parser.add_argument("--child", action="store_true", help=argparse_hidden())
-    parser.add_argument("--stage", choices=STAGES, help=argparse_hidden())
-    parser.add_argument("--pair", help=argparse_hidden())
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--pair", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.steps = 2
@@ -106,12 +107,6 @@ def main() -> None:
     print(table(headers, rows))
     emit_json({"benchmark": "memory", "train_images": args.train, "test_images": args.test, "batch": args.batch,
                "steps": args.steps, "results": results, "env": env})
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
