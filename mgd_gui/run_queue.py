@@ -275,11 +275,13 @@ class QueuePanel(QWidget):
         bar = dock_tool_bar()
         self.buttons: dict[str, QToolButton] = {}
         for key, text, tip, icon_name in (
-                ("start", "Start", "Run the pending jobs one after another", "run"),
-                ("pause", "Pause", "Finish the current run, then start no other until Start", "pause"),
+                ("start", "Start", "Run the pending jobs: the runs of one pair and seed together, their students "
+                                   "in lockstep", "run"),
+                ("pause", "Pause", "Let the current runs finish, then start no other until Start", "pause"),
                 ("up", "Up", "Run the selected pending job earlier", None),
                 ("down", "Down", "Run the selected pending job later", None),
-                ("cancel", "Cancel", "Cancel the selected jobs (a running job is stopped; its checkpoint is kept)",
+                ("cancel", "Cancel", "Cancel the selected jobs (a running job stops its group, every checkpoint kept; "
+                                     "the group's other runs resume next)",
                  "stop"),
                 ("clear", "Clear finished", "Remove done, failed and cancelled jobs from the list "
                                             "(their run folders stay)", "remove"),
