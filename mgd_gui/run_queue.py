@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePoli
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.config import ExperimentConfig, load_config, save_config, to_dict
-from engine.runfolder import CONFIG_FILE, atomic_write, checkpoint_path, read_json
+from engine.runfolder import CONFIG_FILE, atomic_write, read_json
 from mgd_gui import theme
 from mgd_gui.icons import dock_tool_bar, tool_button
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import EXIT_INPUT, EXIT_OK, EXIT_TRAINING, main
-from engine.config import save_config, set_value
+from engine.config import save_config
 from engine.runfolder import RunLock, load_checkpoint
 from tests.engine.conftest import tiny_config
 

@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from engine.control import RunControl
 from engine.distillers import distiller_class
@@ -90,7 +89,6 @@ def test_student_loss_per_mode_equals_a_hand_computation(demo, mode):
         t_codes, t_decoded = t_heads(t_feats[-1])
         s_codes = [head.encoder(s_feats[-1]) for head in s_heads.heads]
         q = torch.stack([t_logits, *t_decoded]).mean(0) if mode == "stable" else t_logits
-        from engine.distillers.base import ModelOutput
         terms = dkd(ModelOutput(s_logits, s_feats), ModelOutput(q, t_feats), y, idx)
         baseline = sum(t.double() for t in terms.values())
         expected = w_ce * ce_by_hand(s_logits, y) + w_div * kl_by_hand(q, s_logits, temperature) + w_kd * baseline

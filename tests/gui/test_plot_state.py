@@ -7,7 +7,7 @@ import numpy as np
 from PySide6.QtCore import QPointF
 from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox
 
-from engine.events import (EpochEnd, HeadAccuracies, NoiseCurve, Paused, PlanReady, Resumed, RunStarted,
+from engine.events import (EpochEnd, NoiseCurve, Paused, PlanReady, Resumed, RunStarted,
                            StageStarted, StepLosses)
 from mgd_gui.run.record import RunRecord
 from tests.gui.test_plots import fake_events

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 from engine.config import load_config, save_config
 from engine.errors import TrainingError
 from engine.events import RunFailed, RunFinished, RunStarted
 from mgd_gui import paths
-from tests.gui.helpers import TINY, apply, wait_idle
+from tests.gui.helpers import TINY, apply
 
 COMPARISON = {"comparison.baselines": ["kd"], "comparison.modes": ["off", "stable"], "comparison.seeds": [0, 1]}
 
