@@ -24,12 +24,10 @@ class ProgressPrinter:
     per epoch elsewhere (logs, CI)."""
 
     def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False):
-        from engine.plan import PlanProgress
-
         self.stream = stream
         self.quiet = quiet
         self.tty = stream.isatty()
-        self.progress = PlanProgress()
+        self.progress: dict = {}  # the engine's latest Progress figures (fraction, eta, text)
         self._bar_shown = False
 
     def _line(self, text: str) -> None:
@@ -40,10 +38,12 @@ class ProgressPrinter:
         self.stream.flush()
 
     def _bar(self, loss: float | None = None) -> None:
-        frac = self.progress.fraction()
+        from engine.progress import describe
+
+        frac = float(self.progress.get("fraction") or 0.0)
         width = 24
         filled = int(frac * width)
-        text = f"[{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}% {self.progress.text()}"
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {100 * frac:5.1f}% {describe(self.progress)}"
         if loss is not None:
             text += f" · loss {loss:.4f}"
         self.stream.write("\r\033[K" + text)
@@ -51,8 +51,10 @@ class ProgressPrinter:
         self._bar_shown = True
 
     def __call__(self, event) -> None:
-        self.progress.update(event)
         kind = event.type
+        if kind == "Progress":
+            self.progress = {"fraction": event.fraction, "eta": event.eta, "text": event.text}
+            return
         if kind == "PlanReady" and not self.quiet:
             from engine.plan import Plan
 
@@ -69,7 +71,7 @@ class ProgressPrinter:
         elif kind in ("StepLosses", "StageProgress") and self.tty and not self.quiet:
             self._bar(event.losses.get("total") if kind == "StepLosses" else None)
         elif kind == "EpochEnd" and not self.quiet:
-            eta = self.progress.eta()
+            eta = self.progress.get("eta")
             self._line(f"{event.stage:<8} epoch {event.epoch:>3}/{event.epochs}  loss {event.losses.get('total', 0):.4f}  "
                        f"train {event.train_acc:6.2f}%  test {event.test_acc:6.2f}%  lr {event.lr:.4g}  "
                        f"{event.seconds:.1f}s" + (f"  run ETA {format_duration(eta)}" if eta is not None else ""))
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             printer = ProgressPrinter(sys.stderr if distributed.is_main() else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
-                from engine.compare import run_comparison, to_markdown
+                from engine.compare import to_markdown
+                from engine.comparison import run_comparison
                 from engine.runtime import default_run_dir
 
                 folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
@@ -294,8 +297,8 @@ def _launch(args, argv: list[str], cfg) -> int:
 
 
 def _print_comparison_plan(cfg, out: TextIO) -> None:
-    from engine.compare import comparison_pairs
-    from engine.estimate import estimate_comparison
+    from engine.comparison import estimate_comparison
+    from engine.jobs import comparison_pairs
 
     est = estimate_comparison(cfg)
     c = cfg.comparison

@@ -1,9 +1,8 @@
 """Comparison tables: baselines with MGD off and on, as in the paper's tables, made honest.
 
-:func:`run_comparison` runs every (pair, seed, baseline, mode) of a config's ``comparison``
-section in turn, one run folder each, training each teacher once per seed and reusing it
-(or loading RepDistiller's published teachers from ``comparison.teachers_dir``).
-:func:`comparison_table` turns any list of run summaries (those of a comparison, or the
+:class:`engine.comparison.Comparison` runs every (pair, seed, baseline, mode) of a config's
+``comparison`` section; :func:`rebuild_table` rebuilds its table from its run folders whenever
+one of its runs ends. :func:`comparison_table` turns any list of run summaries (those of a comparison, or the
 runs a user selected in the studio) into a table, one row per (pair, baseline):
 
 * each MGD mode's *final* test accuracy (the last epoch's, what a run delivers) and *best*
@@ -28,10 +27,6 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.config import ExperimentConfig, resolve, save_config, set_value
-from engine.control import RunControl
-from engine.errors import InputError
-from engine.events import Log, Subscriber
 from engine.paper import paper_accuracy, paper_teacher
 from engine.stats import MIN_SEEDS, welch_test
 
@@ -292,166 +287,38 @@ def write_table(table: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-#: where RepDistiller's fetch_pretrained_teachers.sh puts each teacher (save/models/<arch>_vanilla/...)
-REPDISTILLER_TEACHER = "{arch}_vanilla/ckpt_epoch_240.pth"
+def comparison_folders(folder: str | Path) -> list[Path]:
+    """The run folders of a comparison folder, in the comparison's order: those its job list
+    (``jobs.json``, written by :class:`engine.comparison.Comparison`) names, else every sub-folder
+    with a job record (``job.json``)."""
+    from engine.jobs import JOB_FILE
+
+    folder = Path(folder)
+    try:
+        names = [str(j["folder"]) for j in json.loads((folder / JOBS_FILE).read_text(encoding="utf-8"))["jobs"]]
+        return [folder / n for n in names if (folder / n).is_dir()]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and (p / JOB_FILE).is_file())
+    except OSError:
+        return []
 
 
-def comparison_pairs(cfg: ExperimentConfig) -> list[tuple[str, str]]:
-    return [(p.teacher, p.student) for p in cfg.comparison.pairs] or [(cfg.teacher.arch, cfg.student.arch)]
+#: the job list of a comparison folder
+JOBS_FILE = "jobs.json"
 
 
-def comparison_runs(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
-    """(folder name, config) of every run of a comparison: per pair and seed, the student-alone
-    reference first, then each baseline in each mode. With several pairs the folder names start
-    with the pair (``resnet56-resnet20-s0-kd-off``)."""
-    c = cfg.comparison
-    plan: list[tuple[str, ExperimentConfig]] = []
-    pairs = comparison_pairs(cfg)
-    for teacher, student in pairs:
-        prefix = f"{teacher}-{student}-" if c.pairs else ""
-        for seed in c.seeds:
-            jobs = [("none", "off")] if c.student_alone else []
-            jobs += [(b, m) for b in c.baselines for m in c.modes if b != "none"]
-            for baseline, mode in jobs:
-                child = copy.deepcopy(cfg)
-                child.comparison = type(cfg.comparison)(baselines=[])
-                child.seed = seed
-                if (teacher, student) != (cfg.teacher.arch, cfg.student.arch):  # another pair: its own defaults
-                    child.teacher.arch, child.student.arch = teacher, student
-                    child.teacher.checkpoint = None
-                    child.student.schedule.lr = None  # resolved for this student (METHOD.md)
-                if c.teachers_dir:
-                    child.teacher.checkpoint = str(Path(c.teachers_dir).expanduser()
-                                                   / REPDISTILLER_TEACHER.format(arch=teacher))
-                if baseline != cfg.distiller.name:  # each baseline with its own defaults
-                    child.distiller = type(cfg.distiller)(name=baseline, temperature=cfg.distiller.temperature)
-                child.granularity.mode = mode
-                child.name = f"{cfg.name}-{prefix}{baseline}-{mode}-s{seed}"
-                plan.append((f"{prefix}s{seed}-{baseline}-{mode}", child))
-    return plan
+def rebuild_table(folder: str | Path) -> dict[str, Any]:
+    """Rebuild a comparison's table and summary (``comparison.md``, ``.csv``, ``.json``) from its run
+    folders, whichever way their runs were started or resumed; returns the table."""
+    from engine.runfolder import read_json
 
-
-def check_comparison(cfg: ExperimentConfig) -> None:
-    """Refuse, before any run, what would make a later run of the comparison fail: a missing
-    teacher file of ``teachers_dir``, a config a run would refuse."""
-    from engine.config import validate
-
-    if not cfg.comparison.baselines:
-        raise InputError("comparison.baselines: list at least one baseline to compare")
-    for folder, child in comparison_runs(cfg):
-        validate(resolve(child))
-        path = child.teacher.checkpoint
-        if path and not Path(path).expanduser().is_file():
-            raise InputError(f"comparison.teachers_dir: {path} is missing (RepDistiller's published teacher for "
-                             f"{child.teacher.arch}; its scripts/fetch_pretrained_teachers.sh downloads them)")
-
-
-def lockstep_group(child: ExperimentConfig) -> tuple[str, str, int]:
-    """The runs of a comparison that train together (their students in lockstep): one pair, one seed."""
-    return child.teacher.arch, child.student.arch, child.seed
-
-
-class TeacherReuse:
-    """What a comparison trains once per (teacher architecture, seed) and its later runs load:
-    the teacher (``checkpoints/teacher.pt`` of the first run that trained it) and the
-    granularity heads trained on that teacher (``checkpoints/heads.pt``). Used by
-    :func:`run_comparison` and by the studio's queue; ``before_open`` and ``after_open``
-    plug into :func:`engine.lockstep.run_lockstep`."""
-
-    def __init__(self) -> None:
-        self.teachers: dict[tuple[str, int], str] = {}
-        self.heads: dict[tuple[str, int], str] = {}
-
-    def apply(self, child: ExperimentConfig) -> ExperimentConfig:
-        """``child`` with the teacher and heads trained before for its teacher and seed (when it
-        would otherwise train them itself)."""
-        key = (child.teacher.arch, child.seed)
-        if child.teacher.checkpoint is None and key in self.teachers:
-            child = set_value(child, "teacher.checkpoint", self.teachers[key])
-        if child.granularity.mode != "off" and child.granularity.checkpoint is None and key in self.heads:
-            child = set_value(child, "granularity.checkpoint", self.heads[key])
-        return child
-
-    def remember(self, child: ExperimentConfig, run_dir: str | Path) -> None:
-        """Note what the run in ``run_dir`` (run with config ``child``) trained itself."""
-        from engine.runfolder import checkpoint_path
-
-        key = (child.teacher.arch, child.seed)
-        if key not in self.teachers and child.teacher.checkpoint is None and \
-                checkpoint_path(run_dir, "teacher").exists():
-            self.teachers[key] = str(checkpoint_path(run_dir, "teacher"))
-        if key not in self.heads and child.granularity.checkpoint is None and \
-                checkpoint_path(run_dir, "heads").exists():
-            self.heads[key] = str(checkpoint_path(run_dir, "heads"))
-
-    def before_open(self, job: tuple, previous: list) -> ExperimentConfig:
-        """run_lockstep's hook: the job's config with what earlier runs trained."""
-        return resolve(self.apply(job[0]))
-
-    def after_open(self, job: tuple, run) -> None:
-        """run_lockstep's hook: remember the teacher and heads the run trained (its stages before the
-        student's are done)."""
-        self.remember(run.cfg, run.run_dir)
-
-
-def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, *, subscribers: Iterable[Subscriber] = (),
-                   control: RunControl | None = None, lockstep: bool = True) -> dict[str, Any]:
-    """Run every job of the comparison (resuming finished or interrupted ones) and write the table.
-
-    Each teacher, and its granularity heads, is trained once per seed and loaded by the later
-    runs of that seed. With ``lockstep`` the runs of one pair and seed train their students
-    together, one teacher pass per batch feeding them all (:mod:`engine.lockstep`); each ends as
-    it would alone. A run that fails stops alone; a stop request ends the comparison (the same
-    command continues it)."""
-    from engine.lockstep import run_lockstep
-    from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, read_summary
-
-    subscribers = list(subscribers)
-    control = control or RunControl()
-    check_comparison(cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / CONFIG_FILE)
-    reuse = TeacherReuse()
-    plan = comparison_runs(cfg)
-    groups: dict[tuple, list] = {}
-    for folder, child in plan:
-        groups.setdefault(lockstep_group(child), []).append((folder, child))
-
-    done: dict[str, dict] = {}
-    count = 0
-    for jobs in groups.values():
-        if control.stop_requested:
-            break
-        pending = []
-        for folder, child in jobs:
-            count += 1
-            run_dir = out / folder
-            summary = read_summary(run_dir) if (run_dir / SUMMARY_FILE).exists() else {}
-            if summary.get("status") == "finished":
-                done[folder] = summary
-                reuse.remember(reuse.apply(child), run_dir)
-                continue
-            resume = (run_dir / CONFIG_FILE).exists()
-            for fn in subscribers:
-                fn(Log(f"comparison run {count}/{len(plan)}: {folder}" + (" (resumed)" if resume else "")))
-            pending.append((folder, child, run_dir, resume))
-        if not pending:
-            continue
-        batch = [(None, run_dir, True) if resume else (child, run_dir, False) for _, child, run_dir, resume in pending]
-        if lockstep:
-            summaries = run_lockstep(batch, subscribers_for=lambda job: subscribers, control=control,
-                                     before_open=reuse.before_open, after_open=reuse.after_open)
-        else:
-            summaries = []
-            for job in batch:
-                summaries += run_lockstep([job], subscribers_for=lambda job: subscribers, control=control,
-                                          before_open=reuse.before_open, after_open=reuse.after_open)
-        for (folder, *_), summary in zip(pending, summaries):
-            done[folder] = summary
-    summaries = [done[folder] for folder, _ in plan if folder in done]
+    folders = comparison_folders(folder)
+    summaries = [read_json(p / "summary.json") for p in folders]
     table = comparison_table(summaries)
-    paths = write_table(table, out)
+    table["runs"] = [{"folder": p.name, "status": s.get("status", "not begun"),
+                      "best_acc": (s.get("student") or {}).get("best_acc")} for p, s in zip(folders, summaries)]
+    paths = write_table(table, folder)
     table["files"] = {k: str(v) for k, v in paths.items()}
-    table["complete"] = len(summaries) == len(plan) and all(s.get("status") == "finished" for s in summaries)
     return table

@@ -12,7 +12,6 @@ models, whose steps are mostly overhead, are the hardest), shown as such.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 #: seconds an export takes per format (tracing, ONNX conversion and its check)
 EXPORT_SECONDS_PER_FORMAT = 2.0
@@ -129,37 +128,3 @@ def describe_estimate(estimate: dict[str, float]) -> str:
 
     parts = [f"{name} {format_duration(sec)}" for name, sec in estimate.items() if name != "total"]
     return f"expected run time on this machine: about {format_duration(estimate['total'])} ({', '.join(parts)})"
-
-
-def estimate_comparison(cfg) -> dict[str, Any]:
-    """Plan every job of a comparison (data loaded once) and estimate its time: each job's stages,
-    a teacher and its heads trained once per (teacher, seed) and loaded by the later jobs of that seed."""
-    from engine.compare import check_comparison, comparison_runs
-    from engine.config import resolve
-    from engine.run import plan_experiment
-    from engine.runtime import data_cache, select_device
-
-    check_comparison(cfg)
-    jobs, total = [], 0.0
-    trained_teachers: set[tuple] = set()
-    trained_heads: set[tuple] = set()
-    cache: dict[tuple, dict] = {}
-    with data_cache():
-        for folder, child in comparison_runs(cfg):
-            child = resolve(child)
-            shape_key = (child.teacher.arch, child.student.arch, child.distiller.name, child.granularity.mode,
-                         child.teacher.checkpoint)
-            if shape_key not in cache:  # the seed changes no stage's length or cost
-                plan = plan_experiment(child)
-                cache[shape_key] = {"plan": plan, "estimate": estimate_stages(plan, select_device(child.device)[0])}
-            est = dict(cache[shape_key]["estimate"])
-            key = (child.teacher.arch, child.seed)
-            # the comparison trains each teacher, and its heads, once per seed; later runs load them
-            for stage, done in (("teacher", trained_teachers), ("heads", trained_heads)):
-                if stage in est and not (stage == "teacher" and child.teacher.checkpoint):
-                    if key in done:
-                        est["total"] -= est.pop(stage)
-                    done.add(key)
-            jobs.append({"run": folder, "seconds": est["total"]})
-            total += est["total"]
-    return {"jobs": jobs, "total": total}

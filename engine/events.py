@@ -23,6 +23,9 @@ from typing import Any, Callable
 @dataclass(frozen=True)
 class Event:
     time: float = field(default_factory=time.time, kw_only=True)
+    #: the run's own clock when the event was emitted: seconds of this run's work over all its
+    #: sessions (waiting for another run of its group and pauses left out); set by the run's bus
+    elapsed: float | None = field(default=None, kw_only=True)
 
     @property
     def type(self) -> str:
@@ -161,6 +164,20 @@ class Exported(Event):
 
 
 @dataclass(frozen=True)
+class Progress(Event):
+    """Where the driver stands over all the runs it drives (one run, a group training together,
+    a whole comparison): decided by the engine, displayed as it is by the CLI and the studio."""
+
+    fraction: float  # 0..1 of the expected work
+    eta: float | None  # seconds of work left (None until the engine has timed some)
+    stage: str  # the stage in progress ("student", ...)
+    text: str  # e.g. "3 runs together · Student (4/6) · epoch 2/8 · step 9/23"
+    runs: int = 1  # runs in progress together
+    done_runs: int = 0  # runs of this driver that ended
+    total_runs: int = 1
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     run_dir: str
     summary: dict
@@ -179,7 +196,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (PlanReady, RunStarted, DatasetInfo, StageStarted, StepLosses, StageProgress, EpochEnd, Evaluation, HeadAccuracies, NoiseCurve,
-                CheckpointWritten, StageFinished, Log, Paused, Resumed, Exported, RunFinished, RunFailed)
+                CheckpointWritten, StageFinished, Log, Paused, Resumed, Exported, Progress, RunFinished, RunFailed)
 }
 
 
@@ -196,13 +213,16 @@ Subscriber = Callable[[Event], None]
 class EventBus:
     """Fans events out to subscribers; a failing subscriber is reported, not fatal."""
 
-    def __init__(self, subscribers: list[Subscriber] | None = None):
+    def __init__(self, subscribers: list[Subscriber] | None = None, clock: Callable[[], float] | None = None):
         self.subscribers: list[Subscriber] = list(subscribers or [])
+        self.clock = clock  # the run's own clock: stamps each event's ``elapsed``
 
     def subscribe(self, fn: Subscriber) -> None:
         self.subscribers.append(fn)
 
     def emit(self, event: Event) -> None:
+        if self.clock is not None and event.elapsed is None:
+            event = dataclasses.replace(event, elapsed=round(self.clock(), 3))
         for fn in list(self.subscribers):
             try:
                 fn(event)

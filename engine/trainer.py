@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,9 @@ from engine import distributed
 from engine.control import RunControl
 from engine.errors import CheckpointError, StopRequested, TrainingError
 from engine.events import CheckpointWritten, EpochEnd, Evaluation, EventBus, Paused, Resumed, StageStarted, StepLosses
+from engine.progress import Stopwatch
 from engine.runfolder import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from engine.teacher_pass import TeacherPass
 from engine.tracker import BestTracker
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -119,16 +121,15 @@ class StageTask:
 
 
 class Trainer:
-    """Runs a :class:`StageTask` for a schedule, with events, checkpoints and control.
+    """Runs :class:`StageTask` s for a schedule, with events, checkpoints and control.
 
-    :meth:`fit` drives one :class:`FitSession` over the loader; :mod:`engine.lockstep` drives
-    several sessions over one loader (students that share a teacher forward pass per batch).
+    :meth:`fit` trains one task; the driver (:mod:`engine.driver`) trains several students in
+    lockstep through the same loop, :func:`fit_sessions`, the engine's one batch loop.
     """
 
-    seconds_before = 0.0  # the stage's wall time in earlier sessions (resume)
-
     def __init__(self, *, bus: EventBus, control: RunControl, checkpoint_dir: Path, train_loader,
-                 classes: list[str], log_points: int = 25, precision: str = "fp32", channels_last: bool = False):
+                 classes: list[str], log_points: int = 25, precision: str = "fp32", channels_last: bool = False,
+                 clock: Stopwatch | None = None):
         self.classes = classes
         self.precision = precision  # "fp32", "bf16" or "fp16" (autocast; fp16 with a grad scaler)
         self.channels_last = channels_last
@@ -137,7 +138,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.loader = train_loader
         self.log_points = log_points  # StepLosses events per epoch
-        self._t_start = time.perf_counter()
+        self.run_clock = clock  # the run's own clock (stopped while paused)
 
     def checkpoint_path(self, task: StageTask) -> Path:
         return self.checkpoint_dir / f"{task.name}_last.pt"
@@ -148,39 +149,86 @@ class Trainer:
 
         ``seed`` seeds the global random generator at the start of the stage (what a baseline
         draws at random, such as CRD's negatives); its state is checkpointed with the stage, so
-        a resumed stage draws exactly what it would have drawn. ``self.seconds`` is then the
-        stage's wall time over every session.
+        a resumed stage draws exactly what it would have drawn.
         """
         session = self.session(task, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                milestones=milestones, gamma=gamma, seed=seed)
-        for epoch in range(session.start_epoch, epochs):
-            first = session.begin_epoch(epoch)
-            for step, (x, y, idx) in enumerate(self.loader.epoch(epoch, start_step=first), start=first + 1):
-                session.check_control(epoch, step)
-                session.step(step, x, y, idx)
-            session.end_epoch(epoch)
+        fit_sessions([session], self.loader, self.control, channels_last=self.channels_last)
         return session.history
 
     def session(self, task: StageTask, **schedule) -> "FitSession":
         """A :class:`FitSession` of ``task`` (resumed from its checkpoint if there is one)."""
         return FitSession(self, task, **schedule)
 
-    @property
-    def seconds(self) -> float:
-        """Wall time of the stage so far, over every session (resumes included)."""
-        return self.seconds_before + time.perf_counter() - self._t_start
+
+def fit_sessions(sessions: list, loader, control: RunControl, *, channels_last: bool = False,
+                 on_failure: Callable[[Any, BaseException], None] | None = None) -> list:
+    """The engine's one batch loop: every epoch, every batch once, for one session or for several
+    training together (students in lockstep, all at one position, on one loader). Per batch, one
+    :class:`TeacherPass` is shared by the tasks that use a frozen teacher, so the teacher (and its
+    heads) run once for all of them. A session whose step or evaluation raises is handed to
+    ``on_failure`` and dropped (raised when there is no handler); returns the sessions that
+    completed their schedule. Each session's stopwatch runs for the loop."""
+    alive = list(sessions)
+
+    def drop(session, exc: BaseException) -> None:
+        if on_failure is None:
+            raise exc
+        alive.remove(session)
+        session.stop_watch()
+        on_failure(session, exc)
+
+    for s in sessions:
+        s.start_watch()
+    try:
+        start_epoch, epochs = sessions[0].start_epoch, sessions[0].epochs
+        for epoch in range(start_epoch, epochs):
+            first_step = 0
+            for session in alive:
+                first_step = session.begin_epoch(epoch)
+            for step, (x, y, idx) in enumerate(loader.epoch(epoch, start_step=first_step), start=first_step + 1):
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                check_control(control, alive, epoch, step)  # pause; stop: all at once
+                shared = TeacherPass(x)
+                for session in list(alive):
+                    session.task.shared = shared
+                    try:
+                        session.step(step, x, y, idx)
+                    except Exception as exc:  # noqa: BLE001 - this session stops alone
+                        if on_failure is None or len(sessions) == 1:
+                            raise
+                        drop(session, exc)
+                    finally:
+                        session.task.shared = None
+                if not alive:
+                    return []
+            for session in list(alive):
+                try:
+                    session.end_epoch(epoch)
+                except Exception as exc:  # noqa: BLE001
+                    if on_failure is None or len(sessions) == 1:
+                        raise
+                    drop(session, exc)
+    finally:
+        for s in sessions:
+            s.stop_watch()
+    return alive
 
 
 def check_control(control: RunControl, sessions: list, epoch: int, step: int) -> None:
     """The pause and stop seam of one session, or of several training together (lockstep): while
-    paused, each session's events say Paused, then Resumed; on stop (in any process, when there
-    are several), every session writes its checkpoint before ``step``, so that all resume at
-    the same position, and StopRequested is raised."""
+    paused, each session's events say Paused, then Resumed, and no clock runs; on stop (in any
+    process, when there are several), every session writes its checkpoint before ``step``, so
+    that all resume at the same position, and StopRequested is raised."""
     if control.paused:
         for s in sessions:
+            s.stop_watch()
             s.bus.emit(Paused(s.task.name))
         while control.paused:
             control.wait_while_paused(0.2)
+        for s in sessions:
+            s.start_watch()
         if not control.stop_requested:
             for s in sessions:
                 s.bus.emit(Resumed(s.task.name))
@@ -194,9 +242,9 @@ def check_control(control: RunControl, sessions: list, epoch: int, step: int) ->
 
 
 class FitSession:
-    """One stage's training in progress: optimiser, schedule, position, running sums, events and
-    checkpoints; the loop feeds it batches (:meth:`step`) between :meth:`begin_epoch` and
-    :meth:`end_epoch`.
+    """One stage's training in progress: optimiser, schedule, position, running sums, time, events
+    and checkpoints; the loop (:func:`fit_sessions`) feeds it batches (:meth:`step`) between
+    :meth:`begin_epoch` and :meth:`end_epoch`.
 
     ``own_rng``: keep the stage's own random-generator state and switch to it around each step
     (several sessions in one loop, :mod:`engine.lockstep`), so each draws exactly what it would
@@ -214,8 +262,7 @@ class FitSession:
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=trainer.precision == "fp16")
         self.history: list[dict] = []
         self.start_epoch, self.start_step = 0, 0
-        trainer.seconds_before = 0.0
-        trainer._t_start = time.perf_counter()
+        self.watch = Stopwatch()  # the stage's own time, over sessions (its checkpoint carries it)
         self.own_rng = own_rng
         outer = torch.get_rng_state() if own_rng else None
         ckpt_path = trainer.checkpoint_path(task)
@@ -227,7 +274,7 @@ class FitSession:
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.history = list(state.get("history", []))
                 self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
-                trainer.seconds_before = float(state.get("seconds", 0.0))
+                self.watch.before = float(state.get("seconds", 0.0))
                 if state.get("rng") is not None:
                     torch.set_rng_state(state["rng"])
                 if state.get("rng_cuda") is not None and torch.cuda.is_available():
@@ -246,6 +293,26 @@ class FitSession:
                                    parameters=sum(p.numel() for p in params)))
         self.log_every = max(1, self.steps // trainer.log_points)
 
+    # -- time --------------------------------------------------------------------------------
+    @property
+    def seconds(self) -> float:
+        """The stage's wall time so far, over every session (resumes included), pauses left out."""
+        return self.watch.seconds
+
+    @property
+    def seconds_before(self) -> float:
+        return self.watch.before
+
+    def start_watch(self) -> None:
+        self.watch.start()
+        if self.trainer.run_clock is not None:
+            self.trainer.run_clock.start()
+
+    def stop_watch(self) -> None:
+        self.watch.stop()
+        if self.trainer.run_clock is not None:
+            self.trainer.run_clock.stop()
+
     # -- the loop's seams ------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> int:
         """Set the epoch's learning rate and modes; returns the step to start from (resume)."""
@@ -263,10 +330,6 @@ class FitSession:
         self.window_n = 0
         self.first_step = self.start_step if epoch == self.start_epoch else 0
         return self.first_step
-
-    def check_control(self, epoch: int, step: int) -> None:
-        """Wait while paused; on stop, write a checkpoint before ``step`` and raise StopRequested."""
-        check_control(self.trainer.control, [self], epoch, step)
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         """One optimisation step on a batch, with the running sums and a StepLosses event at log points."""
@@ -339,7 +402,7 @@ class FitSession:
 
     def save(self, epoch: int, step: int) -> Path:
         rng = self.rng if self.own_rng else torch.get_rng_state()
-        state = stage_state(self.task, self.history, self.trainer.seconds,
+        state = stage_state(self.task, self.history, self.seconds,
                             epoch=epoch,  # epochs completed (or the epoch in progress when step > 0)
                             step=step,  # steps completed within that epoch
                             optimizer=self.optimizer.state_dict(), rng=rng,

@@ -6,8 +6,7 @@ import json
 
 import torch
 
-from engine.lockstep import run_lockstep
-from engine.run import run_experiment
+from engine.run import RunSpec, run_experiment, run_group
 from engine.runfolder import load_checkpoint
 from tests.engine.conftest import tiny_config
 
@@ -26,6 +25,12 @@ def _children(tmp_path):
             for name, mode in STUDENTS]
 
 
+def run_lockstep(jobs, subscribers_for=lambda job: [], control=None):
+    """The jobs ((config, folder, resume)) as one group of the driver."""
+    return run_group([RunSpec(cfg, d, resume=resume, subscribers=subscribers_for((cfg, d, resume)))
+                      for cfg, d, resume in jobs], control=control)
+
+
 def _student(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "student.pt")["modules"]["student"]
 
@@ -35,7 +40,7 @@ def test_students_in_lockstep_end_bit_identical_to_their_runs_alone(tmp_path):
     for i, cfg in enumerate(configs):
         run_experiment(cfg, run_dir=tmp_path / f"alone{i}")
     passes = {"n": 0}
-    from engine.lockstep import TeacherPass
+    from engine.teacher_pass import TeacherPass
 
     real = TeacherPass.teacher
 
