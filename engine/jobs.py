@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ExperimentConfig
+from engine.runfolder import atomic_write
 
 #: the job record in a comparison's run folder
 JOB_FILE = "job.json"
@@ -73,8 +74,6 @@ class Job:
 
 def write_job(run_dir: str | Path, job: Job, comparison_dir: str | Path | None = None) -> None:
     """Record in ``run_dir`` which job of which comparison it is (atomically)."""
-    from engine.runfolder import atomic_write
-
     atomic_write(Path(run_dir) / JOB_FILE, json.dumps(job.record(comparison_dir), indent=1))
 
 

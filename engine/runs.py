@@ -2,8 +2,9 @@
 
 A run folder (written by :func:`engine.run.run_experiment`) holds ``config.yaml``,
 ``metrics.jsonl``, ``summary.json``, ``checkpoints/`` and ``export/``. A comparison folder
-(written by :func:`engine.compare.run_comparison`) holds the comparison's ``config.yaml``
-and one run folder per job, ``s<seed>-<baseline>-<mode>``. This module reads them without
+(written by :class:`engine.comparison.Comparison`) holds the comparison's ``config.yaml``, its
+job list and one run folder per job, each with its job record (``job.json``: pair, seed,
+baseline, mode); folder names are for people and are never parsed. This module reads them without
 Qt, for the GUI's runs panel and for scripts. Listing runs imports no torch;
 :func:`export_run` does (it rebuilds the student).
 """
@@ -11,7 +12,6 @@ Qt, for the GUI's runs panel and for scripts. Listing runs imports no torch;
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,11 +19,9 @@ from typing import Any, Iterable
 import yaml
 
 from engine.errors import CheckpointError, InputError
+from engine.jobs import JOB_FILE, Job, read_job
 from engine.runfolder import (ANNOTATION_FILE, CARD_FILE, CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, METRICS_FILE,
                               SUMMARY_FILE, checkpoint_path, load_checkpoint, read_json)
-
-#: the name of a run folder inside a comparison folder (see engine.compare.comparison_runs)
-COMPARISON_JOB = re.compile(r"s\d+-[^-]+-[^-]+")
 
 #: statuses after which ``run_experiment(resume=True)`` can continue the run
 RESUMABLE = ("stopped", "failed", "running", "unknown")
@@ -56,6 +54,7 @@ class RunInfo:
     experiment: str = ""  # the experiment's own name (``name`` is the user's name for the run, if given)
     note: str = ""  # the user's note about the run
     renamed: bool = False  # the user gave the run a name of its own
+    job: Job | None = None  # which job of its comparison the run is (its job.json record)
 
     @property
     def label(self) -> str:
@@ -134,20 +133,31 @@ def _run_info(path: Path, comparison: dict[str, Any] | None) -> RunInfo:
 
 
 def _comparison_of(path: Path) -> dict[str, Any]:
-    """``comparison`` and ``comparison_dir`` of a run folder inside a comparison folder."""
+    """``comparison``, ``comparison_dir`` and ``job`` of a run folder inside a comparison folder."""
     parent = path.parent
-    if not (COMPARISON_JOB.fullmatch(path.name) and (parent / CONFIG_FILE).is_file()):
+    job = read_job(path)
+    if job is None and not _is_comparison(parent):
         return {}
-    return {"comparison": str(_read_yaml(parent / CONFIG_FILE).get("name") or parent.name), "comparison_dir": parent}
+    name = job.comparison if job is not None and job.comparison else None
+    return {"comparison": str(name or _read_yaml(parent / CONFIG_FILE).get("name") or parent.name),
+            "comparison_dir": parent, "job": job}
+
+
+def _is_comparison(folder: Path) -> bool:
+    return bool((_read_yaml(folder / CONFIG_FILE).get("comparison") or {}).get("baselines"))
 
 
 def _comparison_jobs(folder: Path) -> list[Path]:
-    """The run folders of a comparison folder (none for an ordinary run folder)."""
+    """The run folders of a comparison folder that have begun (none for an ordinary run folder): those
+    with a job record; in a comparison folder written before job records, every run folder in it."""
     try:
-        children = list(folder.iterdir())
+        children = [c for c in folder.iterdir() if c.is_dir() and (c / CONFIG_FILE).is_file()]
     except OSError:
         return []
-    return [c for c in children if COMPARISON_JOB.fullmatch(c.name) and c.is_dir() and (c / CONFIG_FILE).is_file()]
+    recorded = [c for c in children if (c / JOB_FILE).is_file()]
+    if recorded or not children:
+        return recorded
+    return children if _is_comparison(folder) else []
 
 
 def list_runs(root: str | Path) -> list[RunInfo]:
@@ -165,8 +175,8 @@ def list_runs(root: str | Path) -> list[RunInfo]:
         jobs = _comparison_jobs(child)
         if jobs:
             name = _read_yaml(child / CONFIG_FILE).get("name") or child.name
-            comparison = {"comparison": str(name), "comparison_dir": child}
-            runs.extend(_run_info(job, comparison) for job in jobs)
+            for job in jobs:
+                runs.append(_run_info(job, {"comparison": str(name), "comparison_dir": child, "job": read_job(job)}))
             continue
         info = _run_info(child, {})
         if not (info.config.get("comparison") or {}).get("baselines"):  # else a comparison with no run yet

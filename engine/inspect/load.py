@@ -215,16 +215,31 @@ def load_run_models(run_dir: str | Path) -> RunModels:
         notes.append("teacher: none in this run (the student was trained without one)")
 
     # -- the teacher's granularity heads (each at its best epoch) ---------------------------
+    # its own heads.pt, or the heads the run loaded (trained by another run of its comparison)
     heads_file = ckpt / "heads.pt"
-    if models.teacher is not None and heads_file.is_file():
-        state = _state(heads_file, "heads")
+    borrowed = not heads_file.is_file() and bool(cfg.granularity.checkpoint)
+    if borrowed:
+        heads_file = Path(cfg.granularity.checkpoint).expanduser()
+        if not heads_file.is_absolute() and not heads_file.is_file():
+            heads_file = path / heads_file
+    if models.teacher is not None and cfg.granularity.mode != "off" and heads_file.is_file():
         try:
-            heads_weights = state["modules"]["heads"]
-        except (KeyError, TypeError):
-            raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio") from None
-        heads = GranularityHeads(models.teacher.feature_dim, num_classes, pairs)
-        _load(heads, heads_weights, heads_file)
-        models.teacher_heads = freeze(heads)
+            state = _state(heads_file, "heads")
+            try:
+                heads_weights = state["modules"]["heads"]
+            except (KeyError, TypeError):
+                raise CheckpointError(f"{heads_file}: not a heads checkpoint of MGD Studio") from None
+            heads = GranularityHeads(models.teacher.feature_dim, num_classes, pairs)
+            _load(heads, heads_weights, heads_file)
+        except CheckpointError as exc:
+            if not borrowed:
+                raise
+            notes.append(f"granularity heads: the run loaded them from {cfg.granularity.checkpoint}, which "
+                         f"cannot be read now ({exc})")
+        else:
+            models.teacher_heads = freeze(heads)
+    elif borrowed and models.teacher is not None and cfg.granularity.mode != "off":
+        notes.append(f"granularity heads: the run loaded them from {cfg.granularity.checkpoint}, which is gone")
     elif cfg.granularity.mode == "off":
         notes.append("granularity heads: none (MGD off in this run)")
     return models

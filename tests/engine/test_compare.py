@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from engine.cli import EXIT_OK, main
-from engine.compare import comparison_runs, comparison_table, to_csv, to_markdown
+from engine.compare import comparison_table, to_csv, to_markdown
+from engine.jobs import comparison_jobs
 from engine.config import save_config, set_value
 from tests.engine.conftest import tiny_config
 
@@ -61,6 +62,10 @@ def test_other_data_sets_show_no_paper_numbers():
     table = comparison_table([fake("kd", "off", 70.0, dataset="demo"), fake("kd", "stable", 71.0, dataset="demo")])
     assert table["rows"][0]["off"]["paper"] is None
     assert "| - | - |" in to_markdown(table)
+
+
+def comparison_runs(cfg):
+    return [(job.folder, job.config) for job in comparison_jobs(cfg)]
 
 
 def test_plan_resets_weights_per_baseline():
@@ -130,7 +135,7 @@ def test_a_difference_below_one_test_image_is_never_significant():
 
 
 def test_pairs_and_published_teachers(tmp_path):
-    from engine.compare import check_comparison
+    from engine.comparison import check_comparison
     from engine.errors import InputError
 
     cfg = set_value(tiny_config(), "comparison.baselines", ["kd", "dkd"])
@@ -139,6 +144,8 @@ def test_pairs_and_published_teachers(tmp_path):
                                               {"teacher": "wrn_40_2", "student": "wrn_16_2"}])
     plan = dict(comparison_runs(cfg))
     assert len(plan) == 2 * 3  # per pair: the student alone, kd and dkd with MGD off
+    job = next(j for j in comparison_jobs(cfg) if j.folder == "wrn_40_2-wrn_16_2-s0-dkd-off")  # typed, never parsed
+    assert (job.teacher, job.student, job.seed, job.baseline, job.mode) == ("wrn_40_2", "wrn_16_2", 0, "dkd", "off")
     dkd = plan["wrn_40_2-wrn_16_2-s0-dkd-off"]
     assert (dkd.teacher.arch, dkd.student.arch) == ("wrn_40_2", "wrn_16_2")
     from engine.config import resolve
