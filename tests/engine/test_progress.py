@@ -1,0 +1,107 @@
+"""The engine's progress model: each kind of work timed on its own, the ETA from the first epoch on."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.progress import Stopwatch, WorkItem, WorkProgress, timing
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _train(progress, run, stage, clock, epochs, steps, step_seconds, start_epoch=0):
+    progress.update(run, {"event": "StageStarted", "stage": stage, "epochs": epochs, "steps_per_epoch": steps,
+                          "start_epoch": start_epoch})
+    for epoch in range(start_epoch + 1, epochs + 1):
+        for step in range(1, steps + 1):
+            clock.t += step_seconds
+            progress.update(run, {"event": "StepLosses", "stage": stage, "epoch": epoch, "step": step, "steps": steps})
+        yield epoch
+        progress.update(run, {"event": "EpochEnd", "stage": stage, "epoch": epoch, "epochs": epochs})
+    progress.update(run, {"event": "StageFinished", "stage": stage})
+
+
+def test_the_eta_prices_each_kind_at_its_own_rate_including_forecast_groups():
+    """A comparison of two seeds: a loaded teacher (cheap batches), heads (1 s a step), a shared
+    student stage (10 s a step); the second seed is forecast from the first."""
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.total_runs = 4
+    kinds = {"teacher": ("teacher", "load"), "heads": ("heads", "train")}
+    for seed in (0, 1):
+        p.declare(WorkItem(key=((seed, 0), "teacher"), stage="teacher", kind=kinds["teacher"], units=10,
+                           runs=((seed, 0),), forecast=seed == 1))
+        p.declare(WorkItem(key=((seed, 0), "heads"), stage="heads", kind=kinds["heads"], units=20,
+                           runs=((seed, 0),), forecast=seed == 1))
+        p.declare(WorkItem(key=("group", seed), stage="student", kind=("student", "train", "lockstep"), units=50,
+                           runs=((seed, 0), (seed, 1)), forecast=seed == 1))
+    run = (0, 0)
+    p.update(run, {"event": "StageStarted", "stage": "teacher", "epochs": 1, "steps_per_epoch": 10})
+    for i in range(1, 11):
+        clock.t += 0.1
+        p.update(run, {"event": "StageProgress", "stage": "teacher", "done": i, "total": 10})
+    p.update(run, {"event": "StageFinished", "stage": "teacher"})
+    for _ in _train(p, run, "heads", clock, 2, 10, 1.0):
+        pass
+    truth_after = {}
+    for epoch in _train(p, run, "student", clock, 5, 10, 10.0):
+        eta = p.remaining_seconds()
+        # left: this seed's student epochs, then seed 1: teacher 1 s, heads 20 s, student 500 s
+        truth = (5 - epoch) * 100 + 1 + 20 + 500
+        truth_after[epoch] = (eta, truth)
+    for epoch, (eta, truth) in truth_after.items():
+        assert eta == pytest.approx(truth, rel=0.25), epoch  # from the first epoch on
+    assert truth_after[1][0] == pytest.approx(truth_after[1][1], rel=0.02)
+    assert p.fraction() > 0.4
+
+
+def test_an_unmeasured_kind_is_priced_from_its_estimate_scaled_by_measured_work():
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.total_runs = 1
+    p.declare(WorkItem(key=("r", "teacher"), stage="teacher", kind=("teacher", "train"), units=20, estimate=10.0,
+                       runs=("r",)))
+    p.declare(WorkItem(key=("r", "student"), stage="student", kind=("student", "train"), units=20, estimate=30.0,
+                       runs=("r",)))
+    gen = _train(p, "r", "teacher", clock, 2, 10, 1.0)  # really 1 s a step: twice the estimate (0.5)
+    next(gen)
+    # left: 10 teacher steps at 1 s, and the student: estimated 30 s, corrected by the measured 2x
+    assert p.remaining_seconds() == pytest.approx(10 + 60, rel=0.05)
+
+
+def test_pauses_are_no_ones_time():
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.declare(WorkItem(key=("r", "teacher"), stage="teacher", kind=("teacher", "train"), units=20, runs=("r",)))
+    gen = _train(p, "r", "teacher", clock, 2, 10, 1.0)
+    next(gen)
+    p.update("r", {"event": "Paused", "stage": "teacher"})
+    clock.t += 1000
+    p.update("r", {"event": "Resumed", "stage": "teacher"})
+    assert p.remaining_seconds() == pytest.approx(10, rel=0.05)
+    watch = Stopwatch(before=5.0, clock=clock)
+    with timing(watch):
+        clock.t += 2
+    clock.t += 50  # not running: not counted
+    assert watch.seconds == pytest.approx(7.0)
+
+
+def test_the_stage_counter_is_the_groups():
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.total_runs = 2
+    for run in ("alone", "kd"):
+        p.declare(WorkItem(key=(run, "evaluate"), stage="evaluate", kind=("evaluate", "evaluate"), units=3,
+                           runs=(run,)))
+    p.declare(WorkItem(key=("kd", "teacher"), stage="teacher", kind=("teacher", "train"), units=3, runs=("kd",)))
+    p.declare(WorkItem(key=("g", "student"), stage="student", kind=("student", "train"), units=3,
+                       runs=("alone", "kd")))
+    for run in ("alone", "kd", "alone"):
+        p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 1, "step": 1, "steps": 3})
+        assert "Student (2/3)" in p.text()  # whichever run reported last
