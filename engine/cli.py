@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             printer = ProgressPrinter(sys.stderr if distributed.is_main() else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
+                if distributed.world()[1] > 1:  # started by torchrun: each process would run every job
+                    raise InputError("comparisons run in one process (their students train in lockstep); start "
+                                     "mgd-train CONFIG without torchrun, or drop comparison.baselines")
                 from engine.compare import to_markdown
                 from engine.comparison import run_comparison
                 from engine.runtime import default_run_dir

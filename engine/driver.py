@@ -308,8 +308,19 @@ class Driver:
             kind = (s.name, s.action) + (shape[:4] if s.name not in ("teacher", "heads") else shape[:1])
             items.append((s.name, kind, float(s.units), estimate.get(s.name), s.done))
         self._templates.setdefault(shape, [(n, k, u, e) for n, k, u, e, _ in items])
+        gi = rid[0]
+        together = self.lockstep and group_size > 1
         for name, kind, units, est, done in items:
             if done:
+                continue
+            if together and name == "student":  # one item for the group's shared stage
+                key = ("group", gi, tuple((gi, j) for j in range(group_size)))
+                group = self.progress.items.get(key)
+                if group is None:
+                    self.progress.declare(WorkItem(key=key, stage=name, kind=("student", "train", "lockstep"),
+                                                   units=units, estimate=est, runs=key[2], forecast=True))
+                elif group.forecast and group.estimate is None and est is not None:
+                    group.estimate = est
                 continue
             self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                            runs=(rid,)))

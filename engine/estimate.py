@@ -121,10 +121,3 @@ def estimate_stages(plan, device) -> dict[str, float]:
             out[s.name] = EXPORT_SECONDS_PER_FORMAT * max(1, s.units - 1)
     out["total"] = sum(out.values())
     return out
-
-
-def describe_estimate(estimate: dict[str, float]) -> str:
-    from engine.plan import format_duration
-
-    parts = [f"{name} {format_duration(sec)}" for name, sec in estimate.items() if name != "total"]
-    return f"expected run time on this machine: about {format_duration(estimate['total'])} ({', '.join(parts)})"

@@ -129,10 +129,14 @@ class Plan:
         for w in self.warnings:
             lines.append(f"warning: {w}")
         if self.estimate:
-            from engine.estimate import describe_estimate
-
             lines.append(describe_estimate(self.estimate))
         return "\n".join(lines)
+
+
+def describe_estimate(estimate: dict[str, float]) -> str:
+    """One line of a plan's expected time per stage (``engine.estimate.estimate_stages``)."""
+    parts = [f"{name} {format_duration(sec)}" for name, sec in estimate.items() if name != "total"]
+    return f"expected run time on this machine: about {format_duration(estimate['total'])} ({', '.join(parts)})"
 
 
 def format_duration(seconds: float) -> str:

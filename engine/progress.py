@@ -146,7 +146,8 @@ class WorkProgress:
     def merge(self, key: Hashable, stage: str, runs: list, kind: Hashable) -> WorkItem:
         """One item for a stage that ``runs`` train together (the student stage in lockstep),
         replacing their own items of that stage."""
-        parts = [self.items[self.stage_of[(r, stage)]] for r in runs if (r, stage) in self.stage_of]
+        parts = list({id(p): p for p in (self.items.get(self.stage_of[(r, stage)]) for r in runs
+                                         if (r, stage) in self.stage_of) if p is not None}.values())
         units = max((p.units for p in parts), default=0.0)
         done = max((p.done for p in parts), default=0.0)
         estimates = [p.estimate for p in parts if p.estimate is not None]

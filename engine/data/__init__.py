@@ -16,11 +16,8 @@ first use (PEP 562), so the GUI can list the data sets without paying for ``impo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from engine.data.names import DATASETS
 from engine.lazy import lazy_attributes
-
-DATASETS = ("demo", "cifar10", "cifar100", "imagefolder")
 
 # public name -> submodule that defines it
 _LAZY = {
@@ -42,16 +39,5 @@ _LAZY = {
 }
 
 __all__ = ["DATASETS", *_LAZY]
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from engine.data.augment import (center_crop, derive_seed, draw_augmentation, draw_resized_crops, random_crop,
-                                     random_flip, resized_crop)
-    from engine.data.bundle import DatasetBundle, channel_stats
-    from engine.data.demo import digits_path
-    from engine.data.load import load_dataset
-    from engine.data.factory import make_loader
-    from engine.data.loader import BatchLoader
-    from engine.data.stream import FileImages, StreamLoader
-
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.data import DATASETS
+from engine.data.names import DATASETS
 from engine.errors import DataError
 
 #: image folders of this side or more get the random resized crop with ``augment="auto"``
