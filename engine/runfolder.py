@@ -133,12 +133,17 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code), on the CPU."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code), on the CPU, once its
+    archive is verified (:func:`engine.verify.check_archive`: the CRC-32 of each record, and
+    no more bytes declared than the file can hold)."""
     import torch
+
+    from engine.verify import check_archive
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
