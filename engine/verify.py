@@ -67,7 +67,7 @@ def check_archive(path: str | Path, needed_bytes: int | None = None) -> None:
             if declared > INFLATE_LIMIT * size + _SLACK:
                 raise CheckpointError(f"{path}: the archive declares {declared:,} bytes in a {size:,}-byte file; "
                                       "refused before unpacking (not a file torch.save writes)")
-            if needed_bytes is not None and declared > 64 * needed_bytes + 64 * _SLACK:
+            if needed_bytes is not None and declared > 64 * needed_bytes + 16 * _SLACK:
                 raise CheckpointError(f"{path}: the archive declares {declared:,} bytes for weights of "
                                       f"{needed_bytes:,} bytes; refused before unpacking")
             damaged = archive.testzip()  # reads every record and compares its CRC-32
