@@ -2,12 +2,14 @@
 
 Accepted files: anything ``torch.load(..., weights_only=True)`` reads (so no pickled
 code runs; :data:`SAFE_CLASSES` are the only classes beyond torch's own it may rebuild, so
-RepDistiller's ``<arch>_last.pth``, which holds its ``argparse.Namespace`` options, loads), or a ``.safetensors`` file, holding a state dict, either plain or under one of the keys ``model``,
+RepDistiller's ``<arch>_last.pth``, which holds its ``argparse.Namespace`` options, loads),
+or a ``.safetensors`` file, holding a state dict, either plain or under one of the keys ``model``,
 ``state_dict``, ``net`` or ``model_state_dict`` (RepDistiller and the MGD authors save
 ``{"model": state_dict, "epoch": ..., "accuracy": ...}``). Wrapper prefixes such as
 ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) are stripped, and the
 ``student.`` / ``teacher.`` part of a whole distiller's state dict is picked out when it
-fits. Then the weights load strictly. Every failure is a one-line
+fits. The archive and the tensors are verified first (:mod:`engine.verify`: CRC-32, declared
+sizes, dense finite bounded weights). Then the weights load strictly. Every failure is a one-line
 :class:`engine.errors.CheckpointError`.
 """
 

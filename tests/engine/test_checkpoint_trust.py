@@ -237,6 +237,22 @@ def test_a_file_declaring_far_more_than_the_model_is_refused(tmp_path):
     check_archive(path, needed_bytes=1 << 20)
 
 
+def test_the_engine_writes_a_digest_even_when_torchs_crc_is_off(tmp_path, monkeypatch):
+    from engine.verify import check_archive
+
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        save_checkpoint({"w": torch.ones(256)}, tmp_path / "ours.pt")
+        torch.save({"w": torch.ones(256)}, tmp_path / "theirs.pt")
+    finally:
+        torch.serialization.set_crc32_options(crc)
+    invert_middle(tmp_path / "ours.pt", n=8)
+    with pytest.raises(CheckpointError, match="CRC-32"):
+        load_checkpoint(tmp_path / "ours.pt")
+    check_archive(tmp_path / "theirs.pt")  # no digest to check: loads as torch.load would
+
+
 # ----------------------------------------------------------------------------- RepDistiller's files
 
 
