@@ -329,29 +329,27 @@ class Driver:
     def _forecast(self) -> None:
         """Forecast items for every run not opened yet whose shape has been seen."""
         for gi, group in enumerate(self.groups):
+            lockstep = self.lockstep and len(group) > 1
             for si, spec in enumerate(group):
                 rid = (gi, si)
                 if any(k[0] == rid for k in self.progress.items if isinstance(k, tuple) and len(k) == 2) \
                         or rid in self.progress.ended or rid in self.progress.active_runs:
                     continue
                 template = self._templates.get(self._shapes.get(id(spec)))
-                if template is None:
-                    continue
-                lockstep = self.lockstep and len(group) > 1
-                for name, kind, units, est in template:
+                for name, kind, units, est in template or ():
                     if lockstep and name == "student":
                         continue
                     self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                                    runs=(rid,), forecast=True))
-                if lockstep:
-                    comp = tuple(sorted(map(str, (self._shapes.get(id(s)) for s in group))))
-                    known = self._group_templates.get(comp)
-                    if known is not None:
-                        kind, units, est = known
-                        key = ("group", gi, tuple((gi, j) for j in range(len(group))))
-                        if key not in self.progress.items:
-                            self.progress.declare(WorkItem(key=key, stage="student", kind=kind, units=units,
-                                                           estimate=est, runs=key[2], forecast=True))
+            if lockstep:  # the group's shared student stage, as an earlier group of the same runs trained it
+                comp = tuple(sorted(map(str, (self._shapes.get(id(s)) for s in group))))
+                known = self._group_templates.get(comp)
+                key = ("group", gi, tuple((gi, j) for j in range(len(group))))
+                if known is not None and (key not in self.progress.items or self.progress.items[key].forecast
+                                          and self.progress.items[key].kind != known[0]):
+                    kind, units, est = known
+                    self.progress.declare(WorkItem(key=key, stage="student", kind=kind, units=units,
+                                                   estimate=est, runs=key[2], forecast=True))
 
     def _group_kind(self, members: list, ready: dict) -> tuple:
         group = self.groups[self._ids[id(ready[members[0]][1])][0]]

@@ -35,6 +35,7 @@ from engine.runfolder import (CHECKPOINT_DIR, CONFIG_FILE, ERROR_FILE, EXPORT_DI
                               now_iso, read_summary, remove_orphans, save_checkpoint, write_summary)
 from engine.runtime import (augmentation, count_parameters, default_run_dir, load_data, peak_memory, select_device,
                             speed_settings)
+from engine.verify import check_heads_state, check_run_checkpoints, check_stage_state
 
 #: Seed offsets. Every module's initialisation and every stage's random draws depend on the
 #: experiment's seed and their role alone, so skipping or adding a stage (a loaded teacher,
@@ -186,6 +187,8 @@ class ExperimentRun:
         for stage in self.stages:
             stage.plan.done = bool(self.run_dir and stage.plan.checkpoint
                                    and (self.run_dir / stage.plan.checkpoint).is_file())
+        if self.run_dir is not None:  # a resumed run: what it continues from is checked before any training
+            check_run_checkpoints(self.run_dir, [s.plan for s in self.stages])
 
         heads = [{"dim": h.dim, "temperature": h.temperature} for h in cfg.granularity.heads] \
             if cfg.granularity.mode != "off" else []
@@ -468,6 +471,7 @@ class ExperimentRun:
         state = load_checkpoint(final)
         if not isinstance(state, dict) or state.get("stage") != stage.name:
             raise CheckpointError(f"{final}: not a final checkpoint of the {stage.name} stage")
+        check_stage_state(state, final, stage.name, stage.plan.epochs, stage.plan.steps_per_epoch, final=True)
         try:
             stage.task.load_state_dict(state)
         except (KeyError, TypeError, RuntimeError) as exc:
@@ -556,11 +560,9 @@ class ExperimentRun:
         return {"test_acc": entry["test_acc"]}
 
     def _load_heads_weights(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        weights, tracker = check_heads_state(load_checkpoint(path), path)
         try:
-            weights = state["modules"]["heads"] if isinstance(state, dict) and "modules" in state else state
             self.teacher_heads.load_state_dict(weights)
-            tracker = state.get("tracker") or {} if isinstance(state, dict) else {}
             # the epoch each head was kept from, in the run that trained it
             self.loaded_head_epochs = [int((tracker.get(f"head{i + 1}") or {}).get("epoch") or 0)
                                        for i in range(len(self.teacher_heads))]

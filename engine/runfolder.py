@@ -124,21 +124,35 @@ def read_json(path: str | Path) -> dict:
 
 def save_checkpoint(obj: Any, path: str | Path) -> Path:
     """``torch.save`` ``obj`` to ``path`` atomically (serialised in memory first, so a full disk
-    is reported as such rather than as a serialiser error)."""
+    is reported as such rather than as a serialiser error), with the CRC-32 of every record of
+    its zip archive, which :func:`load_checkpoint` verifies (see :mod:`engine.verify`)."""
     import torch
 
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    options = torch.serialization
+    crc_was = options.get_crc32_options() if hasattr(options, "get_crc32_options") else True
+    if not crc_was:  # someone switched torch's CRC-32 off in this process: the digest is not optional here
+        options.set_crc32_options(True)
+    try:
+        torch.save(obj, buffer)
+    finally:
+        if not crc_was:
+            options.set_crc32_options(False)
     return atomic_write(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code), on the CPU."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code), on the CPU, once its
+    archive is verified (:func:`engine.verify.check_archive`: the CRC-32 of each record, and
+    no more bytes declared than the file can hold)."""
     import torch
+
+    from engine.verify import check_archive
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types

@@ -26,6 +26,7 @@ from engine.progress import Stopwatch
 from engine.runfolder import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from engine.teacher_pass import TeacherPass
 from engine.tracker import BestTracker
+from engine.verify import check_stage_state
 
 # ----------------------------------------------------------------------------- checkpoints
 
@@ -267,14 +268,17 @@ class FitSession:
         outer = torch.get_rng_state() if own_rng else None
         ckpt_path = trainer.checkpoint_path(task)
         torch.manual_seed(seed)
+        self.partial = None  # the running sums of the interrupted epoch resumed (see save)
         if ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
+            check_stage_state(state, ckpt_path, task.name, epochs, len(trainer.loader), final=False)
             try:
                 task.load_state_dict(state)
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.history = list(state.get("history", []))
                 self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
                 self.watch.before = float(state.get("seconds", 0.0))
+                self.partial = state.get("partial") if self.start_step else None
                 if state.get("rng") is not None:
                     torch.set_rng_state(state["rng"])
                 if state.get("rng_cuda") is not None and torch.cuda.is_available():
@@ -329,6 +333,13 @@ class FitSession:
         self.seen = 0
         self.window_n = 0
         self.first_step = self.start_step if epoch == self.start_epoch else 0
+        self.steps_before = 0  # steps of this epoch whose sums were restored from the checkpoint
+        if self.first_step and self.partial:  # resumed mid-epoch: its sums so far, as if never stopped
+            p = self.partial
+            self.sums = {k: float(v) for k, v in p["sums"].items()}
+            self.steps_before = int(p["steps"])
+            if distributed.world()[0] == 0:  # counts are summed over the processes at the epoch's end
+                self.correct, self.seen = float(p["correct"]), int(p["seen"])
         return self.first_step
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
@@ -381,7 +392,7 @@ class FitSession:
             self.correct, self.seen = float(counts[0]), int(counts[1])
         task_eval = task.evaluate(epoch + 1)
         confusion = task_eval.pop("confusion", None)
-        n_steps = max(1, self.steps - self.first_step)
+        n_steps = max(1, self.steps - self.first_step + self.steps_before)
         record = {
             "epoch": epoch + 1,
             "losses": {k: v / n_steps for k, v in self.sums.items()},
@@ -400,6 +411,24 @@ class FitSession:
         path = self.save(epoch + 1, 0)
         self.bus.emit(CheckpointWritten(task.name, str(path), epoch + 1))
 
+    def running_sums(self, step: int) -> dict[str, Any]:
+        """The interrupted epoch's sums after ``step`` steps (losses of the whole batch, correct
+        and seen over every process), which a resumed session continues (:meth:`begin_epoch`)
+        so that the epoch's record equals an uninterrupted one's."""
+        sums = dict(self.sums)
+        window = {k: float(v) for k, v in self.window.items()}
+        counts = [float(self.correct), float(self.seen)]
+        if distributed.active():  # collective: every process saves at the same step
+            keys = list(window)
+            total = distributed.reduce_sum(torch.tensor(counts + [window[k] for k in keys], dtype=torch.float64,
+                                                        device=self.params[0].device if self.params else "cpu"))
+            counts = [float(total[0]), float(total[1])]
+            window = {k: float(v) / distributed.world()[1] for k, v in zip(keys, total[2:])}
+        for k, v in window.items():
+            sums[k] = sums.get(k, 0.0) + v
+        return {"sums": sums, "correct": counts[0], "seen": int(counts[1]),
+                "steps": step - self.first_step + self.steps_before}
+
     def save(self, epoch: int, step: int) -> Path:
         rng = self.rng if self.own_rng else torch.get_rng_state()
         state = stage_state(self.task, self.history, self.seconds,
@@ -407,5 +436,6 @@ class FitSession:
                             step=step,  # steps completed within that epoch
                             optimizer=self.optimizer.state_dict(), rng=rng,
                             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None)
+                            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                            partial=self.running_sums(step) if step else None)
         return save_checkpoint(state, self.trainer.checkpoint_path(self.task))

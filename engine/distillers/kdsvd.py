@@ -39,10 +39,18 @@ def top_singular(f: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def align_to(v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
     """For each teacher singular vector (column of ``v_t``), the student's singular vector
-    (column of ``v_s``) with the largest absolute cosine to it, ``(N, C, k)``."""
-    cosine = (v_s.transpose(1, 2) @ v_t).abs()  # (N, k_s, k_t)
-    best = cosine.argmax(dim=1)  # (N, k_t)
-    return torch.gather(v_s, 2, best.unsqueeze(1).expand(-1, v_s.shape[1], -1))
+    (column of ``v_s``) with the largest absolute cosine to it, its sign turned so that the
+    cosine is positive, ``(N, C, k)``.
+
+    A singular vector is defined only up to its sign (the SVD may return ``v`` or ``-v``), so
+    without the sign the RBF correlations of consecutive stages would depend on the solver's
+    arbitrary choice; RepDistiller's ``align_rsv`` multiplies by the sign of the cosine (a
+    cosine of exactly 0 gives a zero vector there too).
+    """
+    cosine = v_s.transpose(1, 2) @ v_t  # (N, k_s, k_t)
+    best = cosine.abs().argmax(dim=1, keepdim=True)  # (N, 1, k_t)
+    sign = torch.gather(cosine, 1, best).sign()  # (N, 1, k_t)
+    return torch.gather(v_s, 2, best.expand(-1, v_s.shape[1], -1)) * sign
 
 
 def rbf_between(v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:

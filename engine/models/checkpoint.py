@@ -1,17 +1,22 @@
 """Loading teacher (or student) weights from a checkpoint, safely and with clear errors.
 
 Accepted files: anything ``torch.load(..., weights_only=True)`` reads (so no pickled
-code runs), or a ``.safetensors`` file, holding a state dict, either plain or under one of the keys ``model``,
+code runs; :data:`SAFE_CLASSES` are the only classes beyond torch's own it may rebuild, so
+RepDistiller's ``<arch>_last.pth``, which holds its ``argparse.Namespace`` options, loads),
+or a ``.safetensors`` file, holding a state dict, either plain or under one of the keys ``model``,
 ``state_dict``, ``net`` or ``model_state_dict`` (RepDistiller and the MGD authors save
 ``{"model": state_dict, "epoch": ..., "accuracy": ...}``). Wrapper prefixes such as
 ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) are stripped, and the
 ``student.`` / ``teacher.`` part of a whole distiller's state dict is picked out when it
-fits. Then the weights load strictly. Every failure is a one-line
+fits. The archive and the tensors are verified first (:mod:`engine.verify`: CRC-32, declared
+sizes, dense finite bounded weights). Then the weights load strictly. Every failure is a one-line
 :class:`engine.errors.CheckpointError`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import os
 import pickle
@@ -23,6 +28,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.verify import check_archive, check_tensors, tensor_bytes
 
 # Keys under which training scripts commonly nest the state dict, in order of preference.
 # ("modules" holds the weights of an MGD Studio stage checkpoint, e.g. {"modules": {"model": ...}})
@@ -43,16 +49,13 @@ def load_weights(model: nn.Module, path_or_state: str | os.PathLike | Mapping, a
     A model built on the ``meta`` device is only checked, not loaded (see
     :func:`check_compatible`).
     """
+    expected = model.state_dict()
     if isinstance(path_or_state, Mapping):
         source, raw = "(given state dict)", path_or_state
     else:
-        source, raw = str(path_or_state), _read(Path(path_or_state))
+        source, raw = str(path_or_state), _read(Path(path_or_state), tensor_bytes(expected))
     state = _find_state_dict(raw, source)
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if broken:
-        raise CheckpointError(f"checkpoint {source} holds NaN or infinite weights in {len(broken)} tensor(s) "
-                              f"(e.g. {broken[0]!r}): it was saved from a diverged run; use an earlier checkpoint")
-    expected = model.state_dict()
+    check_tensors(state, f"checkpoint {source}")  # dense, finite, within WEIGHT_LIMIT
     state = _unwrap(state, expected)
     problems = _describe_mismatch(state, expected)
     if problems:
@@ -98,8 +101,9 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike, arch_name: s
     over the colours. Every other mismatch is a :class:`CheckpointError` naming the keys.
     """
     source = str(path)
-    state = _find_state_dict(_read(Path(path)), source)
     expected = model.state_dict()
+    state = _find_state_dict(_read(Path(path), tensor_bytes(expected)), source)
+    check_tensors(state, f"{what} {source}")
     state = _unwrap(state, expected)
     prefix = getattr(model, "weights_prefix", "")
     if prefix and not any(k.startswith(prefix) for k in state):
@@ -136,11 +140,26 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike, arch_name: s
 
 
 # -- reading ------------------------------------------------------------------------
+#: classes a teacher file may hold beside its weights, rebuilt by the safe unpickler as plain
+#: attribute holders (never called with arbitrary arguments, no code run): RepDistiller's
+#: train_teacher.py saves ``{"opt": argparse.Namespace(...), "model": ..., "optimizer": ...}``
+SAFE_CLASSES = (argparse.Namespace,)
+
+
+def _allow_safe_classes():
+    """A context in which ``torch.load(weights_only=True)`` also rebuilds :data:`SAFE_CLASSES`
+    (torch >= 2.5; older torch refuses those files as before)."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    return allow(list(SAFE_CLASSES)) if allow is not None else contextlib.nullcontext()
+
+
 #: how a file torch wrote begins: a zip archive (torch >= 1.6) or a pickle (older torch.save)
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, needed_bytes: int | None = None) -> Any:
+    """The object in a checkpoint file; ``needed_bytes`` (the weights it is read for) bounds
+    what its archive may declare (:func:`engine.verify.check_archive`)."""
     if not path.exists():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not path.is_file():
@@ -159,11 +178,13 @@ def _read(path: Path) -> Any:
         what = "it is empty" if not head else f"it begins with {head!r}"
         raise CheckpointError(f"checkpoint {path} is not a torch checkpoint (torch.save writes a zip archive or a "
                               f"pickle; {what})")
+    check_archive(path, needed_bytes)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with _allow_safe_classes():
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # A pickle that is not plain tensors/containers (a whole nn.Module, an argparse
-        # Namespace, ...): safe loading refuses to run its code.
+        # A pickle that is not plain tensors/containers (a whole nn.Module, a custom class,
+        # a reduce calling a function, ...): safe loading refuses to run its code.
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects that safe loading refuses "

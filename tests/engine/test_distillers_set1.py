@@ -305,7 +305,8 @@ def test_kdsvd_by_hand(k):
         for fs, ft in zip(s_feats[1:-1], t_feats[1:-1]):
             s_t, v_t = decompose(ft[n], k)
             _, v_s = decompose(fs[n], k + 3)
-            v_s = [max(v_s, key=lambda col: abs(dot(col, vt))) for vt in v_t]  # best |cosine| per teacher vector
+            best = [max(v_s, key=lambda col: abs(dot(col, vt))) for vt in v_t]  # best |cosine| per teacher vector
+            v_s = [[x * math.copysign(1.0, dot(col, vt)) for x in col] for col, vt in zip(best, v_t)]  # its sign
             v_t = [[x * s_t[j] for x in v_t[j]] for j in range(k)]
             v_s = [[x * s_t[j] for x in v_s[j]] for j in range(k)]
             if prev is not None:
@@ -399,6 +400,73 @@ def test_options_accepted_and_fitnet_negative_hint():
     assert (d.s_index, d.t_index) == (3, 4)  # each model's last stage output
     assert d.regressor.conv.kernel_size == (1, 1)
     assert distiller_class("dkd")(context(feats, feats, beta="2")).beta == 2.0  # numbers given as text
+
+
+def kdsvd_repdistiller(g_s, g_t, k):
+    """RepDistiller's KDSVD loss written out in float64 torch (square maps, as it assumes):
+    torch.svd per sample of the (HW, C) matrix, NaNs removed, the first k (teacher) / k + 3
+    (student) columns L2-normalised, each teacher vector matched by the student vector of largest
+    |cosine| times that cosine's sign (align_rsv's mask), both scaled by the teacher's normalised
+    singular values, then the squared difference of RBF correlations of consecutive maps / N."""
+    def svd(f, n):
+        x = f.reshape(f.shape[0], f.shape[1], -1).transpose(1, 2)
+        _, sv, v = torch.svd(x)
+        sv, v = torch.nan_to_num(sv), torch.nan_to_num(v)
+        return sv[:, :n] / sv[:, :n].norm(dim=1, keepdim=True), v[:, :, :n] / v[:, :, :n].norm(dim=1, keepdim=True)
+
+    total, prev = 0.0, None
+    for f_s, f_t in zip(g_s, g_t):
+        s_t, v_t = svd(f_t.detach(), k)
+        _, v_s = svd(f_s, k + 3)
+        cosine = v_s.transpose(1, 2) @ v_t
+        peak = cosine.abs().max(dim=1, keepdim=True).values
+        mask = torch.where(cosine.abs() == peak, cosine.sign(), torch.zeros_like(cosine)).detach()
+        v_s = v_s @ mask
+        v_t, v_s = v_t * s_t.unsqueeze(1), v_s * s_t.unsqueeze(1)
+        if prev is not None:
+            p_s, p_t = prev
+            rbf_s = torch.exp(-(v_s.unsqueeze(2) - p_s.unsqueeze(1)) ** 2 / 8)
+            rbf_t = torch.exp(-(v_t.unsqueeze(2) - p_t.unsqueeze(1)) ** 2 / 8)
+            total = total + ((rbf_s - rbf_t) ** 2).sum()
+        prev = (v_s, v_t)
+    return total / g_s[0].shape[0]
+
+
+def kdsvd_feats(seed, flip=()):
+    """Pre-activation (signed) stage maps of a 3-stage model; the student's maps are a noisy,
+    partly sign-flipped copy of the teacher's (stages in ``flip`` negated)."""
+    t_feats = [rand(3, 4, 4, 4, seed=seed), rand(3, 4, 4, 4, seed=seed + 1), rand(3, 6, 3, 3, seed=seed + 2),
+               rand(3, 5, 2, 2, seed=seed + 3), rand(3, 5, seed=seed + 4)]
+    s_feats = [t + 0.3 * rand(*t.shape, seed=seed + 10 + i) for i, t in enumerate(t_feats)]
+    s_feats = [-f if i in flip else f for i, f in enumerate(s_feats)]
+    return [f.requires_grad_() for f in s_feats], t_feats
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("flip", [(), (1,), (2, 3), (1, 2, 3)])
+def test_kdsvd_loss_and_gradient_are_repdistillers(k, flip):
+    s_feats, t_feats = kdsvd_feats(20 * k, flip)
+    d = distiller_class("kdsvd")(context(s_feats, t_feats, k=k))
+    loss = d(out(s_feats), out(t_feats), None, None)["kdsvd"]
+    grads = torch.autograd.grad(loss, s_feats[1:-1])
+    ref_feats = [f.detach().clone().requires_grad_() for f in s_feats[1:-1]]
+    expected = kdsvd_repdistiller(ref_feats, t_feats[1:-1], k)
+    ref_grads = torch.autograd.grad(expected, ref_feats)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-14)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-7, atol=1e-12)
+
+
+def test_kdsvd_ignores_the_sign_of_the_students_maps():
+    """A singular vector is defined up to its sign: negating a student map changes nothing."""
+    s_feats, t_feats = kdsvd_feats(3)
+    flipped, _ = kdsvd_feats(3, flip=(1, 2, 3))
+    d = distiller_class("kdsvd")(context(s_feats, t_feats, k=2))
+    loss = d(out(s_feats), out(t_feats), None, None)["kdsvd"].item()
+    assert loss > 0
+    assert d(out(flipped), out(t_feats), None, None)["kdsvd"].item() == pytest.approx(loss, rel=1e-9)
+    negated = [-f.detach() for f in t_feats]  # the teacher's own maps, negated: nothing to learn
+    assert d(out(negated), out(t_feats), None, None)["kdsvd"].item() == pytest.approx(0.0, abs=1e-20)
 
 
 def test_kdsvd_refuses_a_single_stage():

@@ -292,7 +292,7 @@ def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, bad):
     state["fc.weight"][0, 0] = bad
     path = tmp_path / "diverged.pth"
     torch.save({"model": state}, path)
-    with pytest.raises(CheckpointError, match="NaN or infinite weights in 1 tensor.*'fc.weight'"):
+    with pytest.raises(CheckpointError, match="'fc.weight' holds NaN or infinite values"):
         check_compatible(path, "resnet8", 10, 1)
 
 
