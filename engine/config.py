@@ -761,6 +761,13 @@ def _comparison_errors(c: ComparisonConfig) -> list[ConfigError]:
     return errors
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError):  # a path the file system cannot hold: its field's check names it
+        return False
+
+
 def _model_source_errors(cfg: ExperimentConfig) -> list[ConfigError]:
     """Where each model's starting weights come from, and baselines a library model cannot serve."""
     from engine.models.sources import is_external
@@ -773,7 +780,7 @@ def _model_source_errors(cfg: ExperimentConfig) -> list[ConfigError]:
         if section.pretrained and not is_external(section.arch):
             errors.append(ConfigError(f"{role}.pretrained", f"the CIFAR zoo model {section.arch} has no pretrained "
                                       "weights; use a torchvision:NAME or timm:NAME model, or a weights file"))
-        if section.weights and not Path(section.weights).expanduser().is_file():
+        if section.weights and not _is_file(section.weights):
             errors.append(ConfigError(f"{role}.weights", f"no such file: {section.weights}"))
     if cfg.teacher.checkpoint and (cfg.teacher.pretrained or cfg.teacher.weights):
         errors.append(ConfigError("teacher.checkpoint", "a checkpoint is a trained teacher, used as it is; "
