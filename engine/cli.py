@@ -144,6 +144,11 @@ def _load_run_config(run_dir: str) -> object:
         return resolve_valid(load_config(path))
 
 
+def one_line(text: str) -> str:
+    """``text`` on one printable line: control characters (a newline in a key) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @contextmanager
 def _reading(source):
     """Around reading and checking a config nothing has started: whatever fails there is the
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:
-        sys.stderr.write(f"mgd-train: error: {exc}\n")
+        sys.stderr.write(f"mgd-train: error: {one_line(str(exc))}\n")
         return EXIT_INPUT
     except TrainingError as exc:
         sys.stderr.write(f"mgd-train: training failed: {exc}\n")

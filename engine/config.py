@@ -461,7 +461,8 @@ def from_dict(cls: type, data: Any, path: str = "", base: Any = None) -> Any:
     hints = field_types(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
-        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else _short(unknown[0])
+        where = f"{path}.{key}" if path else key
         raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields) or 'none'}")
     kwargs = {}
     for name, value in data.items():
