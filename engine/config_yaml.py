@@ -138,8 +138,12 @@ def yaml_load(text: str) -> Any:
     try:
         try:
             node = loader.get_single_node()
-        except RecursionError:  # the pure-Python composer on deep nesting (libyaml stops at 1000 itself)
+        except RecursionError:  # the pure-Python composer on deep nesting
             raise _too_deep() from None
+        except yaml.MarkedYAMLError as exc:  # libyaml stops at 1000 levels itself
+            if "nesting depth" in (exc.problem or ""):
+                raise _too_deep() from None
+            raise
         if node is None:
             return None
         check_yaml_size(node)
