@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -119,15 +120,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args) -> object:
+    """The experiment of CONFIG and its --set values, validated (not resolved: a comparison
+    resolves each run for its own pair); InputError for anything wrong with them."""
     from engine.config import apply_override, load_config, validate
 
     if args.config is None:
         raise InputError("give an experiment YAML file (for example resources/presets/demo.yaml) or --resume RUN_DIR")
-    cfg = load_config(args.config)
-    for assignment in args.overrides:
-        cfg = apply_override(cfg, assignment)
-    validate(cfg)
+    with _reading(args.config):
+        cfg = load_config(args.config)
+        for assignment in args.overrides:
+            cfg = apply_override(cfg, assignment)
+        validate(cfg)
     return cfg
+
+
+def _load_run_config(run_dir: str) -> object:
+    """The resolved config a run folder's run uses (``--resume RUN --print-config``)."""
+    from engine.config import load_config, resolve_valid
+    from engine.runfolder import CONFIG_FILE
+
+    path = Path(run_dir, CONFIG_FILE)
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    with _reading(path):
+        return resolve_valid(load_config(path))
+
+
+def one_line(text: str) -> str:
+    """``text`` on one printable line: control characters (a newline in a key) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@contextmanager
+def _reading(source):
+    """Around reading and checking a config nothing has started: whatever fails there is the
+    file's or the --set value's to fix, so it is a refusal (exit 2) naming the file, never a
+    traceback."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        detail = (str(exc).splitlines() or ["no detail"])[0][:200]
+        raise InputError(f"{source}: cannot be read as an experiment ({type(exc).__name__}: {detail})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,11 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = None
         else:
             cfg = _load(args)
-        if args.print_config:
-            from engine.config import dumps_config, resolve
-            from engine.runfolder import CONFIG_FILE
+        if args.print_config:  # exactly the values the run will use: resolved, model-dependent defaults filled
+            from engine.config import dumps_config, resolve_valid
 
-            out.write(dumps_config(resolve(cfg)) if cfg is not None else Path(args.resume, CONFIG_FILE).read_text())
+            with _reading(args.resume or args.config):
+                resolved = _load_run_config(args.resume) if cfg is None else resolve_valid(cfg)
+                text = dumps_config(resolved)
+            out.write(text)
             return EXIT_OK
         if args.plan:
             from engine.run import plan_experiment, prepare_run
@@ -223,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:
-        sys.stderr.write(f"mgd-train: error: {exc}\n")
+        sys.stderr.write(f"mgd-train: error: {one_line(str(exc))}\n")
         return EXIT_INPUT
     except TrainingError as exc:
         sys.stderr.write(f"mgd-train: training failed: {exc}\n")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
+import os
 import re
 import types
 import typing
@@ -25,6 +27,7 @@ from typing import Any, Union
 
 import yaml
 
+from engine.config_yaml import read_config_text, yaml_load, yaml_problem
 from engine.errors import ConfigError, InputError
 
 # ----------------------------------------------------------------------------- helpers
@@ -49,6 +52,17 @@ AUGMENT_CHOICES = ("auto", "none", "crop", "flip", "crop_flip", "resized_crop_fl
 NORMALIZE_CHOICES = ("auto", "dataset", "imagenet")
 EXPORT_FORMATS = ("weights", "torchscript", "onnx")
 SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleNetV1", "ShuffleNetV2")  # METHOD.md: lr 0.01
+#: the largest weight of the cross-entropy and logit KD terms (1000x the authors' largest, 1)
+MAX_LOGIT_WEIGHT = 1000.0
+#: the largest magnitude of any number setting that declares no maximum of its own (a
+#: baseline's weights and options included): 33x PKT's 30000, the largest the method uses
+MAX_NUMBER = 1e6
+#: a name becomes part of the run folder's name (after a 16-character date stamp): it must
+#: stay well inside a file name's 255 bytes
+MAX_NAME_BYTES = 200
+#: METHOD.md's milestones of each stage for its epochs: empty milestones scale with the epochs
+STAGE_MILESTONES = {"teacher": (240, (60, 120, 180)), "granularity": (60, (30, 45)),
+                    "student": (240, (150, 180, 210)), "transfer": (50, (20, 25))}
 #: the largest seed: every model's seed (seed + a small per-role offset) must stay a valid
 #: 32-bit seed for torch, NumPy and the data pipeline alike
 MAX_SEED = 2**31 - 1024
@@ -92,9 +106,9 @@ class Schedule:
     )
     momentum: float = setting(0.9, help="SGD momentum.", minimum=0.0, maximum=0.9999)
     weight_decay: float = setting(5e-4, help="L2 weight decay of SGD.", minimum=0.0, maximum=1.0)
-    milestones: list[int] = setting(
-        help="Epochs after which the learning rate is multiplied by gamma.",
-        factory=lambda: [150, 180, 210], minimum=1,
+    milestones: list[int] | None = setting(
+        None, help="Epochs after which the learning rate is multiplied by gamma, each below the number of epochs "
+                   "(empty: the stage's own milestones, scaled with its epochs).", minimum=1,
     )
     gamma: float = setting(0.1, help="Factor applied to the learning rate at each milestone.", minimum=0.0, maximum=1.0)
 
@@ -153,8 +167,8 @@ class TeacherConfig:
         minimum=0.0, maximum=10.0)
     schedule: Schedule = setting(
         help="Teacher training schedule (ignored when a checkpoint is loaded; learning rate empty: 0.05, or 0.01 "
-             "when fine-tuning pretrained weights).",
-        factory=lambda: Schedule(epochs=240, lr=0.05, milestones=[60, 120, 180]),
+             "when fine-tuning pretrained weights; milestones empty: 60/120/180 of 240 epochs, scaled with the epochs).",
+        factory=lambda: Schedule(epochs=240, lr=None),
     )
     # The authors' train_teacher.py (after RepDistiller's) saves the best-accuracy epoch and the
     # student scripts load that file: the student learns from the teacher's best epoch.
@@ -187,8 +201,9 @@ class GranularityConfig:
         factory=lambda: [HeadConfig(64, 2.0), HeadConfig(256, 8.0)],
     )
     schedule: Schedule = setting(
-        help="Schedule of the self-analysis stage (the teacher's heads).",
-        factory=lambda: Schedule(epochs=60, lr=0.01, milestones=[30, 45]),
+        help="Schedule of the self-analysis stage (the teacher's heads; milestones empty: 30/45 of 60 epochs, "
+             "scaled with the epochs).",
+        factory=lambda: Schedule(epochs=60, lr=0.01),
     )
     checkpoint: str | None = setting(
         None, help="The teacher's trained granularity heads to load instead of the self-analysis stage (a run "
@@ -202,8 +217,9 @@ class StudentConfig:
     pretrained: bool = setting(False, help=PRETRAINED_HELP)
     weights: str | None = setting(None, help=WEIGHTS_HELP, widget="file")
     schedule: Schedule = setting(
-        help="Student schedule (learning rate empty: 0.05, or 0.01 for MobileNetV2 and ShuffleNet).",
-        factory=lambda: Schedule(epochs=240, lr=None, milestones=[150, 180, 210]),
+        help="Student schedule (learning rate empty: 0.05, or 0.01 for MobileNetV2 and ShuffleNet; milestones "
+             "empty: 150/180/210 of 240 epochs, scaled with the epochs).",
+        factory=lambda: Schedule(epochs=240, lr=None),
     )
 
 
@@ -219,9 +235,14 @@ class OnlineConfig:
 class DistillerConfig:
     name: str = setting("kd", help="Baseline distiller that MGD is added to.", choices="distillers")
     temperature: float = setting(4.0, help="Temperature T of the logit KD term.", minimum=0.01, maximum=1000.0)
-    w_ce: float | None = setting(None, help="Weight of the cross-entropy with the labels (empty: the baseline's default).", minimum=0.0)
-    w_div: float | None = setting(None, help="Weight of the logit KD term (empty: the baseline's default).", minimum=0.0)
-    w_kd: float | None = setting(None, help="Weight of the baseline's own term (empty: the baseline's default).", minimum=0.0)
+    # Bounds: the authors' weights (METHOD.md) are at most 1 for w_ce and w_div and up to 30000 for
+    # w_kd (PKT); far larger weights only overflow the loss after the teacher has trained.
+    w_ce: float | None = setting(None, help="Weight of the cross-entropy with the labels (empty: the baseline's default).",
+                                 minimum=0.0, maximum=MAX_LOGIT_WEIGHT)
+    w_div: float | None = setting(None, help="Weight of the logit KD term (empty: the baseline's default).", minimum=0.0,
+                                  maximum=MAX_LOGIT_WEIGHT)
+    w_kd: float | None = setting(None, help="Weight of the baseline's own term (empty: the baseline's default).",
+                                 minimum=0.0, maximum=MAX_NUMBER)
     options: dict = setting(help="The baseline's own settings, each declared by the baseline with its type, default, "
                                  "help and bounds (mgd-train --plan lists them); empty: its defaults.",
                             factory=dict, widget="options")
@@ -242,8 +263,9 @@ class TransferConfig:
     enabled: bool = setting(False, help="After distillation, measure fine-tuning ability: train only a new linear classifier on a second data set.")
     data: DataConfig = setting(help="The second data set (its channel count must match the first).", factory=DataConfig)
     schedule: Schedule = setting(
-        help="Linear-probe schedule (the authors: 50 epochs, lr 0.02, decay at 20 and 25).",
-        factory=lambda: Schedule(epochs=50, lr=0.02, milestones=[20, 25]),
+        help="Linear-probe schedule (the authors: 50 epochs, lr 0.02, decay at 20 and 25; milestones empty: 20/25 "
+             "of 50 epochs, scaled with the epochs).",
+        factory=lambda: Schedule(epochs=50, lr=0.02),
     )
     adapt_batchnorm: bool = setting(
         True, help="Keep the frozen backbone in training mode so its batch-norm statistics adapt to the new data (as the authors' code does).")
@@ -351,7 +373,9 @@ def _type_name(tp: Any) -> str:
             type(None): "empty (null)"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
+def _convert(value: Any, tp: Any, path: str, default: Any = None) -> Any:
+    """``value`` as type ``tp``; a mapping for a section fills in ``default`` (the section's own
+    default instance), so that what it leaves out keeps the section's defaults."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -361,29 +385,29 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(value, arg, path)
+                return _convert(value, arg, path, default)
             except ConfigError:
                 continue
-        raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(path, f"expected {_type_name(tp)}, got {_short(value)}")
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
+        return from_dict(tp, value, path, base=default if isinstance(default, tp) else None)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(path, f"expected {_type_name(tp)}, got {_short(value)}")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(path, f"expected true or false, got {value!r}")
+        raise ConfigError(path, f"expected true or false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):  # a whole number written as text
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):  # a whole number written as text
             return int(value)
-        raise ConfigError(path, f"expected an integer, got {value!r}")
+        raise ConfigError(path, f"expected an integer, got {_short(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -392,15 +416,15 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(path, f"expected a number, got {value!r}")
+        raise ConfigError(path, f"expected a number, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(path, f"expected a string, got {value!r}")
+        raise ConfigError(path, f"expected a string, got {_short(value)}")
     if tp is dict:
         if isinstance(value, dict):
             return copy.deepcopy(value)
-        raise ConfigError(path, f"expected a mapping, got {value!r}")
+        raise ConfigError(path, f"expected a mapping, got {_short(value)}")
     raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover - schema bug
 
 
@@ -413,118 +437,64 @@ def field_types(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build a dataclass from plain data; unknown keys and wrong types raise ConfigError."""
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def from_dict(cls: type, data: Any, path: str = "", base: Any = None) -> Any:
+    """Build a dataclass from plain data; unknown keys and wrong types raise ConfigError.
+
+    The one way plain data becomes settings (a YAML file, ``--set``, the studio's form, a
+    run folder's config): every setting the data leaves out keeps its default, and for a
+    section that is the section's own default (``base``, or the enclosing field's default:
+    ``granularity: {schedule: {epochs: 60}}`` keeps the heads' lr 0.01, not the generic
+    schedule's 0.05)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(path or "config", f"expected a mapping, got {data!r}")
+        raise ConfigError(path or "config", f"expected a mapping, got {_short(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = field_types(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
-        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else _short(unknown[0])
+        where = f"{path}.{key}" if path else key
         raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields) or 'none'}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+        default = getattr(base, name) if base is not None else _field_default(fields[name])
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name, default)
+    if base is not None:
+        return dataclasses.replace(copy.deepcopy(base), **kwargs)
     return cls(**kwargs)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to one short line for a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with 1.2 booleans: only true/false are booleans, so ``mode: off`` stays the string "off"."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-#: limits far above any real experiment file (about 150 settings, 4 levels deep), far below
-#: what hurts: alias bombs and absurd nesting are refused before they are expanded
-MAX_CONFIG_BYTES = 1 << 20
-MAX_YAML_NODES = 100_000
-MAX_YAML_DEPTH = 40
-
-
-def _check_yaml_size(node: yaml.Node) -> None:
-    """Refuse recursive aliases, documents nested deeper than :data:`MAX_YAML_DEPTH` and
-    documents whose aliases expand to more than :data:`MAX_YAML_NODES` nodes, in time
-    linear in the number of distinct nodes (expanded sizes are memoised)."""
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-
-    def size(n: yaml.Node, depth: int) -> int:
-        key = id(n)
-        if key in on_path:
-            raise InputError("the YAML refers to itself (a recursive alias); an experiment file cannot")
-        if key in sizes:
-            return sizes[key]
-        if depth > MAX_YAML_DEPTH:
-            raise InputError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
-                             "an experiment file is never that deep")
-        total = 1
-        if isinstance(n, (yaml.SequenceNode, yaml.MappingNode)):
-            on_path.add(key)
-            children = n.value if isinstance(n, yaml.SequenceNode) else [c for pair in n.value for c in pair]
-            for child in children:
-                total += size(child, depth + 1)
-                if total > MAX_YAML_NODES:
-                    raise InputError(f"the YAML expands to more than {MAX_YAML_NODES:,} values (an alias bomb?); "
-                                     "an experiment file has a few hundred")
-            on_path.discard(key)
-        sizes[key] = total
-        return total
-
-    size(node, 0)
-
-
-def yaml_load(text: str) -> Any:
-    """Parse YAML text safely (SafeLoader, 1.2 booleans), refusing hostile documents fast."""
-    if len(text) > MAX_CONFIG_BYTES:
-        raise InputError(f"the YAML is {len(text):,} characters long; an experiment file is far below "
-                         f"{MAX_CONFIG_BYTES:,}")
-    loader = _Loader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:
-            raise InputError(f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
-                             "an experiment file is never that deep") from None
-        if node is None:
-            return None
-        _check_yaml_size(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
 def load_config(source: str | Path | dict) -> ExperimentConfig:
-    """Read an experiment from a YAML file (or a dict); raises InputError/ConfigError."""
+    """Read an experiment from a YAML file (or a dict); raises InputError/ConfigError.
+
+    Settings the file leaves out take their section's defaults (see :func:`from_dict`)."""
     if isinstance(source, dict):
         return from_dict(ExperimentConfig, source)
     path = Path(source)
-    if not path.is_file():
-        raise InputError(f"{path}: no such config file")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise InputError(f"{path}: {path.stat().st_size:,} bytes is far too large for an experiment file")
     try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(read_config_text(path))
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{path}: malformed YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
+        raise InputError(f"{path}: {yaml_problem(exc)}") from None
     _refuse_empty(data, str(path))
     try:
         return from_dict(ExperimentConfig, data)
@@ -543,7 +513,7 @@ def loads_config(text: str) -> ExperimentConfig:
     try:
         data = yaml_load(text)
     except yaml.YAMLError as exc:
-        raise InputError(f"malformed YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"config: {yaml_problem(exc)}") from None
     _refuse_empty(data, "config")
     return from_dict(ExperimentConfig, data)
 
@@ -659,9 +629,16 @@ def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
     if choices is not None:
         for item in items:
             if item not in choices:
-                return f"{item!r} is not allowed; choose one of: {', '.join(map(str, choices))}"
+                return f"{_short(item)} is not allowed; choose one of: {', '.join(map(str, choices))}"
     lo, hi, above = f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("above")
+    # no number setting is unbounded: a weight of 1e30 would pass the plan, then overflow the loss
+    hi = MAX_NUMBER if hi is None else hi
+    lo = -MAX_NUMBER if lo is None and above is None else lo
     for item in items:
+        if isinstance(item, str):
+            problem = _text_problem(item, f)
+            if problem:
+                return problem
         if isinstance(item, (int, float)) and not isinstance(item, bool):
             if item != item or item in (float("inf"), float("-inf")):
                 return f"must be a finite number, not {item}"
@@ -671,6 +648,40 @@ def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
                 return f"must be greater than {above}, got {item}"
             if hi is not None and item > hi:
                 return f"{item} is above the maximum {hi}"
+    return None
+
+
+def _text_problem(text: str, f: dataclasses.Field) -> str | None:
+    """What is wrong with a text setting: text that cannot be written to the run folder's
+    files, a path the file system cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{_short(text)} is not valid text (it holds a lone surrogate)"
+    if f.metadata.get("widget") in ("dir", "file"):
+        if "\0" in text:
+            return f"{_short(text)} is not a path (it holds a NUL byte)"
+        try:
+            os.stat(os.path.expanduser(text))
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return f"the path ({len(text):,} characters) is longer than the file system allows"
+            if exc.errno == errno.ELOOP:
+                return f"{_short(text)} is a loop of symbolic links"
+        except ValueError:
+            return f"{_short(text)} is not a path"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an experiment (it becomes part of its run folder's name), or None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        return (f"{size} bytes long; a name is at most {MAX_NAME_BYTES} bytes (it becomes part of the run "
+                "folder's name)")
+    bad = next((c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        return f"must not hold {bad!r} (a path separator or control character): it becomes part of the run folder's name"
     return None
 
 
@@ -694,11 +705,21 @@ def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
         if problem:
             errors.append(ConfigError(path, problem))
 
-    for stage in ("teacher", "granularity", "student", "transfer"):
+    problem = name_problem(cfg.name)
+    if problem:
+        errors.append(ConfigError("name", problem))
+    for stage in STAGE_MILESTONES:
         sched: Schedule = getattr(cfg, stage).schedule
         ms = sched.milestones
+        if ms is None:
+            continue
         if ms != sorted(ms) or len(set(ms)) != len(ms):
             errors.append(ConfigError(f"{stage}.schedule.milestones", f"must be increasing, got {ms}"))
+        elif sched.epochs >= 1 and ms and ms[-1] >= sched.epochs:
+            errors.append(ConfigError(f"{stage}.schedule.milestones", f"{ms[-1]} is not below the {sched.epochs} "
+                                      "epochs: a milestone at or after the last epoch never decays the learning "
+                                      "rate (leave milestones empty to scale the stage's own with its epochs)"))
+    errors += _comparison_errors(cfg.comparison)
     if not cfg.granularity.heads and cfg.granularity.mode != "off":
         errors.append(ConfigError("granularity.heads", f"mode {cfg.granularity.mode!r} needs at least one head"))
     for prefix, data in (("data", cfg.data), ("transfer.data", cfg.transfer.data)):
@@ -720,6 +741,34 @@ def validation_errors(cfg: ExperimentConfig) -> list[ConfigError]:
     return errors
 
 
+def _comparison_errors(c: ComparisonConfig) -> list[ConfigError]:
+    """A comparison (``baselines`` given) whose lists make no run, or the same run twice."""
+    if not c.baselines:
+        return []
+    errors: list[ConfigError] = []
+    for key in ("seeds", "modes", "baselines"):
+        values = getattr(c, key)
+        if not values:
+            errors.append(ConfigError(f"comparison.{key}", "is empty, so the comparison would run nothing; "
+                                      "list at least one"))
+        elif len(set(values)) != len(values):
+            errors.append(ConfigError(f"comparison.{key}", f"lists a value twice ({values}): each run once"))
+    pairs = [(p.teacher, p.student) for p in c.pairs]
+    if len(set(pairs)) != len(pairs):
+        errors.append(ConfigError("comparison.pairs", "lists a pair twice: each pair once"))
+    if not c.student_alone and all(b == "none" for b in c.baselines):
+        errors.append(ConfigError("comparison.baselines", "only 'none' (the student alone, which student_alone "
+                                  "is off for): the comparison would run nothing"))
+    return errors
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError):  # a path the file system cannot hold: its field's check names it
+        return False
+
+
 def _model_source_errors(cfg: ExperimentConfig) -> list[ConfigError]:
     """Where each model's starting weights come from, and baselines a library model cannot serve."""
     from engine.models.sources import is_external
@@ -732,7 +781,7 @@ def _model_source_errors(cfg: ExperimentConfig) -> list[ConfigError]:
         if section.pretrained and not is_external(section.arch):
             errors.append(ConfigError(f"{role}.pretrained", f"the CIFAR zoo model {section.arch} has no pretrained "
                                       "weights; use a torchvision:NAME or timm:NAME model, or a weights file"))
-        if section.weights and not Path(section.weights).expanduser().is_file():
+        if section.weights and not _is_file(section.weights):
             errors.append(ConfigError(f"{role}.weights", f"no such file: {section.weights}"))
     if cfg.teacher.checkpoint and (cfg.teacher.pretrained or cfg.teacher.weights):
         errors.append(ConfigError("teacher.checkpoint", "a checkpoint is a trained teacher, used as it is; "
@@ -759,11 +808,34 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 # ----------------------------------------------------------------------------- resolution
 
 
+def scaled_milestones(stage: str, epochs: int) -> list[int]:
+    """The stage's METHOD.md milestones scaled to ``epochs`` (rounded; those that would fall
+    outside 1..epochs-1 or repeat dropped): the student's 150/180/210 of 240 epochs are
+    epochs x (0.625, 0.75, 0.875)."""
+    ref_epochs, ref = STAGE_MILESTONES[stage]
+    out: list[int] = []
+    for m in ref:
+        at = (2 * m * epochs + ref_epochs) // (2 * ref_epochs)  # round(m * epochs / ref_epochs), halves up
+        if 1 <= at < epochs and at not in out:
+            out.append(at)
+    return out
+
+
+def resolve_valid(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config a run uses: ``cfg`` validated, resolved and the result validated again
+    (InputError/ConfigError naming the field otherwise)."""
+    return validate(resolve(validate(cfg)))
+
+
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """A copy with every "auto" (None) setting replaced by the method's default."""
     from engine.distillers import distiller_class
 
     out = copy.deepcopy(cfg)
+    for stage in STAGE_MILESTONES:
+        sched = getattr(out, stage).schedule
+        if sched.milestones is None:
+            sched.milestones = scaled_milestones(stage, sched.epochs)
     if out.student.schedule.lr is None:
         out.student.schedule.lr = 0.01 if out.student.arch in SMALL_LR_STUDENTS else 0.05
     fine_tune = out.teacher.starts_pretrained

@@ -261,20 +261,53 @@ class RunLock:
 def check_writable_dir(path: str | Path, field: str) -> None:
     """Refuse (InputError naming ``field``) a folder that cannot be created or written.
 
-    Nothing is created: the nearest existing ancestor must be a writable folder.
+    The folder is created and a probe file written into it and removed, so that what the
+    file system refuses (a NUL byte, /proc, /sys, a read-only mount, a name too long) is
+    found before any training; the folders it had to create are removed again, leaving the
+    file system as it was.
     """
-    path = Path(path).expanduser()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    if "\0" in str(path):
+        raise InputError(f"{field}: {_shown(path)!r} cannot be a folder (it holds a NUL byte)")
+    try:
+        path = Path(path).expanduser()
+        missing = []
+        probe = path
+        while not os.path.lexists(probe) and probe.parent != probe:
+            missing.append(probe)
+            probe = probe.parent
+    except (ValueError, OSError) as exc:  # a NUL byte, a name too long for the file system
+        raise InputError(f"{field}: {_shown(path)!r} cannot be a folder ({_reason(exc)})") from None
     if probe.exists() and not probe.is_dir():
         raise InputError(f"{field}: {probe} is a file, not a folder")
-    if probe == path and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{field}: {path} is not writable")
-    if probe != path and not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{field}: cannot create {path}: {probe} is not writable")
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        test = path / f".write-probe-{os.getpid()}"
+        with open(test, "wb") as fh:
+            fh.write(b"probe")
+        test.unlink()
+    except (OSError, ValueError) as exc:
+        what = f"cannot create {_shown(path)}" if missing else f"{_shown(path)} is not writable"
+        raise InputError(f"{field}: {what} ({_reason(exc)})") from None
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _shown(path: str | Path, limit: int = 120) -> str:
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return "it holds a NUL byte" if "null" in str(exc) else str(exc)
 
 
 def now_iso() -> str:

@@ -243,6 +243,8 @@ class ListEditor(LineEditor):
 
     def value(self) -> Any:
         parts = [p for p in self.text().replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+        if not parts and self.optional:  # an empty optional list is "auto" (milestones: scaled with the epochs)
+            return None
         if self.item_type in (int, float):
             values = []
             for p in parts:

@@ -25,6 +25,10 @@ def tiny_config(**settings) -> ExperimentConfig:
         "evaluation.noise_levels": [0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
     }
     base.update(settings)
+    for stage in ("teacher", "granularity", "student"):  # a milestone at or after the end is refused
+        key, epochs = f"{stage}.schedule.milestones", base[f"{stage}.schedule.epochs"]
+        if key not in settings:
+            base[key] = [m for m in base[key] if m < epochs]
     for key, value in base.items():
         cfg = set_value(cfg, key, value)
     return cfg

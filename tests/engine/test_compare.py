@@ -7,8 +7,8 @@ import pytest
 
 from engine.cli import EXIT_OK, main
 from engine.compare import comparison_table, to_csv, to_markdown
+from engine.config import resolve, save_config, set_value
 from engine.jobs import comparison_jobs
-from engine.config import save_config, set_value
 from tests.engine.conftest import tiny_config
 
 
@@ -148,7 +148,6 @@ def test_pairs_and_published_teachers(tmp_path):
     assert (job.teacher, job.student, job.seed, job.baseline, job.mode) == ("wrn_40_2", "wrn_16_2", 0, "dkd", "off")
     dkd = plan["wrn_40_2-wrn_16_2-s0-dkd-off"]
     assert (dkd.teacher.arch, dkd.student.arch) == ("wrn_40_2", "wrn_16_2")
-    from engine.config import resolve
     assert resolve(dkd).distiller.options["beta"] == 6.0  # mdistiller's beta for this pair
     cfg = set_value(cfg, "comparison.teachers_dir", str(tmp_path))
     with pytest.raises(InputError, match="resnet56_vanilla/ckpt_epoch_240.pth is missing"):
@@ -169,4 +168,4 @@ def test_the_paper_table_preset_runs_the_papers_pairs_and_baselines():
     assert cfg.speed.amp == "off" and cfg.teacher.keep == "best"  # the authors' numerics
     child = dict(runs)["resnet56-resnet20-s2-crd-granularity"]
     assert (child.teacher.arch, child.student.arch, child.seed) == ("resnet56", "resnet20", 2)
-    assert child.student.schedule.epochs == 240 and child.teacher.schedule.milestones == [60, 120, 180]
+    assert child.student.schedule.epochs == 240 and resolve(child).teacher.schedule.milestones == [60, 120, 180]

@@ -17,7 +17,7 @@ PRESETS = sorted((ROOT / "resources" / "presets").glob("*.yaml"))
 
 
 def test_defaults_follow_method():
-    cfg = ExperimentConfig()
+    cfg = resolve(ExperimentConfig())
     assert [(h.dim, h.temperature) for h in cfg.granularity.heads] == [(64, 2.0), (256, 8.0)]
     t, g, s = cfg.teacher.schedule, cfg.granularity.schedule, cfg.student.schedule
     assert (t.epochs, t.lr, t.milestones) == (240, 0.05, [60, 120, 180])

@@ -263,9 +263,9 @@ def _folder_config(root, **settings):
     cfg = load_config(DEMO)
     base = {"data.dataset": "imagefolder", "data.root": str(root), "data.image_size": 32, "data.batch_size": 4,
             "teacher.arch": "timm:resnet10t", "student.arch": "torchvision:mobilenet_v3_small",
-            "teacher.schedule.epochs": 1, "teacher.schedule.milestones": [1],
-            "granularity.schedule.epochs": 1, "granularity.schedule.milestones": [1],
-            "student.schedule.epochs": 1, "student.schedule.milestones": [1],
+            "teacher.schedule.epochs": 1, "teacher.schedule.milestones": [],
+            "granularity.schedule.epochs": 1, "granularity.schedule.milestones": [],
+            "student.schedule.epochs": 1, "student.schedule.milestones": [],
             "export.formats": ["weights", "torchscript"], "evaluation.noise_levels": [0.0, 0.1]}
     base.update(settings)
     for key, value in base.items():

@@ -6,8 +6,11 @@ TINY = {  # a run of a few seconds on 2 CPU cores
     "teacher.arch": "resnet8",
     "student.arch": "resnet8",
     "teacher.schedule.epochs": 1,
+    "teacher.schedule.milestones": [],  # the preset's milestones lie past one epoch
     "granularity.schedule.epochs": 1,
+    "granularity.schedule.milestones": [],
     "student.schedule.epochs": 1,
+    "student.schedule.milestones": [],
     "export.enabled": False,
 }
 
