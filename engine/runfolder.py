@@ -429,6 +429,29 @@ def record_failure(run_dir: str | Path, details: str, save_summary: Callable[[],
             pass
 
 
+def record_launch_failure(run_dir: str | Path, message: str) -> None:
+    """Record in a run's summary (and ``error.log`` when its processes wrote none) that its
+    processes failed with ``message``, once none of them holds the folder any more. A run that
+    never began (no summary) is left as it is; a folder still held or unwritable is left too."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if not summary:
+        return
+    try:
+        lock = RunLock(run_dir).acquire()
+    except (InputError, OSError):
+        return
+    try:
+        summary.update(status="failed", error=message)
+        if not (run_dir / ERROR_FILE).exists():
+            atomic_write(run_dir / ERROR_FILE, f"{message}\n")
+        write_summary(run_dir, summary)
+    except (OSError, TrainingError):
+        pass
+    finally:
+        lock.release()
+
+
 def check_writable_dir(path: str | Path, field: str) -> None:
     """Refuse (InputError naming ``field``) a folder that cannot be created or written.
 
