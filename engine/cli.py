@@ -279,9 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _launch(args, argv: list[str], cfg) -> int:
     """``--nproc N``: check the experiment here (bad input exits 2 before anything starts), fix
-    its run folder, then run N processes through torchrun and pass on how they ended."""
-    import subprocess
-
+    its run folder, then run N processes (:func:`engine.launch.run_workers`) and tell how they
+    ended: one line when one of them failed, recorded in the run's summary."""
     from engine.run import plan_experiment, prepare_run
     from engine.runtime import default_run_dir
 
@@ -307,33 +306,20 @@ def _launch(args, argv: list[str], cfg) -> int:
         rest.append(a)
     if not args.resume and not args.out:
         rest += ["--out", str(folder)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "engine.cli", *rest]
-    sys.stderr.write(f"mgd-train: {args.nproc} processes (torchrun), run folder {folder}\n")
-    child = subprocess.Popen(command)
+    from engine.launch import run_workers
+    from engine.runfolder import read_summary, record_launch_failure
 
-    def forward(signum, frame):  # SIGTERM to this process reaches the workers (Ctrl-C reaches them directly)
-        child.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop cleanly
-                continue
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if code != 0:  # torchrun ends with an error when it is signalled, though its workers stopped cleanly
-        from engine.runfolder import read_summary
-
-        summary = read_summary(folder)
-        if summary.get("status") == "stopped":
-            sys.stderr.write(f"mgd-train: stopped in the {summary.get('stopped_in')} stage; resume with: "
-                             f"mgd-train --resume {folder} --nproc {args.nproc}\n")
-            return EXIT_OK
-    return EXIT_OK if code == 0 else EXIT_TRAINING
+    sys.stderr.write(f"mgd-train: {args.nproc} processes, run folder {folder}\n")
+    code, line = run_workers([sys.executable, "-m", "engine.cli", *rest], args.nproc)
+    resume = f"mgd-train --resume {folder} --nproc {args.nproc}"
+    if code != 0:  # one line: which process failed first and why (the others were stopped)
+        record_launch_failure(folder, line.split(": ", 2)[-1])
+        sys.stderr.write(f"{line}{'' if code == 2 else f'; resume with: {resume}'}\n")
+        return EXIT_INPUT if code == 2 else EXIT_TRAINING
+    summary = read_summary(folder)
+    if summary.get("status") == "stopped":
+        sys.stderr.write(f"mgd-train: stopped in the {summary.get('stopped_in')} stage; resume with: {resume}\n")
+    return EXIT_OK
 
 
 def _print_comparison_plan(cfg, out: TextIO) -> None:

@@ -211,7 +211,7 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Fans events out to subscribers; a failing subscriber is reported, not fatal."""
+    """Fans events out to subscribers; a failing subscriber is reported, not fatal (but see :meth:`emit`)."""
 
     def __init__(self, subscribers: list[Subscriber] | None = None, clock: Callable[[], float] | None = None):
         self.subscribers: list[Subscriber] = list(subscribers or [])
@@ -221,14 +221,22 @@ class EventBus:
         self.subscribers.append(fn)
 
     def emit(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber. A failing subscriber is logged, not fatal, unless
+        its error has a true ``stops_run`` (the run folder cannot be written): that error is
+        raised once every subscriber has had the event."""
         if self.clock is not None and event.elapsed is None:
             event = dataclasses.replace(event, elapsed=round(self.clock(), 3))
+        stop: Exception | None = None
         for fn in list(self.subscribers):
             try:
                 fn(event)
             except Exception as exc:  # a broken plot must not kill training
-                if not isinstance(event, Log):
+                if getattr(exc, "stops_run", False):
+                    stop = stop or exc
+                elif not isinstance(event, Log):
                     self.emit(Log(f"event subscriber {getattr(fn, '__name__', fn)!r} failed: {exc}", "warning"))
+        if stop is not None:
+            raise stop
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit(Log(message, level))

@@ -14,7 +14,6 @@ and writes it. :class:`OpenRun` is a run folder opened for writing. The driver
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 import traceback
 from contextlib import contextmanager
@@ -30,9 +29,10 @@ from engine.events import (DatasetInfo, EventBus, Evaluation, Exported, HeadAccu
 from engine.models import freeze
 from engine.plan import Plan, StagePlan
 from engine.progress import Stopwatch, timing
-from engine.runfolder import (CHECKPOINT_DIR, CONFIG_FILE, ERROR_FILE, EXPORT_DIR, MetricsWriter, RunLock,
-                              atomic_write, check_writable_dir, checkpoint_path, last_checkpoint_path, load_checkpoint,
-                              now_iso, read_summary, remove_orphans, save_checkpoint, write_summary)
+from engine.runfolder import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, MetricsWriter, RunLock, as_run_error,
+                              check_writable_dir, checkpoint_path, last_checkpoint_path, load_checkpoint,
+                              now_iso, read_summary, record_failure, remove_orphans, save_checkpoint,
+                              write_summary)
 from engine.runtime import (augmentation, count_parameters, default_run_dir, load_data, peak_memory, select_device,
                             speed_settings)
 from engine.verify import check_heads_state, check_run_checkpoints, check_stage_state
@@ -753,21 +753,15 @@ class OpenRun:
                 self.lock.acquire()
         except OSError as exc:
             raise InputError(f"run folder (--out): cannot create {path}: {exc.strerror or exc}") from None
-        run = self.run = ExperimentRun(cfg, path, bus, control)
         try:
+            run = self.run = ExperimentRun(cfg, path, bus, control)
             removed = remove_orphans(path) if self.main else []
             if resume:  # one run, however many sessions: its start and its total time carry over
                 old = read_summary(path)
                 run.previous_seconds = float(old.get("total_seconds") or 0.0)
                 run.summary["started"] = old.get("started") or run.summary["started"]
-            try:
-                with timing(run.clock):
-                    plan = run.prepare()
-            except BaseException:
-                if created and self.main:
-                    self.lock.release()
-                    shutil.rmtree(path, ignore_errors=True)  # refused before it began: leave nothing behind
-                raise
+            with timing(run.clock):
+                plan = run.prepare()
             if not resume and self.main:
                 save_config(cfg, path / CONFIG_FILE)
             if job is not None and self.main:  # which job of which comparison this run is
@@ -795,14 +789,14 @@ class OpenRun:
                                    for s in plan.stages]
             run.save_summary()
         except BaseException:
-            self.close()
+            self.close(remove=created and self.main)  # refused at its start: leave nothing behind
             raise
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        self.lock.release()
+        self.lock.release(remove=remove)
 
     def outcome(self, body: Callable[[], dict]) -> dict:
         """Run ``body`` and report its end: finished, stopped (returns the summary) or failed
@@ -819,7 +813,7 @@ class OpenRun:
             bus.emit(RunFinished(str(path), copy.deepcopy(run.summary), stopped=True))
             return run.summary
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, then re-raised
-            error: BaseException = _oom_error(exc) or exc
+            error: BaseException = _oom_error(exc) or as_run_error(exc) or exc
             kind = ("input" if isinstance(error, InputError) else error.kind if isinstance(error, TrainingError)
                     else "interrupted" if isinstance(error, KeyboardInterrupt) else
                     "export" if run.stage == "export" else "error")
@@ -828,13 +822,11 @@ class OpenRun:
                 message += f" (the trained student is kept; mgd-train --resume {path} exports again)"
             run.summary.update(status="failed", failed_in=run.stage, error=message)
             details = traceback.format_exc()
+            record_failure(path, details, run.save_summary)  # what it can: a full disk, a read-only folder
             try:
-                run.save_summary()
-                atomic_write(path / ERROR_FILE, details)
-            except OSError:
-                pass  # a full disk: the event below still reports the failure
-            finally:
                 bus.emit(RunFailed(str(path), run.stage, message, kind, details))
+            except MGDError:
+                pass  # the metrics log cannot take it either: the failure above is the one to report
             if error is not exc:
                 raise error from exc
             raise

@@ -167,11 +167,13 @@ def prepare_image(image_path: str | Path, prep: Preprocessing) -> np.ndarray:
     data set's channels (gray or RGB) and size (bilinear resize, as the image-folder reader does)."""
     from PIL import Image
 
+    from engine.data.images import open_image
+
     path = Path(image_path).expanduser()
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode.startswith("I;16"):  # 16-bit gray: down to 8 bits as the data reader does
                 arr = np.asarray(img, dtype=np.float32) / 257.0
@@ -181,6 +183,8 @@ def prepare_image(image_path: str | Path, prep: Preprocessing) -> np.ndarray:
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8).copy()
+    except DataError:
+        raise
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, ValueError, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read the image ({reason})") from None

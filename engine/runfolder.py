@@ -10,12 +10,16 @@ scripts agree on every name::
       error.log            the traceback of a failed run
       checkpoints/         <stage>.pt when a stage is done, <stage>_last.pt while it runs
       export/              the exported student (unless export.dir says otherwise)
-      .lock, .writer       held by the one process writing the folder (pid, host, start)
+      .writer              who holds the writer's lock (pid, host, start); the lock itself is
+                           an OS lock on the folder (see RunLock), not a file
       annotation.json      the user's name and note for the run (the studio; never read by a run)
 
 Every file is written atomically: to a temporary file beside it, flushed to disk, then
-renamed over the old one, so a crash leaves the old or the new file, never half of one.
-A full disk raises :class:`DiskFullError` naming the path. This module imports no torch
+renamed over the old one, so a crash leaves the old or the new file, never half of one;
+``metrics.jsonl`` is appended one whole line at a time. A full disk raises
+:class:`DiskFullError` naming the path; a run folder deleted (or moved) while its writer
+holds it raises :class:`RunFolderGone` at the next write or event. Both stop the run, even
+when an event subscriber meets them (their ``stops_run`` attribute, see ``EventBus.emit``). This module imports no torch
 (the studio's runs panel uses it); :func:`save_checkpoint` and :func:`load_checkpoint` do
 on first use.
 """
@@ -26,10 +30,11 @@ import errno
 import io
 import json
 import os
+import shutil
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.errors import CheckpointError, InputError, TrainingError
 
@@ -49,13 +54,47 @@ TMP_SUFFIX = ".tmp"
 CHECKPOINT_FORMAT = 2
 
 
-class DiskFullError(TrainingError):
+class RunFolderError(TrainingError):
+    """A file of the run folder cannot be written (the message names it): the run stops."""
+
+    stops_run = True  # raised by an event subscriber, it still ends the run (EventBus.emit)
+
+    def __init__(self, path: Path, message: str, kind: str = "io"):
+        self.path = Path(path)
+        super().__init__(message, kind=kind)
+
+
+class DiskFullError(RunFolderError):
     """No space left (or quota exceeded) while writing a file of the run."""
 
     def __init__(self, path: Path, exc: OSError):
-        self.path = path
-        super().__init__(f"the disk is full: could not write {path} ({exc.strerror or exc}); "
+        super().__init__(path, f"the disk is full: could not write {path} ({exc.strerror or exc}); "
                          "free some space and resume the run (the last good checkpoint is kept)", kind="disk")
+
+
+class RunFolderGone(RunFolderError):
+    """The run folder was deleted or moved while its writer held it."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir, f"the run folder {run_dir} was deleted or moved while the run was writing it; "
+                         "the run stops (start it again to train from the beginning)", kind="vanished")
+
+
+def write_error(path: str | Path, exc: OSError) -> RunFolderError:
+    """The error for a failed write of ``path``: :class:`DiskFullError` for a full disk or quota,
+    else a :class:`RunFolderError` naming the file and the reason."""
+    path = Path(path)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(path, exc)
+    return RunFolderError(path, f"could not write {path} ({exc.strerror or exc})")
+
+
+def as_run_error(exc: BaseException) -> RunFolderError | None:
+    """An ``OSError`` raised while a run wrote its files, as a :class:`RunFolderError` naming the
+    file (``None`` for anything else): a message that says which file, not only ``[Errno 28]``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return write_error(exc.filename or "a file of the run", exc)
+    return None
 
 
 def checkpoint_path(run_dir: str | Path, stage: str) -> Path:
@@ -84,6 +123,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: the first alone writes the run folder
         return path
+    check_alive(path)  # never re-create a run folder deleted under its writer
     if isinstance(data, str):
         data = data.encode("utf-8")
     tmp = _tmp_name(path)
@@ -99,6 +139,8 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(path, exc) from None
+        if exc.filename == str(tmp):  # name the file the caller wrote, not its temporary twin
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     finally:
         if tmp.exists():
@@ -179,21 +221,65 @@ def remove_orphans(run_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- metrics and summary
 
 
+def _drop_partial_line(fd: int) -> None:
+    """Truncate the file open at ``fd`` after its last newline (a line cut by a crash goes)."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
+
+
 class MetricsWriter:
-    """Subscriber that appends every event to ``metrics.jsonl`` as one JSON object per line."""
+    """Subscriber that appends every event to ``metrics.jsonl`` as one JSON object per line.
+
+    The file holds whole lines only: a partial last line (a crash) is dropped when it is opened
+    again, and a line that cannot be written (a full disk) is cut off again before the error
+    (:class:`DiskFullError` / :class:`RunFolderError`, naming the file) stops the run; the
+    writer then writes nothing more. A run folder deleted under it raises :class:`RunFolderGone`.
+    """
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / METRICS_FILE
-        self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            _drop_partial_line(self._fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        self.failed = False
 
     def __call__(self, event) -> None:
-        if self._fh.closed:
+        if self._fd is None or self.failed:
             return
-        self._fh.write(json.dumps(event.to_dict()) + "\n")
-        self._fh.flush()
+        try:
+            check_alive(self.path)
+        except RunFolderGone:
+            self.failed = True
+            raise
+        data = memoryview((json.dumps(event.to_dict()) + "\n").encode("utf-8"))
+        size = os.fstat(self._fd).st_size
+        try:
+            while data:  # one os.write in practice; a short write is a full disk
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            self.failed = True
+            try:
+                os.ftruncate(self._fd, size)  # never half a line followed by the next event
+            except OSError:
+                pass
+            raise write_error(self.path, exc) from None
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def read_summary(run_dir: str | Path) -> dict:
@@ -201,53 +287,140 @@ def read_summary(run_dir: str | Path) -> dict:
 
 
 def write_summary(run_dir: str | Path, summary: dict) -> Path:
-    return write_json(Path(run_dir) / SUMMARY_FILE, summary)
+    """Write ``summary.json``; a failure is a :class:`RunFolderError` naming it (it stops the run,
+    even from an event subscriber)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        return write_json(path, summary)
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 # ----------------------------------------------------------------------------- the writer's lock
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: the filelock package's lock file instead
+    fcntl = None
+
+#: run folders whose writer's lock this process holds (see :func:`check_alive`)
+_HELD: list[RunLock] = []
+
+
+def check_alive(path: str | Path) -> None:
+    """Raise :class:`RunFolderGone` when ``path`` lies in a run folder this process holds the
+    lock of and that folder was deleted or moved since (nothing to check for other paths)."""
+    if not _HELD:
+        return
+    target = os.path.abspath(path)
+    for lock in list(_HELD):
+        root = lock.abs_dir
+        if (target == root or target.startswith(root + os.sep)) and lock.vanished():
+            raise RunFolderGone(lock.run_dir)
 
 
 class RunLock:
     """An exclusive lock on a run folder for the process that writes it.
 
     A second writer (another ``mgd-train --resume`` of the same folder, the studio) gets an
-    :class:`InputError` naming the holder's process, host and start time. The lock is an
-    OS file lock, so it is released when its process dies, however it dies.
+    :class:`InputError` naming the holder's process, host and start time (from ``.writer``).
+    Where the OS has ``flock`` the lock is taken on the folder itself (an open descriptor of
+    the directory), so deleting files in the folder cannot break it, and it is released when
+    its process dies, however it dies; elsewhere it is a ``.lock`` file (the filelock package).
     """
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self._lock = None
+        self.abs_dir = os.path.abspath(self.run_dir)
+        self._fd: int | None = None  # the directory's descriptor, flocked
+        self._lock = None  # the filelock fallback
+
+    def _refuse(self) -> InputError:
+        try:
+            who = (self.run_dir / WRITER_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            who = ""
+        return InputError(f"{self.run_dir}: the run folder is being written by {who or 'another process'}; "
+                          "wait for it to finish or stop it first")
+
+    def _take(self) -> None:
+        if fcntl is None:
+            from filelock import FileLock, Timeout
+
+            lock = FileLock(str(self.run_dir / LOCK_FILE), timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise self._refuse() from None
+            self._lock = lock
+            return
+        fd = os.open(self.run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise self._refuse() from None
+            raise
+        self._fd = fd
 
     def acquire(self) -> RunLock:
-        from filelock import FileLock, Timeout
-
+        created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.run_dir / LOCK_FILE), timeout=0)
         try:
-            lock.acquire()
-        except Timeout:
-            holder = (self.run_dir / WRITER_FILE)
-            try:
-                who = holder.read_text(encoding="utf-8").strip()
-            except OSError:
-                who = "another process"
-            raise InputError(f"{self.run_dir}: the run folder is being written by {who or 'another process'}; "
-                             "wait for it to finish or stop it first") from None
-        self._lock = lock
+            self._take()
+        except BaseException:
+            if created:  # refused: leave no empty folder behind
+                try:
+                    self.run_dir.rmdir()
+                except OSError:
+                    pass
+            raise
+        _HELD.append(self)
         info = f"process {os.getpid()} on {socket.gethostname()} since {datetime.now().isoformat(timespec='seconds')}"
         try:
             atomic_write(self.run_dir / WRITER_FILE, info)
-        except OSError:
+        except (OSError, TrainingError):
             pass
         return self
 
-    def release(self) -> None:
-        if self._lock is not None:
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self._lock is not None
+
+    def vanished(self) -> bool:
+        """Whether the held folder was deleted or moved (its path no longer names the folder locked)."""
+        if not self.held:
+            return False
+        try:
+            now = os.stat(self.run_dir)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        if self._fd is None:
+            return False
+        locked = os.fstat(self._fd)
+        return (now.st_dev, now.st_ino) != (locked.st_dev, locked.st_ino)
+
+    def release(self, remove: bool = False) -> None:
+        """Give the lock up; ``remove``: delete the run folder first (a run refused at its start)."""
+        if not self.held:
+            return
+        if self in _HELD:
+            _HELD.remove(self)
+        if remove and not self.vanished():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        else:
             try:
                 (self.run_dir / WRITER_FILE).unlink()
             except OSError:
                 pass
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+        if self._lock is not None:
             self._lock.release()
             self._lock = None
 
@@ -256,6 +429,41 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def record_failure(run_dir: str | Path, details: str, save_summary: Callable[[], Any]) -> None:
+    """Write what a failed run can still write: ``error.log`` (the traceback), then the summary
+    (``save_summary``, saying failed); each is tried on its own and a failure to write is
+    swallowed (a full disk or a read-only folder: the failure itself is reported elsewhere).
+    Nothing is written into a run folder that vanished (it would be re-created)."""
+    for write in (lambda: atomic_write(Path(run_dir) / ERROR_FILE, details), save_summary):
+        try:
+            write()
+        except (OSError, TrainingError):
+            pass
+
+
+def record_launch_failure(run_dir: str | Path, message: str) -> None:
+    """Record in a run's summary (and ``error.log`` when its processes wrote none) that its
+    processes failed with ``message``, once none of them holds the folder any more. A run that
+    never began (no summary) is left as it is; a folder still held or unwritable is left too."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if not summary:
+        return
+    try:
+        lock = RunLock(run_dir).acquire()
+    except (InputError, OSError):
+        return
+    try:
+        summary.update(status="failed", error=message)
+        if not (run_dir / ERROR_FILE).exists():
+            atomic_write(run_dir / ERROR_FILE, f"{message}\n")
+        write_summary(run_dir, summary)
+    except (OSError, TrainingError):
+        pass
+    finally:
+        lock.release()
 
 
 def check_writable_dir(path: str | Path, field: str) -> None:

@@ -36,6 +36,8 @@ def select_device(name: str):
             name = "mps"
         else:
             name = "cpu"
+    if not (name in ("cpu", "cuda", "mps") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise InputError(f"device: {name!r} is not allowed; choose auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(f"device: {name!r} was asked for but no CUDA GPU is available; use auto or cpu")

@@ -70,8 +70,23 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(class_dir).as_posix())
 
 
+def _check_contents(files: list[Path]) -> None:
+    """Refuse (DataError naming it) the first file whose content is not an allowed image
+    format, whatever its extension, before anything is decoded (see :mod:`engine.data.images`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.data.images import check_image_file
+
+    if len(files) < 64:
+        for path in files:
+            check_image_file(path)
+        return
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(check_image_file, files, chunksize=256))
+
+
 def _scan(folder: Path) -> tuple[list[str], list[list[Path]]]:
-    """Class names (sorted sub-folder names) and each class's image files."""
+    """Class names (sorted sub-folder names) and each class's image files (their contents checked)."""
     classes = _class_dirs(folder)
     if not classes:
         raise DataError(f"{folder}: no class sub-folders (expected <class>/<image> files)")
@@ -84,6 +99,7 @@ def _scan(folder: Path) -> tuple[list[str], list[list[Path]]]:
         files.append(found)
     if len(classes) < 2:
         raise DataError(f"{folder}: found only one class folder ('{classes[0].name}'); at least 2 classes are needed")
+    _check_contents([f for found in files for f in found])
     return [c.name for c in classes], files
 
 
@@ -102,8 +118,10 @@ def _read_image(path: Path, size: int, fit: str = "stretch"):
     import numpy as np
     from PIL import Image
 
+    from engine.data.images import open_image
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             mode = img.mode
             gray = mode in GRAY_MODES

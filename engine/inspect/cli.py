@@ -64,6 +64,16 @@ class _Progress:
         self.last = pct
 
 
+def _check_device(name: str) -> None:
+    """Refuse (InputError naming ``--device``) a device name that is not allowed or not here."""
+    from engine.runtime import select_device
+
+    try:
+        select_device(name)
+    except InputError as exc:
+        raise InputError(f"--device: {str(exc).removeprefix('device: ')}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[2:] if argv is None else argv
     try:
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.earlier < 0:
             raise InputError(f"--earlier must be 0 or more, got {args.earlier}")
         from engine.inspect.load import check_run_dir
+        from engine.runfolder import check_writable_dir
 
         run_dir = check_run_dir(args.run_dir)
         if args.compare:
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out).expanduser() if args.out else run_dir / "inspect"
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out}: exists and is not a folder")
+        check_writable_dir(out, "--out")
+        _check_device(args.device)
 
         from engine.inspect.analysis import inspect_run
         from engine.inspect.report import write_report

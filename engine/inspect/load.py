@@ -255,6 +255,14 @@ def _classes_and_channels(weights: dict, source: Path) -> tuple[int, int]:
 
 
 def _load(module, weights, source: Path) -> None:
+    import torch
+
+    if isinstance(weights, dict):  # NaN weights would only fail later, deep in the analysis (PCA)
+        broken = [k for k, v in weights.items()
+                  if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:
+            raise CheckpointError(f"{source}: holds NaN or infinite weights in {len(broken)} tensor(s) "
+                                  f"(e.g. {broken[0]!r}): it was saved from a diverged run")
     try:
         module.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as exc:

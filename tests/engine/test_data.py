@@ -218,6 +218,9 @@ def test_imagefolder_unreadable_image(tmp_path):
         _save(tmp_path / name / "0.png", "RGB", 10)
         _save(tmp_path / name / "1.png", "RGB", 20)
     (tmp_path / "y" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(DataError, match=r"broken\.jpg: not an image in an allowed format"):
+        load_dataset("imagefolder", root=tmp_path)
+    (tmp_path / "y" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     with pytest.raises(DataError, match=r"broken\.jpg: cannot read the image"):
         load_dataset("imagefolder", root=tmp_path)
 

@@ -158,7 +158,7 @@ def test_statistics_from_a_seeded_sample(rgb_root, monkeypatch):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_unreadable_file_while_streaming(tmp_path, monkeypatch, workers):
     root = _folder(tmp_path, per_class=(4, 2))
-    (root / "train" / "cow" / "zz_broken.png").write_bytes(b"not a png")
+    (root / "train" / "cow" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")  # passes the scan
     monkeypatch.setattr(imagefolder, "STATS_SAMPLE", 1)  # the broken file is (almost surely) not sampled
     try:
         bundle = load_dataset("imagefolder", root=root, image_size=8, in_memory="off")

@@ -88,3 +88,84 @@ def test_two_processes_stop_together_and_resume(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["teacher"]["test_acc"] > 50.0
+
+
+def _workers_of(launcher: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes a launcher started (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher and "RANK" in env:
+            found[int(env["RANK"])] = int(entry.name)
+    return found
+
+
+def _start_two(tmp_path):
+    import time
+
+    path = tmp_path / "exp.yaml"
+    save_config(tiny_config(**{**SETTINGS, "teacher.schedule.epochs": 40, "teacher.schedule.milestones": [30],
+                               "export.enabled": False}), path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "engine.cli", str(path), "--nproc", "2", "--out", str(out), "-q"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "teacher_last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    workers = _workers_of(proc.pid)
+    assert sorted(workers) == [0, 1], workers
+    return proc, workers, out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie of a dead parent is gone for our purpose
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_a_killed_worker_ends_the_run_with_one_line_naming_it(tmp_path):
+    import signal
+
+    proc, workers, out = _start_two(tmp_path)
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Connection" not in err, err
+    failures = [line for line in err.splitlines() if line.startswith("mgd-train: training failed")]
+    assert failures == [err.strip().splitlines()[-1]], err
+    assert "process 1 of 2 was killed by SIGKILL" in failures[0] and f"--resume {out} --nproc 2" in failures[0]
+    assert all(_gone(pid) for pid in workers.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "process 1 of 2 was killed" in summary["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_launchers_death_ends_its_workers(tmp_path):
+    import signal
+    import time
+
+    proc, workers, out = _start_two(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while not all(_gone(pid) for pid in workers.values()):
+        assert time.monotonic() < deadline, "the workers outlived their launcher"
+        time.sleep(0.2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "stopped"  # SIGTERM from the kernel: they stopped together, with a checkpoint

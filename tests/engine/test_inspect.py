@@ -339,3 +339,49 @@ def test_cli_writes_the_report_and_exit_codes(runs, tmp_path, capsys):
     assert "--frobnicate" in one_line(["inspect", str(runs["mgd"]), "--frobnicate"])
     assert "--images" in one_line(["inspect", str(runs["mgd"]), "--images", "0"])
     assert "RUN_DIR" in one_line(["inspect"])
+
+
+def test_cli_checks_its_output_folder_heads_and_device_before_any_work(runs, tmp_path, capsys, monkeypatch):
+    import os
+
+    import torch
+
+    import engine.inspect.analysis as analysis
+    from engine.runfolder import load_checkpoint, save_checkpoint
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the test set was run through the models")
+
+    monkeypatch.setattr(analysis, "collect_outputs", no_work)
+
+    def refused(*args) -> str:
+        assert train_main(["inspect", str(runs["mgd"]), *args, "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
+    assert "--device: 'bogus' is not allowed" in refused("--device", "bogus")
+    assert "--device: 'cuda:x' is not allowed" in refused("--device", "cuda:x")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert "--out" in refused("--out", str(a_file / "report"))
+    if os.geteuid() != 0:  # chmod does not stop root
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        try:
+            assert "--out" in refused("--out", str(locked / "report"))
+            assert "--out" in refused("--out", str(locked))
+        finally:
+            locked.chmod(0o755)
+
+    nan_run = tmp_path / "nan-heads"
+    shutil.copytree(runs["mgd"], nan_run)
+    heads_file = nan_run / "checkpoints" / "heads.pt"
+    state = load_checkpoint(heads_file)
+    state["modules"]["heads"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                 for k, v in state["modules"]["heads"].items()}
+    save_checkpoint(state, heads_file)
+    assert train_main(["inspect", str(nan_run), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{heads_file}: holds NaN or infinite weights" in err, err

@@ -80,7 +80,7 @@ def test_any_image_is_converted_to_the_runs_channels_and_size(runs, tmp_path):
     assert prep.classes == [str(i) for i in range(10)] and len(prep.mean) == 1
     bogus = tmp_path / "not-an-image.png"
     bogus.write_text("hello")
-    with pytest.raises(DataError, match="cannot read the image"):
+    with pytest.raises(DataError, match="not-an-image.png: not an image in an allowed format"):
         classify_image(runs["mgd"], bogus)
     with pytest.raises(InputError, match="no such image"):
         classify_image(runs["mgd"], tmp_path / "missing.png")

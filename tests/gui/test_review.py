@@ -87,4 +87,4 @@ def test_try_an_image_file_opened_or_dropped(qtbot, window, finished_run, tmp_pa
     bad.write_text("not an image")
     dialog.try_image(str(bad))
     qtbot.waitUntil(lambda: dialog.error is not None, timeout=60000)
-    assert "cannot read the image" in dialog.try_status.text()
+    assert "not an image in an allowed format" in dialog.try_status.text()
