@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -92,6 +94,36 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         return {"median": float("nan"), "p25": float("nan"), "p75": float("nan"), "n": 0}
     q = statistics.quantiles(vals, n=4) if len(vals) > 1 else [vals[0]] * 3
     return {"median": statistics.median(vals), "p25": q[0], "p75": q[2], "n": len(vals)}
+
+
+def paired_ratio(numer: Sequence[float], denom: Sequence[float], *, block: int = 1, resamples: int = 2000,
+                 seed: int = 0) -> dict[str, float]:
+    """The ratio of two sides measured in pairs (``numer[i]`` next to ``denom[i]``): the median of
+    the per-pair ratios (per-block ratios of sums with ``block`` > 1), their quartiles, and a
+    95 % bootstrap interval of that median (pairs resampled with replacement, seeded: the same
+    timings always give the same interval). A burst of load that slows one step spoils one
+    pair, not the figure; the interval says how far another run may land."""
+    if len(numer) != len(denom):
+        raise ValueError(f"paired_ratio: {len(numer)} timings against {len(denom)}")
+    if block < 1:
+        raise ValueError(f"paired_ratio: block must be >= 1, not {block}")
+    ratios = [sum(numer[i:i + block]) / sum(denom[i:i + block])
+              for i in range(0, len(numer) - block + 1, block)]
+    if not ratios:
+        nan = float("nan")
+        return {"median": nan, "p25": nan, "p75": nan, "iqr": nan, "ci_low": nan, "ci_high": nan, "n": 0}
+    s = summary(ratios)
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    lo, hi = medians[int(0.025 * (resamples - 1))], medians[int(round(0.975 * (resamples - 1)))]
+    return {"median": s["median"], "p25": s["p25"], "p75": s["p75"], "iqr": s["p75"] - s["p25"],
+            "ci_low": lo, "ci_high": hi, "n": len(ratios)}
+
+
+def format_ratio(r: dict[str, float]) -> str:
+    """``1.032 [95% 1.011-1.049, IQR 0.98-1.07, 40 pairs]``: a paired ratio and its spread."""
+    return (f"{r['median']:.3f} [95% {r['ci_low']:.3f}-{r['ci_high']:.3f}, IQR {r['p25']:.3f}-{r['p75']:.3f}, "
+            f"{r['n']} pairs]")
 
 
 def interleave(sides: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list]:
@@ -252,6 +284,121 @@ class TimedLoader:
         """Images per second over the last run (first timed mark to the end)."""
         marks = self.runs[-1]
         return self.steps * batch / (marks[-1] - marks[0])
+
+
+class TakeTurns:
+    """Several ``Trainer.fit`` calls trained step by step in turn: A's step 1, B's step 1, A's
+    step 2, B's step 2, ..., so that step ``i`` of every side is measured next to the others'
+    step ``i`` and a burst of load on the machine weighs on all of them alike (see
+    :func:`paired_ratio`). The order stays the same (no side ever runs two steps in a row,
+    which would find its weights warm in the caches while the others' are not); a slow drift
+    of the machine biases a ratio by at most one step's drift.
+
+    Each side is a callable that trains over ``turns.loader(name)`` (a ``Trainer.fit``); each
+    runs in its own thread, but only the side holding the turn runs: the others wait, so no
+    two steps ever overlap. A loader hands out ``skip + steps`` copies of ``batch`` (``len()``
+    is ``epoch_len``, so the trainer logs as often as in a real epoch); the time from handing
+    out a batch to being asked for the next is that step's time (wall and process CPU time;
+    the device is synchronised at both marks). The ``skip`` first steps (warm-up) are not kept.
+    """
+
+    def __init__(self, batch, steps: int, device, *, skip: int = 2, epoch_len: int = 782):
+        self.batch, self.steps, self.skip = batch, int(steps), int(skip)
+        self.device = torch.device(device)
+        self.epoch_len = int(epoch_len)
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+        self._cv = threading.Condition()
+        self._turn: str | None = None  # the side that may run; None: the coordinator's
+        self._abort = False
+
+    def loader(self, name: str) -> "_TurnLoader":
+        self.wall[name], self.cpu[name] = [], []
+        return _TurnLoader(self, name)
+
+    # -- the turn ---------------------------------------------------------------------
+    def _wait(self, name: str) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._turn == name or self._abort)
+            if self._abort:
+                raise RuntimeError("TakeTurns: another side failed")
+
+    def _hand_back(self) -> None:
+        with self._cv:
+            self._turn = None
+            self._cv.notify_all()
+
+    def _give(self, name: str) -> None:
+        with self._cv:
+            self._turn = name
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._turn is None)
+
+    def run(self, sides: dict[str, Callable[[], Any]]) -> None:
+        """Run every side to its end, one step at a time in turn; re-raises a side's error."""
+        missing = [n for n in sides if n not in self.wall]
+        if missing:
+            raise ValueError(f"TakeTurns.run: no loader was made for {', '.join(missing)}")
+        finished: dict[str, bool] = {n: False for n in sides}
+        errors: dict[str, BaseException] = {}
+
+        def body(name: str, fn: Callable[[], Any]) -> None:
+            try:
+                self._wait(name)
+                fn()
+            except BaseException as exc:  # noqa: BLE001  (handed to the coordinator)
+                errors[name] = exc
+            finally:
+                finished[name] = True
+                self._hand_back()
+
+        threads = [threading.Thread(target=body, args=(n, fn), name=f"turn-{n}", daemon=True)
+                   for n, fn in sides.items()]
+        for t in threads:
+            t.start()
+        try:
+            active = list(sides)
+            while active and not errors:
+                for name in active:
+                    self._give(name)
+                    if errors:
+                        break
+                active = [n for n in active if not finished[n]]
+        finally:
+            with self._cv:
+                self._abort = bool(errors) or any(not f for f in finished.values())
+                self._cv.notify_all()
+            for t in threads:
+                t.join()
+        if errors:
+            name, exc = next(iter(errors.items()))
+            raise RuntimeError(f"side {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class _TurnLoader:
+    """A side's train loader in :class:`TakeTurns`: waits for its turn before each step."""
+
+    def __init__(self, turns: TakeTurns, name: str):
+        self.turns, self.name = turns, name
+
+    def __len__(self) -> int:
+        return self.turns.epoch_len
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        turns = self.turns
+        total = turns.skip + turns.steps
+        for i in range(total):
+            if i > 0:  # the turn of step 0 is the one the side started with
+                turns._wait(self.name)
+            sync(turns.device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            yield turns.batch
+            sync(turns.device)
+            if i >= turns.skip:
+                turns.wall[self.name].append(time.perf_counter() - w0)
+                turns.cpu[self.name].append(time.process_time() - c0)
+            if i < total - 1:  # after the last step the side keeps the turn to the end of its fit
+                turns._hand_back()
 
 
 def step_diffs(marks: Sequence[float]) -> list[float]:

@@ -7,10 +7,11 @@ its trained-style heads, MGD mode stable. The hand-written side does the same fo
 passes, losses (CE, KD against the stable target, one code term per head), backward and
 SGD step in a plain loop. Both train their own copy of the same student from the same
 weights on the same batch. The two sides alternate step by step (engine, hand, engine, ...:
-the hand step runs inside the engine's data loader, outside the engine's timed step), so
-that a busy neighbour slows both alike; the first step of each round (fresh optimisers) is
-left out. The script reports the median step times, their ratio and the median of the
-paired ratios, and checks that both sides compute the same loss and the same weights.
+``_common.TakeTurns``), so that a busy neighbour slows both alike; the first step of each
+round (fresh optimisers) is left out. The figure is the median of the per-pair ratios engine / hand with its 95 %
+bootstrap interval and quartiles (``_common.paired_ratio``), in process CPU time on a CPU
+(which a neighbour's load moves least) and wall time on a GPU; the script also checks that
+both sides compute the same loss and the same weights.
 
     .venv/bin/python benchmarks/engine_overhead.py [--quick] [--device cuda]
 """
@@ -18,45 +19,14 @@ paired ratios, and checks that both sides compute the same loss and the same wei
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
-from _common import (base_parser, emit_json, environment, fixed_batch, setup, student_parts, summary, sync, table,
-                     EngineHarness, tiny_test_loader)
+from _common import (EngineHarness, TakeTurns, base_parser, emit_json, environment, fixed_batch, format_ratio,
+                     paired_ratio, setup, student_parts, summary, table, tiny_test_loader)
 
 import torch  # noqa: E402  (after _common, which puts the repository on the path)
 import torch.nn.functional as F  # noqa: E402
 
 TARGET = 1.03
-
-
-class PairedLoader:
-    """The engine's train loader for this benchmark: hands ``Trainer.fit`` the fixed batch
-    ``steps`` times and, between two engine steps, runs one hand-written step, so that every
-    engine step is timed right next to a hand step (a busy neighbour slows both alike).
-    ``pairs`` holds (engine wall, engine CPU, hand wall, hand CPU, step index)."""
-
-    def __init__(self, batch, steps: int, device, hand_step, new_round):
-        self.batch, self.steps, self.device = batch, steps, device
-        self.hand_step, self.new_round = hand_step, new_round
-        self.pairs: list[tuple[float, float, float, float, int]] = []
-
-    def __len__(self) -> int:
-        return 782  # the steps of a CIFAR epoch at batch 64: the trainer logs as often as in a real run
-
-    def epoch(self, epoch: int, start_step: int = 0):
-        self.new_round()
-        prev = None
-        for i in range(self.steps + 1):
-            if prev is not None:  # the engine's step i - 1 is done
-                sync(self.device)
-                engine = (time.perf_counter() - prev[0], time.process_time() - prev[1])
-                self.pairs.append((*engine, *self.hand_step(), i - 1))
-            if i == self.steps:
-                return
-            sync(self.device)
-            prev = (time.perf_counter(), time.process_time())
-            yield self.batch
 
 
 def hand_loss(student, student_heads, teacher, teacher_heads, x, y, temperature=4.0, w_ce=0.2, w_div=0.8):
@@ -93,7 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.teacher, args.student = "resnet56", "resnet20"
-        args.steps, args.rounds = 10, 3
+        args.steps, args.rounds = 20, 3
+        if args.threads == 0:  # one thread: no spinning at barriers while a neighbour holds the other core
+            args.threads = 1
     device = setup(args)
     precision = {"off": "fp32"}.get(args.amp, args.amp)
     cl = args.channels_last
@@ -123,44 +95,46 @@ def main() -> None:
             hand_total = float(hand_loss(h_student, h_heads, teacher, teacher_heads, x, y))
 
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    hand_opt: list = []
 
-    def hand_step() -> tuple[float, float]:
-        """One hand-written step; (wall, process CPU) seconds."""
-        sync(device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            loss = hand_loss(h_student, h_heads, teacher, teacher_heads, x, y)
-        optimizer = hand_opt[-1]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        sync(device)
-        return time.perf_counter() - w0, time.process_time() - c0
-
-    def new_round():
-        # a fresh optimiser on the hand side whenever Trainer.fit makes one on the engine side
-        hand_opt[:] = [torch.optim.SGD(h_params, lr=0.05, momentum=0.9, weight_decay=5e-4)]
+    def hand_fit(loader) -> None:
+        """The hand-written loop over ``loader``: a fresh optimiser, as Trainer.fit makes one."""
+        optimizer = torch.optim.SGD(h_params, lr=0.05, momentum=0.9, weight_decay=5e-4)
         h_student.train()
         h_heads.train()
+        for bx, by, _ in loader.epoch(0):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                loss = hand_loss(h_student, h_heads, teacher, teacher_heads, bx, by)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
-    loader = PairedLoader(batch, args.steps, device, hand_step, new_round)
-    harness = EngineHarness(loader, precision=precision, channels_last=cl)
-    harness.fit(task)  # warm-up round (not timed), after which the weights of both sides must agree
-    loader.pairs.clear()
+    def round_(steps: int, skip: int) -> TakeTurns:
+        """One Trainer.fit and one hand-written loop over ``skip + steps`` batches, step by step in turn."""
+        turns = TakeTurns(batch, steps, device, skip=skip)
+        harness = EngineHarness(turns.loader("engine"), precision=precision, channels_last=cl)
+        hand_loader = turns.loader("hand")
+        try:
+            turns.run({"engine": lambda: harness.fit(task), "hand": lambda: hand_fit(hand_loader)})
+        finally:
+            harness.close()
+        return turns
+
+    round_(args.steps, 0)  # warm-up round (not timed), after which the weights of both sides must agree
     with torch.no_grad():
         weight_diff = max(float((a - b).abs().max()) for a, b in zip(parts["student"].parameters(),
                                                                     h_student.parameters()))
+    pairs = []  # (engine wall, engine CPU, hand wall, hand CPU) of each step
     for _ in range(args.rounds):
-        harness.fit(task)
-    harness.close()
-    pairs = [p for p in loader.pairs if p[4] > 0]  # the first step of a round (fresh optimisers) left out
+        turns = round_(args.steps - 1, 1)  # the first step of a round (fresh optimisers) left out
+        pairs += zip(turns.wall["engine"], turns.cpu["engine"], turns.wall["hand"], turns.cpu["hand"])
     eng, hand = summary([p[0] for p in pairs]), summary([p[2] for p in pairs])
     eng_cpu, hand_cpu_s = summary([p[1] for p in pairs]), summary([p[3] for p in pairs])
-    ratio = eng["median"] / hand["median"]
-    paired = statistics.median(p[0] / p[2] for p in pairs)  # each engine step against the hand step next to it
-    ratio_cpu = eng_cpu["median"] / hand_cpu_s["median"]
+    r_wall = paired_ratio([p[0] for p in pairs], [p[2] for p in pairs])  # each engine step against the hand
+    r_cpu = paired_ratio([p[1] for p in pairs], [p[3] for p in pairs])   # step next to it
+    clock = "cpu" if device.type == "cpu" else "wall"
+    ratio = (r_cpu if clock == "cpu" else r_wall)["median"]
     env = environment(device)
     print(f"engine overhead: {args.teacher} -> {args.student}, batch {args.batch}, {args.size}x{args.size}, "
           f"{args.classes} classes, KD + MGD stable (2 heads), {precision}{', channels-last' if cl else ''}")
@@ -170,14 +144,15 @@ def main() -> None:
                 [[name, s["median"] * 1e3, s["p25"] * 1e3, s["p75"] * 1e3, c["median"] * 1e3, s["n"]]
                  for name, s, c in (("engine (Trainer.fit)", eng, eng_cpu), ("hand-written loop", hand, hand_cpu_s))]))
     verdict = "met" if ratio <= TARGET else "missed"
-    print(f"ratio engine/hand = {ratio:.3f} (target <= {TARGET}: {verdict}); median of paired ratios {paired:.3f}; "
-          f"process CPU time {ratio_cpu:.3f}; "
-          f"same loss: |engine - hand| = {abs(engine_total - hand_total):.2e}, "
+    print(f"engine / hand (median of {r_cpu['n']} pairs): process CPU time {format_ratio(r_cpu)}; "
+          f"wall time {format_ratio(r_wall)} (target <= {TARGET} in {'process CPU' if clock == 'cpu' else 'wall'} "
+          f"time: {verdict})")
+    print(f"same loss: |engine - hand| = {abs(engine_total - hand_total):.2e}, "
           f"weights after a round: max |diff| = {weight_diff:.2e}")
     emit_json({"benchmark": "engine_overhead", "teacher": args.teacher, "student": args.student,
                "batch": args.batch, "classes": args.classes, "size": args.size, "precision": precision,
                "channels_last": cl, "engine_ms": eng["median"] * 1e3, "hand_ms": hand["median"] * 1e3,
-               "engine": eng, "hand": hand, "ratio": ratio, "paired_ratio": paired, "ratio_cpu_time": ratio_cpu,
+               "engine": eng, "hand": hand, "clock": clock, "ratio": ratio, "ratio_wall": r_wall, "ratio_cpu_time": r_cpu,
                "engine_cpu": eng_cpu, "hand_cpu": hand_cpu_s, "target": TARGET, "met": ratio <= TARGET,
                "loss_diff": abs(engine_total - hand_total), "weight_diff": weight_diff, "env": env})
 
