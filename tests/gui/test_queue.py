@@ -22,9 +22,11 @@ class FakeEngine:
     """Stands in for run_experiment: writes a run folder as the engine would (config, summary, a
     teacher.pt when it trains its own teacher), one call at a time, each waiting for a release."""
 
-    def __init__(self, gated: bool = False, fail: str = ""):
+    def __init__(self, gated: bool = False, fail: str = "", progress=None):
         self.calls: list[dict] = []
         self.groups: list[list[str]] = []
+        self.specs: list[list] = []  # the RunSpecs of each group
+        self.progress = progress  # (specs, i) -> the events the i-th run of a group sends after it starts
         self.gated = gated
         self.fail = fail
         self.released = threading.Semaphore(0)
@@ -33,7 +35,7 @@ class FakeEngine:
         for _ in range(n):
             self.released.release()
 
-    def __call__(self, config, *, run_dir, runs_root, subscribers, control, resume):
+    def __call__(self, config, *, run_dir, runs_root, subscribers, control, resume, started=None):
         run_dir = Path(run_dir)
         if resume:
             config = load_config(run_dir / "config.yaml")
@@ -41,6 +43,8 @@ class FakeEngine:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         subscribers[0](RunStarted(str(run_dir), {"name": config.name}, "cpu", resumed=resume))
+        if started is not None:
+            started()
         if self.gated:
             while not self.released.acquire(timeout=0.02):
                 if control.stop_requested:
@@ -60,34 +64,44 @@ class FakeEngine:
         (run_dir / "summary.json").write_text(json.dumps(summary))
         return summary
 
-    def group(self, jobs, *, subscribers_for, control, before_open=None, after_open=None):
-        """Stands in for run_lockstep: the jobs one after another (a lockstep group), each told its end
-        as an event, none begun after a stop, the hooks called as run_lockstep calls them."""
-        from types import SimpleNamespace
+    def group(self, specs, *, control, reuse=None, lockstep=True, on_progress=None):
+        """Stands in for engine.run.run_group, as the driver runs a group: the runs one after another,
+        none begun after a stop, a new run pointed at the teacher its comparison trained before
+        (``reuse.apply``) and what it trained noted (``reuse.remember``), each run's end told as an
+        event, then its comparison's table rebuilt. ``progress(specs, i)`` gives the events (Progress
+        events among them, as the driver sends them on that run's bus) the i-th run sends once begun."""
+        from engine.compare import rebuild_table
 
-        self.groups.append([Path(job[1]).name for job in jobs])
-        summaries, previous = [], []
-        for job in jobs:
+        self.groups.append([Path(spec.run_dir).name for spec in specs])
+        self.specs.append(list(specs))
+        summaries = []
+        for i, spec in enumerate(specs):
             if control.stop_requested:
                 break
-            cfg, run_dir, resume = job
-            if before_open is not None and not resume:
-                cfg = before_open(job, previous)
-            subscribers = subscribers_for(job)
+            cfg, run_dir = spec.config, Path(spec.run_dir)
+            if reuse is not None and not spec.resume:
+                cfg = reuse.apply(cfg)
+            subscribers = list(spec.subscribers)
+            started = None
+            if self.progress is not None:
+                def started(i=i, subscribers=subscribers):
+                    for event in self.progress(specs, i):
+                        for fn in subscribers:
+                            fn(event)
             try:
                 summary = self(cfg, run_dir=run_dir, runs_root="", subscribers=subscribers, control=control,
-                               resume=resume)
+                               resume=spec.resume, started=started)
             except TrainingError as exc:
                 for fn in subscribers:
                     fn(RunFailed(str(run_dir), "student", str(exc), exc.kind))
                 summaries.append({"status": "failed", "failed_in": "student", "error": str(exc)})
                 continue
-            run = SimpleNamespace(cfg=load_config(Path(run_dir) / "config.yaml"), run_dir=Path(run_dir))
-            previous.append(run)
-            if after_open is not None:
-                after_open(job, run)
+            if reuse is not None:
+                reuse.remember(load_config(run_dir / "config.yaml"), run_dir)
             for fn in subscribers:
                 fn(RunFinished(str(run_dir), summary, stopped=summary["status"] == "stopped"))
+            if spec.comparison_dir is not None:
+                rebuild_table(spec.comparison_dir)
             summaries.append(summary)
         return summaries
 
@@ -127,8 +141,6 @@ def test_run_queues_a_comparison_and_runs_each_seed_together(qtbot, make_window,
 
 
 def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make_window, studio_home):
-    from engine.plan import GroupProgress
-
     engine = FakeEngine(gated=True, fail="s1-kd-off")
     window = make_window(engine=engine, group_engine=engine.group)
     apply(window, COMPARISON)
@@ -137,8 +149,10 @@ def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make
     qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
     # the runs of seed 0 train together; seed 1 waits
     assert [panel.tree.topLevelItem(i).text(5) for i in range(6)] == ["running"] * 3 + ["pending"] * 3
-    assert isinstance(window.progress_model, GroupProgress) and len(window.progress_model.runs) == 3
-    assert window.progress.label.text().startswith("3 runs together")
+    # the group goes to the engine as RunSpecs tagged with the queue's job ids
+    assert [(spec.tag, spec.resume, spec.job.folder) for spec in engine.specs[0]] == [
+        (f"comparison-demo/{name}", False, name) for name in ("s0-none-off", "s0-kd-off", "s0-kd-stable")]
+    assert window.progress.label.text() == "Starting…"  # no Progress event from the engine yet
     assert [r.label for r in window.plots.records] == ["s0-none-off", "s0-kd-off", "s0-kd-stable"]
 
     # cancel one running run: its group stops (checkpoints kept); the queue goes on without it
