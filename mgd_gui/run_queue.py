@@ -151,12 +151,14 @@ class RunQueue:
         ``folder`` as the comparison folder (its config and job list are written there, as
         ``mgd-train`` writes them, so the runs panel lists the runs under the comparison's name).
         Jobs already queued are not queued twice; jobs already finished in that folder are
-        listed as done."""
+        listed as done. Raises :class:`engine.errors.InputError` for a comparison a run would refuse
+        (a missing teacher file of ``comparison.teachers_dir``, a job's bad config)."""
         from engine.comparison import FINISHED, Comparison
 
         if not cfg.comparison.baselines:
             raise ValueError("the experiment has no comparison (comparison.baselines is empty)")
         comparison = Comparison(cfg, folder)
+        comparison.check()  # what would make a later run fail is refused now, as mgd-train refuses it
         comparison.save()
         added = []
         for job in comparison.jobs:
