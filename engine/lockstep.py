@@ -21,6 +21,10 @@ import torch
 
 from engine.teacher_pass import TeacherPass
 
+#: the most students trained together in lockstep (each extra student costs its weights, gradients
+#: and momentum in memory; the studio's plots overlay up to eight runs)
+MAX_STUDENTS = 8
+
 
 def lockstep_key(cfg) -> tuple:
     """Runs with equal keys see the same batches in the same order (data, seed, batch size), for the
@@ -79,4 +83,4 @@ def student_memory_mib(run) -> float:
     return 3 * params / 2**20
 
 
-__all__ = ["TeacherPass", "group_runs", "lockstep_key", "fingerprint", "student_memory_mib"]
+__all__ = ["MAX_STUDENTS", "TeacherPass", "group_runs", "lockstep_key", "fingerprint", "student_memory_mib"]

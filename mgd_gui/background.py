@@ -305,12 +305,14 @@ def comparison_folder(cfg: ExperimentConfig, runs_root: Path) -> Path:
 
 def comparison_note(cfg: ExperimentConfig, runs_root: Path) -> str:
     """What Run does with a comparison: queue its runs (how many, where)."""
-    from engine.compare import comparison_runs
+    from engine.jobs import comparison_jobs, comparison_pairs
 
     c = cfg.comparison
-    total = len(comparison_runs(cfg))
-    per_seed = total // max(1, len(c.seeds))
-    return (f"Run queues the comparison: {total} runs ({per_seed} per seed × {len(c.seeds)} seed"
+    total = len(comparison_jobs(cfg))
+    pairs = len(comparison_pairs(cfg))
+    per_group = total // max(1, len(c.seeds) * pairs)
+    groups = f"{per_group} per pair and seed × {pairs} pairs × " if pairs > 1 else f"{per_group} per seed × "
+    return (f"Run queues the comparison: {total} runs ({groups}{len(c.seeds)} seed"
             f"{'s' if len(c.seeds) != 1 else ''}) in the Queue panel, the runs of each pair and seed together "
             f"(their students in lockstep, one teacher pass per batch), the teacher and its heads trained once "
             f"per seed, into {comparison_folder(cfg, runs_root)}. "

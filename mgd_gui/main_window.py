@@ -24,7 +24,7 @@ from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
 from mgd_gui.run.log_panel import LogPanel
-from mgd_gui.run.progress import GroupProgress, PlanProgress, ProgressWidget
+from mgd_gui.run.progress import ProgressWidget, progress_text
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
 from mgd_gui.run_queue import QueuePanel, RunQueue
@@ -60,7 +60,6 @@ class MainWindow(QMainWindow):
         self._clean: dict | None = None  # the set-up as last loaded or saved (edits make it unsaved)
         self.live: RunRecord | None = None  # the run being trained (the first of a queued group)
         self.live_records: dict[str, RunRecord] = {}  # a queued group's runs, by job id
-        self.progress_model: PlanProgress | None = None
         self.last_failure: dict | None = None
         self.error_box: QMessageBox | None = None
         self.export_dialog = None
@@ -483,8 +482,7 @@ class MainWindow(QMainWindow):
         self.live = record
         self.live_records = {}
         self.last_failure = None
-        self.progress_model = PlanProgress()  # the engine's PlanReady event fills in the stages
-        self.progress.begin(self.progress_model)
+        self.progress.begin()  # the engine's Progress events fill it in
         self.plots.set_records([record])
         self._set_state("running")
 
@@ -522,14 +520,11 @@ class MainWindow(QMainWindow):
         record = self.live_records.get(tag) if tag is not None else self.live
         if record is None:
             return
-        record.feed(e)
         kind = e.get("event")
-        model = self.progress_model
-        if model is not None:
-            model.update(e)
-            if kind in ("PlanReady", "StepLosses", "StageStarted", "StageProgress", "EpochEnd", "StageFinished",
-                        "RunFinished", "RunFailed"):
-                self.progress.refresh()
+        if kind == "Progress":  # the engine's figures over all the runs it drives, shown as they are
+            self._show_progress(e)
+            return
+        record.feed(e)
         if kind not in ("RunFinished", "RunFailed"):  # those are told when the run has ended, below
             line = describe_event(e)
             if line is not None:
@@ -546,10 +541,11 @@ class MainWindow(QMainWindow):
             if self._queue_jobs:
                 self.queue_panel.paused_run = True
                 self.queue_panel.refresh()
-            self.progress.set_text(f"Paused · {model.text()}" if model else "Paused")
+            self.progress.set_text(progress_text(self.progress.latest, "Paused"))
         elif kind == "Resumed":
             if self.state in ("paused", "pausing"):
                 self._set_state("running")
+                self.progress.set_text(progress_text(self.progress.latest))
             self._show_active()
             if self._queue_jobs:
                 self.queue_panel.paused_run = False
@@ -558,6 +554,14 @@ class MainWindow(QMainWindow):
             self.runs.refresh()
         elif kind in ("RunFinished", "RunFailed") and tag is not None:
             self._group_job_ended(tag, record, e)
+
+    def _show_progress(self, e: dict) -> None:
+        """The status bar shows the engine's latest Progress event; while a pause or a stop is on its
+        way its own line stays (the bar still moves)."""
+        if self.state == "paused":
+            self.progress.show_progress(e, prefix="Paused")
+        else:
+            self.progress.show_progress(e, text=self.state == "running")
 
     def _group_job_ended(self, job_id: str, record: RunRecord, e: dict) -> None:
         """One run of a queued group ended (the others may go on)."""
@@ -724,7 +728,12 @@ class MainWindow(QMainWindow):
 
     def _next_job(self) -> None:
         """Start the next group of pending jobs (one pair and seed of a comparison: their students
-        train in lockstep) when the window is free and the queue is running."""
+        train in lockstep) when the window is free and the queue is running. What each job does
+        is the engine's: skip it when its run finished (:meth:`Comparison.state`), else run or
+        resume it (:meth:`Comparison.spec`), loading the teacher and heads the comparison's runs
+        trained before (:meth:`Comparison.reuse`)."""
+        from engine.comparison import FINISHED, Comparison
+
         if self.queue.state != "running" or self.runner.active or self.state != "idle" or self._closing:
             return
         while True:
@@ -736,51 +745,52 @@ class MainWindow(QMainWindow):
                 self.log.add(f"Queue finished: {counts['done']} done, {counts['failed']} failed, "
                              f"{counts['cancelled']} cancelled")
                 return
-            reuse = self.queue.reuse_for(group[0].comparison_dir)
+            try:
+                comparison = Comparison.open(group[0].comparison_dir)
+            except (OSError, MGDError) as exc:
+                for queued in group:
+                    self.queue.mark(queued, "failed", f"its comparison cannot be read: {exc}")
+                continue
             jobs = []
-            for job in group:
-                try:
-                    cfg, resume = self.queue.job_config(job, reuse)
-                except (OSError, MGDError) as exc:
-                    self.queue.mark(job, "failed", str(exc))
-                    continue
-                summary = run_info(job.run_dir).summary if resume else {}
-                if summary.get("status") == "finished":
-                    self.queue.mark(job, "done", "finished before", (summary.get("student") or {}).get("best_acc"))
-                    continue
-                jobs.append((job, cfg, resume))
+            for queued in group:
+                job = comparison.job(queued.folder)
+                if job is None:
+                    self.queue.mark(queued, "failed", f"no longer a job of the comparison in {comparison.folder}")
+                elif comparison.state(job) == FINISHED:
+                    result = (comparison.summary(job).get("student") or {}).get("best_acc")
+                    self.queue.mark(queued, "done", "finished before", result)
+                else:
+                    jobs.append((queued, comparison.spec(job, tag=queued.id)))
             if jobs:
                 break
         records = {}
-        for job, cfg, resume in jobs:
-            self.queue.mark(job, "running", "resumed from its checkpoint" if resume else "")
-            records[job.id] = RunRecord.from_events(read_metrics(job.run_dir), job.run_dir, job.folder) if resume \
-                else RunRecord(label=job.folder)
-            records[job.id].status = "running"
-        self._queue_jobs = [job.id for job, _, _ in jobs]
+        for queued, spec in jobs:
+            self.queue.mark(queued, "running", "resumed from its checkpoint" if spec.resume else "")
+            records[queued.id] = RunRecord.from_events(read_metrics(queued.run_dir), queued.run_dir, queued.folder) \
+                if spec.resume else RunRecord(label=queued.folder)
+            records[queued.id].status = "running"
+        self._queue_jobs = [queued.id for queued, _ in jobs]
         self._cancelled.clear()
         self._cancelling = False
         self.queue_panel.paused_run = False
         self.queue_panel.refresh()
-        numbers = [self.queue.jobs.index(job) + 1 for job, _, _ in jobs]
+        numbers = [self.queue.jobs.index(queued) + 1 for queued, _ in jobs]
         first = jobs[0][0]
-        where = f"{first.comparison} · seed {first.seed}"
         if len(jobs) == 1:
             self.log.add(f"Queue: run {numbers[0]}/{len(self.queue.jobs)}, {first.label}"
-                         + (" (resumed)" if jobs[0][2] else ""))
+                         + (" (resumed)" if jobs[0][1].resume else ""))
         else:
-            self.log.add(f"Queue: runs {', '.join(map(str, numbers))} of {len(self.queue.jobs)} together ({where}): "
-                         f"{', '.join(job.folder for job, _, _ in jobs)}; one teacher pass per batch feeds their "
+            self.log.add(f"Queue: runs {', '.join(map(str, numbers))} of {len(self.queue.jobs)} together "
+                         f"({first.comparison} · {first.teacher} -> {first.student} · seed {first.seed}): "
+                         f"{', '.join(queued.folder for queued, _ in jobs)}; one teacher pass per batch feeds their "
                          "students")
         self.live = records[first.id]
         self.live_records = records
         self.last_failure = None
-        self.progress_model = GroupProgress(list(records))
-        self.progress.begin(self.progress_model)
+        self.progress.begin()  # the engine's Progress events over the group fill it in
         self.plots.set_records(list(records.values()))
         self._set_state("running")
-        self.runner.start_group([(None if resume else cfg, job.run_dir, resume, job.id) for job, cfg, resume in jobs],
-                                before_open=reuse.before_open, after_open=reuse.after_open)
+        self.runner.start_group([spec for _, spec in jobs], reuse=comparison.reuse())
         self._update_actions()
 
     def _queue_job_ended(self, job_id: str, state: str, message: str, result: float | None = None) -> None:
@@ -802,23 +812,16 @@ class MainWindow(QMainWindow):
         self._update_comparison_table(job.comparison_dir)
 
     def _update_comparison_table(self, folder: str) -> None:
-        """Write the comparison's table files and refresh its open table, as its runs finish."""
-        from engine.compare import comparison_table, write_table
-        from mgd_gui.run_queue import comparison_summaries
-
-        summaries = comparison_summaries(folder)
-        try:
-            write_table(comparison_table(summaries), folder)
-        except OSError as exc:
-            self.log.add(f"Could not write the comparison table in {folder}: {exc}", "warning")
+        """Refresh the comparison's open table as its runs end (the engine rewrites its table files
+        whenever one of its runs ends)."""
         if self._compare_folder == folder and self.compare_dialog is not None and self.compare_dialog.isVisible():
             self.show_comparison_table(folder)
 
     def show_comparison_table(self, folder: str) -> None:
         """The comparison table of a queued comparison: its run folders so far."""
-        from engine.runs import list_runs
+        from engine.compare import comparison_folders
 
-        paths = [i.path for i in list_runs(self.runs_root) if str(i.comparison_dir) == str(folder)]
+        paths = [p for p in comparison_folders(folder) if (p / "config.yaml").is_file()]
         if not paths:
             self.log.add("The comparison has no run yet: its table fills in as its runs finish")
             return

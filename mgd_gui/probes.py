@@ -26,6 +26,7 @@ def probe_devices() -> list[tuple[str, str]]:
 def warm_up() -> None:
     """Import the engine's training modules now, in the background, rather than when the
     user presses Run (an import holds the interpreter lock, and the window would stutter)."""
+    import engine.comparison  # noqa: F401 - the queue's model (it loads the driver, hence torch)
     import engine.evaluate  # noqa: F401
     import engine.run  # noqa: F401
     import engine.stages  # noqa: F401

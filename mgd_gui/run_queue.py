@@ -1,14 +1,14 @@
-"""The studio's queue: a comparison (baselines x modes x seeds) run by the window's engine
-runner as ``mgd-train`` runs it (:func:`engine.compare.comparison_runs` gives the jobs). The
-runs of one pair and seed run together (:meth:`RunQueue.next_group`): their students train
-in lockstep, one teacher pass per batch feeding them all (:func:`engine.lockstep.run_lockstep`);
-the teacher and its heads are trained once per teacher and seed and loaded by the later runs
-(:class:`engine.compare.TeacherReuse`), as in :func:`engine.compare.run_comparison`.
+"""The studio's queue: the jobs of comparisons, run by the window's engine runner as
+``mgd-train`` runs them. The engine owns the comparison (:class:`engine.comparison.Comparison`):
+its typed jobs (:class:`engine.jobs.Job`: pair, seed, baseline, mode), which of them train
+together (one pair and seed, :attr:`Job.group`: their students in lockstep, one teacher pass
+per batch), the teacher and heads trained once per teacher and seed and loaded by the later
+runs, skip-finished and resume (:meth:`Comparison.state`, :meth:`Comparison.spec`).
 
-:class:`RunQueue` is the model, without Qt: the jobs in order with their state, kept in a
-small JSON file in the studio's data folder (written atomically after every change), so the
+:class:`RunQueue` is the model, without Qt: the queued jobs in order with their state, kept in
+a small JSON file in the studio's data folder (written atomically after every change), so the
 queue survives closing the window. :class:`QueuePanel` shows it: reorder, pause, cancel.
-The window (``MainWindow``) starts each job; this module decides nothing about training.
+The window (``MainWindow``) starts each group; this module decides nothing about training.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QToolButton,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from engine.config import ExperimentConfig, load_config, save_config, to_dict
-from engine.runfolder import CONFIG_FILE, atomic_write, read_json
+from engine.config import ExperimentConfig
+from engine.jobs import Job
+from engine.runfolder import atomic_write, read_json
 from mgd_gui import theme
 from mgd_gui.icons import dock_tool_bar, tool_button
 
@@ -32,30 +33,40 @@ from mgd_gui.icons import dock_tool_bar, tool_button
 STATES = ("pending", "running", "done", "failed", "cancelled")
 #: the queue's states: "running" starts the next job whenever the window is free
 QUEUE_STATES = ("idle", "running", "paused")
-VERSION = 1
-#: the most runs trained together in lockstep (each extra student costs its weights, gradients
-#: and momentum in memory; the plots overlay up to eight runs)
-LOCKSTEP_LIMIT = 8
-
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.compare import TeacherReuse
+#: 2: each job holds its engine job record (pair included), no config; 1 (read too): each job
+#: held its config, from which the pair is taken
+VERSION = 2
 
 
 @dataclass
 class QueueJob:
-    """One run of a queued comparison."""
+    """One queued job of a comparison: the engine's job record (:class:`engine.jobs.Job`, without
+    its config: the comparison folder's config makes it) and its state in the queue."""
 
     id: str  # "<comparison folder>/<job folder>", unique in the queue
+    comparison_dir: str  # the comparison's folder (its config.yaml and job list; the run folder's parent)
+    folder: str  # the job's run folder name in it (never parsed)
     comparison: str  # the comparison's name
-    comparison_dir: str  # its folder (the run folder's parent)
-    folder: str  # the job's folder name, s<seed>-<baseline>-<mode>
-    config: dict  # the job's experiment (to_dict of the child config of comparison_runs)
+    teacher: str | None
+    student: str
     seed: int
     baseline: str
     mode: str
     state: str = "pending"
     message: str = ""  # why it failed, or that it resumes from a checkpoint
     result: float | None = None  # the student's best accuracy, once done
+
+    @classmethod
+    def from_job(cls, job: Job, comparison_dir: str | Path) -> "QueueJob":
+        return cls(id=f"{Path(comparison_dir).name}/{job.folder}", comparison_dir=str(comparison_dir),
+                   folder=job.folder, comparison=job.comparison, teacher=job.teacher, student=job.student,
+                   seed=job.seed, baseline=job.baseline, mode=job.mode)
+
+    @property
+    def job(self) -> Job:
+        """The engine's job record (no config)."""
+        return Job(folder=self.folder, comparison=self.comparison, teacher=self.teacher, student=self.student,
+                   seed=self.seed, baseline=self.baseline, mode=self.mode)
 
     @property
     def run_dir(self) -> Path:
@@ -64,6 +75,25 @@ class QueueJob:
     @property
     def label(self) -> str:
         return f"{self.comparison} › {self.folder}"
+
+    @classmethod
+    def from_saved(cls, item: Any, version: int) -> "QueueJob | None":
+        """A job of a saved queue (``version`` 1 or 2), or None when it cannot be read."""
+        if not isinstance(item, dict) or "id" not in item:
+            return None
+        item = dict(item)
+        if version == 1:  # its config held the pair
+            config = item.pop("config", None)
+            config = config if isinstance(config, dict) else {}
+            item.setdefault("teacher", (config.get("teacher") or {}).get("arch"))
+            item.setdefault("student", (config.get("student") or {}).get("arch"))
+        if not set(cls.__dataclass_fields__) >= set(item):
+            return None
+        try:
+            job = cls(**item)
+        except TypeError:
+            return None
+        return job if isinstance(job.student, str) and isinstance(job.seed, int) else None
 
 
 @dataclass
@@ -77,19 +107,17 @@ class RunQueue:
     # -- persistence ---------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> RunQueue:
-        """The queue saved at ``path`` (an empty queue when there is none or it cannot be read).
-        A job found "running" was interrupted with the window: it is pending again."""
+        """The queue saved at ``path`` (an empty queue when there is none or it cannot be read; a
+        queue of version 1 is read too). A job found "running" was interrupted with the window:
+        it is pending again."""
         queue = cls(Path(path))
         data = read_json(queue.path)
-        if data.get("version") != VERSION:
+        version = data.get("version")
+        if version not in (1, VERSION):
             return queue
-        known = set(QueueJob.__dataclass_fields__)
         for item in data.get("jobs") or []:
-            if not isinstance(item, dict) or not known >= set(item) or "id" not in item:
-                continue
-            try:
-                job = QueueJob(**item)
-            except TypeError:
+            job = QueueJob.from_saved(item, version)
+            if job is None:
                 continue
             if job.state == "running":
                 job.state = "pending"
@@ -119,34 +147,32 @@ class RunQueue:
         return {s: sum(j.state == s for j in self.jobs) for s in STATES}
 
     def add_comparison(self, cfg: ExperimentConfig, folder: Path) -> list[QueueJob]:
-        """Queue every run of ``cfg``'s comparison, with ``folder`` as the comparison folder (its
-        ``config.yaml`` is written there, as ``mgd-train`` writes it, so the runs panel lists the
-        runs under the comparison's name). Runs already queued are not queued twice; runs
-        already finished in that folder are listed as done."""
-        from engine.compare import comparison_runs
+        """Queue every job of ``cfg``'s comparison (:class:`engine.comparison.Comparison`), with
+        ``folder`` as the comparison folder (its config and job list are written there, as
+        ``mgd-train`` writes them, so the runs panel lists the runs under the comparison's name).
+        Jobs already queued are not queued twice; jobs already finished in that folder are
+        listed as done. Raises :class:`engine.errors.InputError` for a comparison a run would refuse
+        (a missing teacher file of ``comparison.teachers_dir``, a job's bad config)."""
+        from engine.comparison import FINISHED, Comparison
 
         if not cfg.comparison.baselines:
             raise ValueError("the experiment has no comparison (comparison.baselines is empty)")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, folder / CONFIG_FILE)
+        comparison = Comparison(cfg, folder)
+        comparison.check()  # what would make a later run fail is refused now, as mgd-train refuses it
+        comparison.save()
         added = []
-        for name, child in comparison_runs(cfg):
-            job_id = f"{folder.name}/{name}"
-            existing = self.job(job_id)
+        for job in comparison.jobs:
+            queued = QueueJob.from_job(job, comparison.folder)
+            existing = self.job(queued.id)
             if existing is not None and existing.state in ("pending", "running"):
                 continue
             if existing is not None:
                 self.jobs.remove(existing)
-            seed, baseline, mode = name.split("-", 2)
-            job = QueueJob(id=job_id, comparison=cfg.name or folder.name, comparison_dir=str(folder), folder=name,
-                           config=to_dict(child), seed=int(seed[1:]), baseline=baseline, mode=mode)
-            summary = read_json(job.run_dir / "summary.json")
-            if summary.get("status") == "finished":
-                job.state, job.result = "done", (summary.get("student") or {}).get("best_acc")
-                job.message = "finished before"
-            self.jobs.append(job)
-            added.append(job)
+            if comparison.state(job) == FINISHED:
+                queued.state, queued.message = "done", "finished before"
+                queued.result = (comparison.summary(job).get("student") or {}).get("best_acc")
+            self.jobs.append(queued)
+            added.append(queued)
         self.save()
         return added
 
@@ -156,46 +182,24 @@ class RunQueue:
 
     def next_group(self, limit: int | None = None) -> list[QueueJob]:
         """The jobs to run next, together: the first pending job and the other pending jobs of its
-        comparison with the same pair and seed (their students train in lockstep, one teacher pass
-        per batch for all), in queue order, at most ``limit``; empty when nothing is pending."""
-        from engine.compare import lockstep_group
-
+        comparison in the same group (the engine's :attr:`Job.group`: one pair and seed, their
+        students in lockstep), in queue order, at most ``limit`` (by default the engine's
+        :data:`engine.lockstep.MAX_STUDENTS`); empty when nothing is pending."""
         pending = self.pending()
         if not pending:
             return []
-        limit = limit or LOCKSTEP_LIMIT
+        if limit is None:
+            from engine.lockstep import MAX_STUDENTS
+
+            limit = MAX_STUDENTS
         first = pending[0]
-        key = lockstep_group(load_config(dict(first.config)))
         group = [first]
         for job in pending[1:]:
             if len(group) >= limit:
                 break
-            if job.comparison_dir == first.comparison_dir and lockstep_group(load_config(dict(job.config))) == key:
+            if job.comparison_dir == first.comparison_dir and job.job.group == first.job.group:
                 group.append(job)
         return group
-
-    def reuse_for(self, comparison_dir: str) -> "TeacherReuse":
-        """The teachers and heads that the finished runs of a comparison trained themselves (read
-        from their run folders' configs), for its later runs to load, as ``run_comparison`` does."""
-        from engine.compare import TeacherReuse
-        from engine.errors import MGDError
-
-        reuse = TeacherReuse()
-        for job in self.jobs:
-            if job.comparison_dir != comparison_dir or job.state != "done":
-                continue
-            try:
-                reuse.remember(load_config(job.run_dir / CONFIG_FILE), job.run_dir)
-            except (OSError, MGDError):
-                continue  # its folder is gone or unreadable: nothing to reuse from it
-        return reuse
-
-    def job_config(self, job: QueueJob, reuse: "TeacherReuse | None" = None) -> tuple[ExperimentConfig, bool]:
-        """(the config to run, whether to resume the job's run folder). A new run loads the teacher
-        and heads already trained for its teacher and seed (``reuse``, by default :meth:`reuse_for`)."""
-        resume = (job.run_dir / CONFIG_FILE).is_file()
-        reuse = reuse if reuse is not None else self.reuse_for(job.comparison_dir)
-        return reuse.apply(load_config(dict(job.config))), resume
 
     # -- changes -------------------------------------------------------------------------
     def set_state(self, state: str) -> None:
@@ -395,9 +399,3 @@ class QueuePanel(QWidget):
         if folder:
             self.table_requested.emit(folder)
 
-
-def comparison_summaries(folder: str | Path) -> list[dict[str, Any]]:
-    """The summaries of a comparison folder's runs (for its table)."""
-    from engine.runs import _comparison_jobs
-
-    return [read_json(p / "summary.json") for p in sorted(_comparison_jobs(Path(folder)))]

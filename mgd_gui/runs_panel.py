@@ -15,9 +15,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from engine.errors import MGDError
+from engine.plan import format_duration
 from engine.runs import RunInfo, annotate_run, delete_run, list_runs
 from mgd_gui.icons import dock_tool_bar, tool_button
-from mgd_gui.run.progress import format_duration
 
 COLUMNS = ("Name", "Status", "Data", "Mode", "Distiller", "Seed", "Teacher", "Teacher %", "Student", "Student %",
            "Started", "Time", "Note")

@@ -98,8 +98,15 @@ class RunRecord:
             self.version += 1
 
     def seconds(self, e: dict) -> float | None:
-        """The run's wall time at event ``e`` (seconds of training: the gaps between sessions and
-        the pauses are left out), or None for an event without a time."""
+        """The run's wall time at event ``e``: the run's own clock the engine stamps on each event
+        (``elapsed``: seconds of this run's work over its sessions; waiting for another run of its
+        group and pauses left out). For an event without it (older run folders): the time since
+        the session's first event, the gaps between sessions and the pauses left out. None for an
+        event without a time."""
+        elapsed = _number(e.get("elapsed"))
+        if elapsed is not None:
+            self._last_seconds = max(self._last_seconds, elapsed)
+            return elapsed
         t = e.get("time")
         if not isinstance(t, (int, float)):
             return None

@@ -9,6 +9,7 @@ after all of its events.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -35,9 +36,20 @@ def _real_engine(*args: Any, **kwargs: Any) -> dict:
 
 
 def _real_group_engine(*args: Any, **kwargs: Any) -> list:
-    from engine.lockstep import run_lockstep  # torch loads here, in the worker thread
+    from engine.run import run_group  # torch loads here, in the worker thread
 
-    return run_lockstep(*args, **kwargs)
+    return run_group(*args, **kwargs)
+
+
+def as_run_spec(job: Any):
+    """A :class:`engine.driver.RunSpec`, as it is or from a ``(config or None, run_dir, resume, tag)``
+    tuple (the one place such tuples become specs)."""
+    from engine.driver import RunSpec
+
+    if isinstance(job, RunSpec):
+        return job
+    config, run_dir, resume, tag = job
+    return RunSpec(config, run_dir, resume=bool(resume), tag=tag)
 
 
 class ProcessesFailed(Exception):
@@ -52,7 +64,7 @@ class EngineRunner(QObject):
     event = Signal(object)  # an event as a dict (a group's events carry their job's tag as "job")
     finished = Signal(object)  # the summary (status "finished" or "stopped")
     failed = Signal(object)  # {"message", "kind", "stage", "details", "run_dir"}
-    group_finished = Signal(object)  # a group's [(tag, summary)] of the jobs begun, in order
+    group_finished = Signal(object)  # a group's [(tag, summary)] of the runs begun, in order
 
     def __init__(self, engine: Engine | None = None, parent: QObject | None = None,
                  group_engine: Callable[..., list] | None = None):
@@ -80,23 +92,21 @@ class EngineRunner(QObject):
 
         self._start(body, self.finished, run_dir=run_dir, pausable=True)
 
-    def start_group(self, jobs: list[tuple], *, before_open: Callable | None = None,
-                    after_open: Callable | None = None) -> None:
-        """Run ``jobs`` (``(config or None, run_dir, resume, tag)``) together: their students in
-        lockstep (:func:`engine.lockstep.run_lockstep`, with its ``before_open``/``after_open``
-        hooks). Each job's events come tagged with its ``tag``; each job's end is its own
-        RunFinished or RunFailed event; ``group_finished`` ends the group."""
-        tags = {str(run_dir): tag for _, run_dir, _, tag in jobs}
-        engine_jobs = [(cfg, run_dir, resume) for cfg, run_dir, resume, _ in jobs]
-
-        def subscribers_for(job: tuple) -> list:
-            tag = tags[str(job[1])]
-            return [lambda event: self._forward(event, tag)]
+    def start_group(self, specs: list, *, reuse: Any = None, lockstep: bool = True) -> None:
+        """Run the runs of ``specs`` together (:class:`engine.driver.RunSpec` s, or
+        ``(config or None, run_dir, resume, tag)`` tuples) through the engine's driver
+        (:func:`engine.run.run_group`: their students in lockstep, ``reuse`` the comparison's
+        teacher and heads reuse). Each run's events, the engine's ``Progress`` events included,
+        come tagged with its spec's ``tag`` as ``"job"``; each run's end is its own RunFinished or
+        RunFailed event; ``group_finished`` ends the group with ``[(tag, summary)]`` of the runs
+        begun, in order."""
+        specs = [as_run_spec(job) for job in specs]
+        tagged = [dataclasses.replace(spec, subscribers=list(spec.subscribers)
+                                      + [lambda event, tag=spec.tag: self._forward(event, tag)]) for spec in specs]
 
         def body() -> list:
-            summaries = self.group_engine(engine_jobs, subscribers_for=subscribers_for, control=self.control,
-                                          before_open=before_open, after_open=after_open)
-            return list(zip([job[3] for job in jobs], summaries))
+            summaries = self.group_engine(tagged, control=self.control, reuse=reuse, lockstep=lockstep)
+            return list(zip([spec.tag for spec in specs], summaries))
 
         self._start(body, self.group_finished, run_dir=None, pausable=True)
 

@@ -22,9 +22,11 @@ class FakeEngine:
     """Stands in for run_experiment: writes a run folder as the engine would (config, summary, a
     teacher.pt when it trains its own teacher), one call at a time, each waiting for a release."""
 
-    def __init__(self, gated: bool = False, fail: str = ""):
+    def __init__(self, gated: bool = False, fail: str = "", progress=None):
         self.calls: list[dict] = []
         self.groups: list[list[str]] = []
+        self.specs: list[list] = []  # the RunSpecs of each group
+        self.progress = progress  # (specs, i) -> the events the i-th run of a group sends after it starts
         self.gated = gated
         self.fail = fail
         self.released = threading.Semaphore(0)
@@ -33,7 +35,7 @@ class FakeEngine:
         for _ in range(n):
             self.released.release()
 
-    def __call__(self, config, *, run_dir, runs_root, subscribers, control, resume):
+    def __call__(self, config, *, run_dir, runs_root, subscribers, control, resume, started=None):
         run_dir = Path(run_dir)
         if resume:
             config = load_config(run_dir / "config.yaml")
@@ -41,6 +43,8 @@ class FakeEngine:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         subscribers[0](RunStarted(str(run_dir), {"name": config.name}, "cpu", resumed=resume))
+        if started is not None:
+            started()
         if self.gated:
             while not self.released.acquire(timeout=0.02):
                 if control.stop_requested:
@@ -60,34 +64,44 @@ class FakeEngine:
         (run_dir / "summary.json").write_text(json.dumps(summary))
         return summary
 
-    def group(self, jobs, *, subscribers_for, control, before_open=None, after_open=None):
-        """Stands in for run_lockstep: the jobs one after another (a lockstep group), each told its end
-        as an event, none begun after a stop, the hooks called as run_lockstep calls them."""
-        from types import SimpleNamespace
+    def group(self, specs, *, control, reuse=None, lockstep=True, on_progress=None):
+        """Stands in for engine.run.run_group, as the driver runs a group: the runs one after another,
+        none begun after a stop, a new run pointed at the teacher its comparison trained before
+        (``reuse.apply``) and what it trained noted (``reuse.remember``), each run's end told as an
+        event, then its comparison's table rebuilt. ``progress(specs, i)`` gives the events (Progress
+        events among them, as the driver sends them on that run's bus) the i-th run sends once begun."""
+        from engine.compare import rebuild_table
 
-        self.groups.append([Path(job[1]).name for job in jobs])
-        summaries, previous = [], []
-        for job in jobs:
+        self.groups.append([Path(spec.run_dir).name for spec in specs])
+        self.specs.append(list(specs))
+        summaries = []
+        for i, spec in enumerate(specs):
             if control.stop_requested:
                 break
-            cfg, run_dir, resume = job
-            if before_open is not None and not resume:
-                cfg = before_open(job, previous)
-            subscribers = subscribers_for(job)
+            cfg, run_dir = spec.config, Path(spec.run_dir)
+            if reuse is not None and not spec.resume:
+                cfg = reuse.apply(cfg)
+            subscribers = list(spec.subscribers)
+            started = None
+            if self.progress is not None:
+                def started(i=i, subscribers=subscribers):
+                    for event in self.progress(specs, i):
+                        for fn in subscribers:
+                            fn(event)
             try:
                 summary = self(cfg, run_dir=run_dir, runs_root="", subscribers=subscribers, control=control,
-                               resume=resume)
+                               resume=spec.resume, started=started)
             except TrainingError as exc:
                 for fn in subscribers:
                     fn(RunFailed(str(run_dir), "student", str(exc), exc.kind))
                 summaries.append({"status": "failed", "failed_in": "student", "error": str(exc)})
                 continue
-            run = SimpleNamespace(cfg=load_config(Path(run_dir) / "config.yaml"), run_dir=Path(run_dir))
-            previous.append(run)
-            if after_open is not None:
-                after_open(job, run)
+            if reuse is not None:
+                reuse.remember(load_config(run_dir / "config.yaml"), run_dir)
             for fn in subscribers:
                 fn(RunFinished(str(run_dir), summary, stopped=summary["status"] == "stopped"))
+            if spec.comparison_dir is not None:
+                rebuild_table(spec.comparison_dir)
             summaries.append(summary)
         return summaries
 
@@ -127,8 +141,6 @@ def test_run_queues_a_comparison_and_runs_each_seed_together(qtbot, make_window,
 
 
 def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make_window, studio_home):
-    from engine.plan import GroupProgress
-
     engine = FakeEngine(gated=True, fail="s1-kd-off")
     window = make_window(engine=engine, group_engine=engine.group)
     apply(window, COMPARISON)
@@ -137,8 +149,10 @@ def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make
     qtbot.waitUntil(lambda: len(engine.calls) == 1, timeout=10000)
     # the runs of seed 0 train together; seed 1 waits
     assert [panel.tree.topLevelItem(i).text(5) for i in range(6)] == ["running"] * 3 + ["pending"] * 3
-    assert isinstance(window.progress_model, GroupProgress) and len(window.progress_model.runs) == 3
-    assert window.progress.label.text().startswith("3 runs together")
+    # the group goes to the engine as RunSpecs tagged with the queue's job ids
+    assert [(spec.tag, spec.resume, spec.job.folder) for spec in engine.specs[0]] == [
+        (f"comparison-demo/{name}", False, name) for name in ("s0-none-off", "s0-kd-off", "s0-kd-stable")]
+    assert window.progress.label.text() == "Starting…"  # no Progress event from the engine yet
     assert [r.label for r in window.plots.records] == ["s0-none-off", "s0-kd-off", "s0-kd-stable"]
 
     # cancel one running run: its group stops (checkpoints kept); the queue goes on without it
@@ -241,3 +255,132 @@ def test_a_real_queued_comparison_reuses_the_teacher(qtbot, window, studio_home)
         assert summary["lockstep"]["students"] == 2 and summary["lockstep"]["memory_per_extra_student_mib"] > 0
     assert "one teacher pass per batch feeds their students" in window.log.text()
     assert window.runs.active == {}
+
+
+def test_a_multi_pair_comparison_runs_from_the_queue_with_typed_jobs(qtbot, window, tmp_path):
+    """The paper-table shape (``comparison.pairs``), cut down to seconds: each job carries its pair,
+    seed, baseline and mode from the engine (no folder name is parsed), each pair and seed trains
+    together, every run folder records its job, and the table has both pairs. The status bar
+    shows the engine's Progress events as they are."""
+    from engine.config import set_value
+    from engine.jobs import read_job
+    from engine.progress import describe
+    from tests.engine.conftest import tiny_config
+
+    cfg = tiny_config(**{**TINY, "comparison.baselines": ["kd"], "comparison.modes": ["off"],
+                         "comparison.seeds": [4]})
+    cfg = set_value(cfg, "comparison.pairs", [{"teacher": "resnet14", "student": "resnet8"},
+                                              {"teacher": "resnet8", "student": "resnet8"}])
+    path = tmp_path / "pairs.yaml"
+    save_config(cfg, path)
+    assert window.load_path(path)
+    assert window.form.note_text("comparison.baselines").startswith(
+        "Run queues the comparison: 4 runs (2 per pair and seed × 2 pairs × 1 seed)")
+    shown = []
+
+    def on_progress(e):
+        if e["event"] == "Progress":
+            shown.append((describe(e), window.progress.label.text(), window.progress.bar.value(), e["fraction"]))
+
+    window.runner.event.connect(on_progress)  # after the window's own slot: what it shows for each
+    window.start_run()
+    qtbot.waitUntil(lambda: window.queue.state == "idle" and not window.runner.active, timeout=300000)
+    queue = window.queue
+    assert [j.state for j in queue.jobs] == ["done"] * 4, window.log.text()
+    assert [(j.teacher, j.student, j.seed, j.baseline, j.mode) for j in queue.jobs] == [
+        ("resnet14", "resnet8", 4, "none", "off"), ("resnet14", "resnet8", 4, "kd", "off"),
+        ("resnet8", "resnet8", 4, "none", "off"), ("resnet8", "resnet8", 4, "kd", "off")]
+    folder = window.runs_root / "comparison-demo"
+    for job in queue.jobs:  # the engine's record of each run folder is the queue's job
+        assert read_job(job.run_dir).record() == job.job.record()
+        assert job.run_dir.parent == folder
+    # one group per pair and seed, their students in lockstep
+    for job in queue.jobs:
+        summary = json.loads((job.run_dir / "summary.json").read_text())
+        assert summary["lockstep"]["students"] == 2, job.folder
+    assert load_config(queue.jobs[3].run_dir / "config.yaml").teacher.checkpoint is None  # no other pair's teacher
+    table = (folder / "comparison.md").read_text()
+    assert "resnet14 -> resnet8" in table and "resnet8 -> resnet8" in table
+    # the status bar showed each Progress event as the engine described it
+    assert shown and all(label == text for text, label, _, _ in shown)
+    assert all(value == round(1000 * fraction) for _, _, value, fraction in shown)
+    assert any(t.startswith("2 runs together") and "Student (2/3)" in t for t, _, _, _ in shown)
+    assert shown[-1][0].startswith("run 2/2 · Evaluation")  # the group's last run, as the engine counts it
+    window.queue_panel.buttons["table"].click()
+    assert window.compare_dialog.summary_label.text().startswith("4 runs selected")
+
+
+def test_the_status_bar_shows_the_engines_progress_not_the_latest_runs(qtbot, make_window):
+    """A group's events arrive from each of its runs; the status bar shows the engine's latest
+    Progress event (its text with the ETA, its fraction), never the position of whichever run
+    reported last."""
+    from engine.events import Progress, StepLosses
+
+    def progress(specs, i):
+        return [StepLosses("teacher", 1, 7, 9, {"total": 1.0}, 0.1),
+                Progress(fraction=0.25 + 0.25 * i, eta=90.0 - 30 * i, stage="student",
+                         text=f"3 runs together · Student (4/6) · epoch 1/2 · step {3 + i}/10", runs=3,
+                         total_runs=3),
+                StepLosses("heads", 1, 8, 9, {"total": 1.0}, 0.1)]  # a run's own position, after it
+
+    engine = FakeEngine(gated=True, progress=progress)
+    window = make_window(engine=engine, group_engine=engine.group)
+    apply(window, {**COMPARISON, "comparison.seeds": [0]})
+    window.start_run()
+    label, bar = window.progress.label, window.progress.bar
+    qtbot.waitUntil(lambda: "Student" in label.text(), timeout=10000)
+    qtbot.wait(50)  # the run's later StepLosses has arrived too
+    assert label.text() == "3 runs together · Student (4/6) · epoch 1/2 · step 3/10 · ETA 1:30"
+    assert bar.value() == 250
+    engine.release()
+    qtbot.waitUntil(lambda: "step 4/10" in label.text(), timeout=10000)
+    qtbot.wait(50)
+    assert label.text() == "3 runs together · Student (4/6) · epoch 1/2 · step 4/10 · ETA 1:00"
+    assert bar.value() == 500
+    window.toggle_pause()  # pausing: its line stays while the bar follows the engine
+    assert label.text() == "Pausing after the current step…"
+    window.toggle_pause()
+    engine.release(2)
+    qtbot.waitUntil(lambda: window.queue.state == "idle" and not window.runner.active, timeout=10000)
+    assert label.text() == "3 runs together ended: 3 finished" and bar.value() == 1000
+
+
+def test_a_single_run_shows_the_engines_progress(qtbot, make_window):
+    from engine.events import Progress
+
+    release = threading.Event()
+
+    def engine(config, *, run_dir, runs_root, subscribers, control, resume):
+        subscribers[0](RunStarted(str(Path(runs_root) / "one"), {"name": config.name}, "cpu"))
+        subscribers[0](Progress(fraction=0.4, eta=3725.0, stage="teacher", text="Teacher (1/4) · epoch 2/5"))
+        release.wait(10)
+        return {"status": "finished", "student": {"arch": "resnet8", "best_acc": 71.0, "best_epoch": 1}}
+
+    window = make_window(engine=engine)
+    window.start_run()
+    qtbot.waitUntil(lambda: window.progress.bar.value() == 400, timeout=10000)
+    assert window.progress.label.text() == "Teacher (1/4) · epoch 2/5 · ETA 1:02:05"
+    release.set()
+    qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=10000)
+    assert window.progress.label.text().startswith("Finished") and window.progress.bar.value() == 1000
+
+
+def test_a_queue_saved_by_the_previous_version_is_read(studio_home):
+    """Version 1 of the queue file held each job's config (the pair in it): its jobs load, with
+    their pair, and are saved in the new form."""
+    from mgd_gui.run_queue import VERSION, RunQueue
+
+    path = paths.queue_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = {"id": "comparison-demo/s0-kd-off", "comparison": "demo", "comparison_dir": "/x/comparison-demo",
+           "folder": "s0-kd-off", "config": {"teacher": {"arch": "resnet20"}, "student": {"arch": "resnet8"}},
+           "seed": 0, "baseline": "kd", "mode": "off", "state": "running", "message": "", "result": None}
+    path.write_text(json.dumps({"version": 1, "state": "running", "jobs": [old, {"id": "broken"}]}))
+    queue = RunQueue.load(path)
+    assert [(j.id, j.teacher, j.student, j.state) for j in queue.jobs] == [
+        ("comparison-demo/s0-kd-off", "resnet20", "resnet8", "pending")]
+    assert queue.jobs[0].job.group == ("resnet20", "resnet8", 0) and queue.state == "running"
+    queue.save()
+    saved = json.loads(path.read_text())
+    assert saved["version"] == VERSION == 2 and "config" not in saved["jobs"][0]
+    assert RunQueue.load(path).jobs[0].teacher == "resnet20"
