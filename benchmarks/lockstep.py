@@ -3,7 +3,7 @@
 For each pair (resnet56 -> resnet8, resnet32x4 -> resnet8x4) three students of KD with MGD
 off, granularity and stable train one epoch over the same random CIFAR-size batches: once
 as three separate runs (``Trainer.fit`` each, every run paying the teacher's forward pass)
-and once in lockstep (``engine.lockstep.fit_together``: one teacher pass per batch). The two
+and once in lockstep (``engine.trainer.fit_sessions``, the engine's one batch loop: one teacher pass per batch). The two
 sides take turns in every round (the order reversed every other round); the figure is the
 median of the per-round ratios lockstep / separate with its bootstrap interval and quartiles
 (``_common.paired_ratio``), in process CPU time on a CPU (which a neighbour's load moves
@@ -64,14 +64,14 @@ def separate(teacher_arch, student_arch, device, classes, loader, test_loader) -
 def together(teacher_arch, student_arch, device, classes, loader, test_loader) -> tuple[float, float]:
     """(wall, process CPU) seconds of the three students trained in lockstep."""
     from engine.control import RunControl
-    from engine.lockstep import fit_together
+    from engine.trainer import fit_sessions
 
     tasks = students(teacher_arch, student_arch, device, classes, test_loader)
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     sessions = [trainer.session(task, own_rng=True, **SCHEDULE)
                 for task, trainer in zip(tasks, trainers(loader, len(tasks), device))]
-    fit_together(sessions, tasks, loader, RunControl())
+    fit_sessions(sessions, loader, RunControl())
     sync(device)
     return time.perf_counter() - t0, time.process_time() - c0
 

@@ -35,7 +35,7 @@ from engine.runfolder import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, MetricsWr
                               write_summary)
 from engine.runtime import (augmentation, count_parameters, default_run_dir, load_data, peak_memory, select_device,
                             speed_settings)
-from engine.verify import check_heads_state, check_run_checkpoints, check_stage_state
+from engine.verify import check_heads_state, check_stage_state
 
 #: Seed offsets. Every module's initialisation and every stage's random draws depend on the
 #: experiment's seed and their role alone, so skipping or adding a stage (a loaded teacher,
@@ -672,6 +672,21 @@ class ExperimentRun:
                                     "best_acc": tracker.best_metric("model"), "best_epoch": tracker.epoch["model"],
                                     "adapt_batchnorm": self.cfg.transfer.adapt_batchnorm}
         return dict(self.summary["transfer"])
+
+
+def check_run_checkpoints(run_dir: str | Path, stages) -> None:
+    """At plan time: load and check the checkpoints a resumed run would continue from (each
+    training stage's final checkpoint, else its resume point), so a bad one is refused before
+    any training. ``stages``: the plan's :class:`engine.plan.StagePlan` list."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    for plan in stages:
+        if plan.action != "train" or not plan.epochs:
+            continue
+        final, last = folder / f"{plan.name}.pt", folder / f"{plan.name}_last.pt"
+        if final.is_file():
+            check_stage_state(load_checkpoint(final), final, plan.name, plan.epochs, plan.steps_per_epoch, final=True)
+        elif last.is_file():
+            check_stage_state(load_checkpoint(last), last, plan.name, plan.epochs, plan.steps_per_epoch, final=False)
 
 
 # ----------------------------------------------------------------------------- entry points

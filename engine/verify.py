@@ -266,23 +266,6 @@ def _check_history(history: Any, source: str, epochs_done: int) -> None:
                                   "(expected epoch, losses, train_acc, test_acc, lr, seconds)")
 
 
-def check_run_checkpoints(run_dir: str | Path, stages) -> None:
-    """At plan time: load and check the checkpoints a resumed run would continue from (each
-    training stage's final checkpoint, else its resume point), so a bad one is refused before
-    any training. ``stages``: the plan's :class:`engine.plan.StagePlan` list."""
-    from engine.runfolder import CHECKPOINT_DIR, load_checkpoint
-
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    for plan in stages:
-        if plan.action != "train" or not plan.epochs:
-            continue
-        final, last = folder / f"{plan.name}.pt", folder / f"{plan.name}_last.pt"
-        if final.is_file():
-            check_stage_state(load_checkpoint(final), final, plan.name, plan.epochs, plan.steps_per_epoch, final=True)
-        elif last.is_file():
-            check_stage_state(load_checkpoint(last), last, plan.name, plan.epochs, plan.steps_per_epoch, final=False)
-
-
 # ----------------------------------------------------------------------------- helpers
 
 

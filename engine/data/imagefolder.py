@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.data.images import read_image as _read_image
 from engine.errors import DataError
 
 #: ``in_memory="auto"`` streams a folder whose decoded uint8 size (counted as RGB) exceeds
@@ -38,7 +39,6 @@ STATS_CHUNK = 128
 IN_MEMORY_CHOICES = ("auto", "on", "off")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 DEFAULT_IMAGE_SIZE = 32
 
 
@@ -101,52 +101,6 @@ def _scan(folder: Path) -> tuple[list[str], list[list[Path]]]:
         raise DataError(f"{folder}: found only one class folder ('{classes[0].name}'); at least 2 classes are needed")
     _check_contents([f for found in files for f in found])
     return [c.name for c in classes], files
-
-
-def _cover_box(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    """(resized width and height, crop box) that scale the shorter side to ``size`` and keep the centre square."""
-    scale = size / min(width, height)
-    w, h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (w - size) // 2, (h - size) // 2
-    return (w, h), (left, top, left + size, top + size)
-
-
-def _read_image(path: Path, size: int, fit: str = "stretch"):
-    """(pixels as a uint8 array H x W (gray) or H x W x 3, is_gray) resized to size x size:
-    ``fit="stretch"`` resizes the whole image to the square, ``"cover"`` keeps the aspect ratio
-    (shorter side to ``size``, centre square kept)."""
-    import numpy as np
-    from PIL import Image
-
-    from engine.data.images import open_image
-
-    try:
-        with open_image(path) as img:
-            img.load()
-            mode = img.mode
-            gray = mode in GRAY_MODES
-            if mode.startswith("I;16"):
-                arr = np.asarray(img, dtype=np.float32) / 257.0  # 16-bit -> 8-bit
-                img = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="L")
-            elif gray:
-                img = img.convert("L")
-            else:
-                img = img.convert("RGB")
-                if mode in ("P", "PA"):  # a palette of grays (e.g. a grayscale GIF) is gray
-                    r, g, b = img.split()
-                    if r.tobytes() == g.tobytes() == b.tobytes():
-                        img, gray = r, True
-            if fit == "cover" and img.size != (size, size):
-                resized, box = _cover_box(img.size[0], img.size[1], size)
-                img = img.resize(resized, Image.Resampling.BILINEAR).crop(box)
-            elif img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8).copy(), gray
-    except DataError:
-        raise
-    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, ValueError, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: cannot read the image ({reason})") from None
 
 
 def _split_indices(counts: list[int], test_fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:

@@ -25,13 +25,13 @@ from engine.errors import DataError
 
 def decode_image(path: str | Path, size: int, channels: int, fit: str = "stretch") -> torch.Tensor:
     """One image file as a uint8 ``C x size x size`` tensor with ``channels`` (1 or 3) channels,
-    decoded and resized (``fit``, see :func:`engine.data.imagefolder._read_image`) exactly as
+    decoded and resized (``fit``, see :func:`engine.data.images.read_image`) exactly as
     the in-memory image-folder loader does."""
     import numpy as np
 
-    from engine.data.imagefolder import _read_image
+    from engine.data.images import read_image
 
-    arr, _ = _read_image(Path(path), size, fit)
+    arr, _ = read_image(Path(path), size, fit)
     if channels == 1:
         if arr.ndim == 3:  # a colour image in a set judged gray from its sample: PIL's luma
             from PIL import Image
