@@ -1,6 +1,6 @@
 """Every registered baseline through the whole engine: one epoch on the demo set with MGD stable
 (the mode that exercises the most: codes, the stable target handed to the baseline), and KD in
-every mode. The baselines' losses are checked by hand in test_distillers_set1/2."""
+every mode. The baselines' losses are checked by hand in test_distillers_feature_and_logit_losses.py and test_distillers_with_own_modules.py."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from engine.runfolder import RunLock
 from engine.runs import annotate_run, delete_run, duplicate_config, list_runs, run_info
 from mgd_gui.plots.base import unbroken
 from mgd_gui.runs_panel import COL, distinct_labels
-from tests.gui.test_trust import write_finished_run
+from tests.gui.test_window_tells_the_truth import write_finished_run
 
 
 def two_alike(root):
