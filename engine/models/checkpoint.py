@@ -47,7 +47,7 @@ def load_weights(model: nn.Module, path_or_state: str | os.PathLike | Mapping, a
     dict, or does not fit ``model`` (the message counts and names the missing and
     unexpected keys and the shape mismatches, and guesses the architecture it fits).
     A model built on the ``meta`` device is only checked, not loaded (see
-    :func:`check_compatible`).
+    :func:`engine.models.build.check_compatible`).
     """
     expected = model.state_dict()
     if isinstance(path_or_state, Mapping):
@@ -68,24 +68,6 @@ def load_weights(model: nn.Module, path_or_state: str | os.PathLike | Mapping, a
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # pragma: no cover - the checks above should catch it all
         raise CheckpointError(f"checkpoint {source} does not fit {arch_name}: {_first_line(exc)}") from None
-
-
-def check_compatible(path: str | os.PathLike, arch_name: str, num_classes: int, in_channels: int = 3) -> None:
-    """Refuse (with :class:`CheckpointError`) a checkpoint that does not fit the model.
-
-    Builds the model on the ``meta`` device (no memory, no init) and runs every check of
-    :func:`load_weights`, so the GUI can call it cheaply before a run starts.
-    """
-    from engine.models import MODELS, build_model
-    from engine.models.sources import is_external, name_problem
-
-    problem = name_problem(arch_name) if is_external(arch_name) else \
-        (None if arch_name in MODELS else MODELS.unknown_message(arch_name))
-    if problem:
-        raise CheckpointError(f"cannot check checkpoint {path}: {problem}")
-    with torch.device("meta"):
-        model = build_model(arch_name, num_classes=num_classes, in_channels=in_channels)
-    load_weights(model, path, arch_name)
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, arch_name: str,
@@ -289,7 +271,7 @@ def _guess_architecture(state: Mapping[str, torch.Tensor]) -> str:
 def _fitting_models(state: Mapping[str, torch.Tensor]) -> str:
     # The class count is the row count of the last 2-D weight (every zoo model registers
     # its classifier last); the input channels come from the first 4-D weight.
-    from engine.models import model_names
+    from engine.models.zoo import model_names
 
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     kernels = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
@@ -317,10 +299,10 @@ def _fits(shapes: Mapping[str, tuple], expected: Mapping[str, tuple]) -> bool:
 @functools.lru_cache(maxsize=256)
 def _model_shapes(name: str, num_classes: int, in_channels: int) -> dict[str, tuple]:
     """Key -> shape of a registered model, built on the meta device (no memory, no init)."""
-    from engine.models import build_model
+    from engine.models.zoo import build_zoo_model
 
     with torch.device("meta"):
-        model = build_model(name, num_classes=num_classes, in_channels=in_channels)
+        model = build_zoo_model(name, num_classes, in_channels)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.models import register_model
+from engine.models.zoo import register_model
 from engine.models._base import ZooModel, global_avg_pool, init_conv_bn
 
 # (expansion t, output channels c, blocks n, first stride s) at width 1; RepDistiller's table.

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import register_model
+from engine.models.zoo import register_model
 from engine.models._base import ZooModel, channel_shuffle, global_avg_pool, run_stage
 
 _STEM = 24

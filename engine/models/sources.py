@@ -103,7 +103,7 @@ def name_problem(name: str) -> str | None:
     A zoo name is checked against the registry (no import); ``torchvision:``/``timm:`` names
     against the library's list of classification models, with close matches in the message.
     """
-    from engine.models import MODELS
+    from engine.models.zoo import MODELS
 
     if not isinstance(name, str) or not name.strip():
         return "a model name is needed"
@@ -134,7 +134,7 @@ def name_problem(name: str) -> str | None:
 def catalog() -> list[tuple[str, str]]:
     """Every model the pickers offer, as ``(name, one-line description)``: the zoo first, then
     torchvision, then timm (a library that is not installed is left out)."""
-    from engine.models import MODELS
+    from engine.models.zoo import MODELS
 
     out = [(name, entry.description) for name, entry in MODELS.entries().items()]
     for source in SOURCES:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import register_model
+from engine.models.zoo import register_model
 from engine.models._base import SizeSafeMaxPool2d, ZooModel, init_conv_bn
 
 # Output channels of each conv, per block (RepDistiller's cfg "S", "A", "B", "D", "E").

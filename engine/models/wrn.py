@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import register_model
+from engine.models.zoo import register_model
 from engine.models._base import ZooModel, global_avg_pool, init_conv_bn
 
 

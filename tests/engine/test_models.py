@@ -14,7 +14,8 @@ from torch import nn
 import engine.models as models_pkg
 from engine.errors import CheckpointError
 from engine.models import MODELS, build_model, model_names
-from engine.models.checkpoint import check_compatible, load_weights
+from engine.models import check_compatible
+from engine.models.checkpoint import load_weights
 
 NAMES = model_names()
 
