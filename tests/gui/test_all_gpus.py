@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from engine.progress import describe
 from mgd_gui import probes
 from mgd_gui.setup.toolbar_widgets import ALL_GPUS, DeviceCombo
 from tests.engine.conftest import tiny_config
@@ -49,6 +50,13 @@ def test_all_gpus_runs_the_experiment_as_several_processes(qtbot, window, monkey
         real(dataclasses.replace(cfg, device="cpu"), processes, **kwargs)
 
     monkeypatch.setattr(window.runner, "start_processes", on_the_cpu)
+    shown = []
+
+    def on_progress(e):  # connected after the window's own slot: what the status bar shows for each
+        if e["event"] == "Progress":
+            shown.append((describe(e), window.progress.label.text()))
+
+    window.runner.event.connect(on_progress)
     window.start_run()
     assert launched == [("cuda", 2)]
     assert not window.actions_["pause"].isEnabled() and window.actions_["stop"].isEnabled()
@@ -60,6 +68,8 @@ def test_all_gpus_runs_the_experiment_as_several_processes(qtbot, window, monkey
     assert "2 processes" in record.device and record.summary["status"] == "finished"
     assert len(record.accuracy["student"]["test"]) == 1  # the student's epoch, followed from metrics.jsonl
     assert window.progress.bar.value() == 1000
+    # the engine's Progress events, read back from metrics.jsonl, are what the status bar showed
+    assert shown and all(label == text for text, label in shown)
     # a comparison still runs its groups in one process: the field says so
     apply(window, {"comparison.baselines": ["kd"]})
     assert "still trains each group in one process" in window.form.note_text("comparison.baselines")

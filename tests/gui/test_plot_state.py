@@ -191,6 +191,17 @@ def test_the_x_axis_is_the_epoch_the_step_or_the_wall_time(window):
         "series,wall time (min),loss")
 
 
+def test_the_wall_time_is_the_runs_own_clock_when_the_engine_stamps_it():
+    """A run of a group waits 59 s for another run's teacher: its events' times jump, its own clock
+    (each event's ``elapsed``) does not, and the wall-time axis follows that clock."""
+    events = [plan("student", time=1000.0), StageStarted("student", 1, 4, time=1000.0, elapsed=2.0).to_dict()]
+    for step in range(1, 5):
+        events.append(StepLosses("student", 1, step, 4, {"total": 1.0}, 0.1, time=1059.0 + 10 * step,
+                                 elapsed=2.0 + 10 * step).to_dict())
+    record = RunRecord.from_events(events)
+    assert record.step_losses["student"]["total"].xs("time") == [12.0, 22.0, 32.0, 42.0]
+
+
 def test_the_window_fits_1280_pixels_with_room_for_larger_fonts(window):
     # every dock's buttons fold into a » menu when narrow, drop-downs and titles shrink or wrap:
     # the offscreen fonts are smaller than a desktop's, so the minimum leaves a quarter spare

@@ -102,6 +102,7 @@ def test_several_processes_run_as_a_subprocess_whose_events_are_followed(qtbot, 
     assert stopped["status"] == "stopped" and stopped["stopped_in"] == "teacher", stopped
     kinds = [e["event"] for e in seen]
     assert kinds[:2] == ["PlanReady", "RunStarted"] and kinds[-1] == "RunFinished"
+    assert "Progress" in kinds  # the engine's progress, read back from metrics.jsonl like every event
     assert "2 processes, 32 images of each batch each" in seen[1]["device"]
     assert epochs and len(epochs) < 8  # stopped early, at the same step in both processes
     assert load_config(out / "config.yaml").teacher.schedule.epochs == 8
