@@ -217,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.nproc > 1:
             return _launch(args, argv, cfg)
-        from engine import distributed
+        from engine.strategy import current_strategy
 
-        if not distributed.is_main():  # the other processes of a several-process run: quiet
+        strategy = current_strategy()
+        if not strategy.is_writer:  # the other processes of a several-process run: quiet
             args.quiet, out = True, open(os.devnull, "w")
         from engine.control import RunControl
         from engine.run import run_experiment
@@ -235,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            printer = ProgressPrinter(sys.stderr if distributed.is_main() else out, quiet=args.quiet)
+            printer = ProgressPrinter(sys.stderr if strategy.is_writer else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
-                if distributed.world()[1] > 1:  # started by torchrun: each process would run every job
+                if strategy.processes > 1:  # started by torchrun: each process would run every job
                     raise InputError("comparisons run in one process (their students train in lockstep); start "
                                      "mgd-train CONFIG without torchrun, or drop comparison.baselines")
                 from engine.compare import to_markdown
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            distributed.finish()
+            strategy.finish()
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:

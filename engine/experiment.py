@@ -79,8 +79,11 @@ class ExperimentRun:
     """State of one run; :func:`run_experiment` and :func:`plan_experiment` are the public ways to use it."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | None, bus: EventBus | None = None,
-                 control: RunControl | None = None, processes: int | None = None):
+                 control: RunControl | None = None, processes: int | None = None, strategy=None):
+        from engine.strategy import current_strategy
+
         self.cfg = cfg
+        self.strategy = strategy or current_strategy()  # one process, or one of several (torchrun)
         self.processes = processes  # planning a run of several processes from outside them (None: as launched)
         self.run_dir = run_dir
         self.clock = Stopwatch()  # this run's own work, over its sessions (waiting for other runs left out)
@@ -131,17 +134,14 @@ class ExperimentRun:
         with blame("export.dir"):
             if exporting and out is not None:
                 check_writable_dir(out, "export.dir")
-        from engine import distributed
-
         with blame("device"):
             self.device, self.device_text = select_device(cfg.device)
-        processes = self.processes or distributed.world()[1]
+        processes = self.processes or self.strategy.processes
         if processes > 1 and self.device.type == "cuda" and processes > torch.cuda.device_count():
             raise ConfigError("device", f"{processes} processes need {processes} GPUs, one each; this machine has "
                               f"{torch.cuda.device_count()}")
         if processes > 1:  # several processes (torchrun): one GPU each, or CPU processes
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", distributed.local_rank())
+            self.device = self.strategy.place(self.device)
             self.device_text += f"; {processes} processes, {cfg.data.batch_size // processes} images of each batch each"
             if cfg.data.batch_size % processes:
                 raise ConfigError("data.batch_size", f"{cfg.data.batch_size} does not split into {processes} "
@@ -484,7 +484,8 @@ class ExperimentRun:
 
         return Trainer(bus=self.bus, control=self.control, checkpoint_dir=self.run_dir / CHECKPOINT_DIR,
                        train_loader=stage.train_loader or self.train_loader, classes=stage.classes or self.classes,
-                       precision=self.precision, channels_last=self.channels_last, clock=self.clock)
+                       precision=self.precision, channels_last=self.channels_last, clock=self.clock,
+                       strategy=self.strategy)
 
     def session(self, stage: Stage, own_rng: bool = False):
         """A training stage's FitSession (resumed from its per-epoch checkpoint if there is one)."""
@@ -639,10 +640,9 @@ class ExperimentRun:
         self.summary["student"]["cpu_latency_ms"] = cpu_latency_ms(self.student, self.input_shape)
 
     def _export(self, out: Path) -> None:
-        from engine import distributed
         from engine.export import export_model
 
-        if not distributed.is_main():  # several processes: the first alone writes the files
+        if not self.strategy.is_writer:  # several processes: the first alone writes the files
             return
         cfg, s = self.cfg, self.summary
         card = {"teacher": {"arch": s["teacher"].get("arch"), "test_acc": s["teacher"].get("test_acc")},
@@ -748,16 +748,17 @@ class OpenRun:
                  runs_root: str | Path = "runs", subscribers: Iterable[Subscriber] = (),
                  control: RunControl | None = None, resume: bool = False, job=None,
                  comparison_dir: str | Path | None = None):
-        from engine import distributed
-
         import torch
 
-        distributed.init(cuda=torch.cuda.is_available() and (config is None or config.device != "cpu"))
-        self.main = distributed.is_main()  # several processes: the first writes the folder and sends events
+        from engine.strategy import current_strategy
+
+        strategy = current_strategy()
+        strategy.setup(cuda=torch.cuda.is_available() and (config is None or config.device != "cpu"))
+        self.main = strategy.is_writer  # several processes: the first writes the folder and sends events
         bus = self.bus = EventBus(list(subscribers) if self.main else [])
         if self.main:
             cfg, path = prepare_run(config, run_dir, runs_root, resume)
-        made = distributed.broadcast_object((to_dict(cfg), str(path)) if self.main else None)
+        made = strategy.broadcast_object((to_dict(cfg), str(path)) if self.main else None)
         if not self.main:
             cfg, path = load_config(made[0]), Path(made[1])
         self.path, self.writer = path, None
@@ -769,7 +770,7 @@ class OpenRun:
         except OSError as exc:
             raise InputError(f"run folder (--out): cannot create {path}: {exc.strerror or exc}") from None
         try:
-            run = self.run = ExperimentRun(cfg, path, bus, control)
+            run = self.run = ExperimentRun(cfg, path, bus, control, strategy=strategy)
             removed = remove_orphans(path) if self.main else []
             if resume:  # one run, however many sessions: its start and its total time carry over
                 old = read_summary(path)

@@ -18,11 +18,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from engine import distributed
 from engine.control import RunControl
 from engine.errors import CheckpointError, StopRequested, TrainingError
 from engine.events import CheckpointWritten, EpochEnd, Evaluation, EventBus, Paused, Resumed, StageStarted, StepLosses
 from engine.progress import Stopwatch
+from engine.strategy import Strategy, current_strategy
 from engine.runfolder import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from engine.teacher_pass import TeacherPass
 from engine.tracker import BestTracker
@@ -130,8 +130,9 @@ class Trainer:
 
     def __init__(self, *, bus: EventBus, control: RunControl, checkpoint_dir: Path, train_loader,
                  classes: list[str], log_points: int = 25, precision: str = "fp32", channels_last: bool = False,
-                 clock: Stopwatch | None = None):
+                 clock: Stopwatch | None = None, strategy: Strategy | None = None):
         self.classes = classes
+        self.strategy = strategy or current_strategy()  # how the work is spread over processes
         self.precision = precision  # "fp32", "bf16" or "fp16" (autocast; fp16 with a grad scaler)
         self.channels_last = channels_last
         self.bus = bus
@@ -235,7 +236,7 @@ def check_control(control: RunControl, sessions: list, epoch: int, step: int) ->
                 s.bus.emit(Resumed(s.task.name))
     first = sessions[0]
     device = first.params[0].device if first.params else torch.device("cpu")
-    if distributed.any_process(control.stop_requested, device):  # several processes stop at the same step
+    if first.trainer.strategy.any(control.stop_requested, device):  # several processes stop at the same step
         control.stop()
         for s in sessions:
             s.save(epoch, step - 1)
@@ -258,7 +259,8 @@ class FitSession:
         groups = param_groups(task.parameters())
         params = self.params = [p for g in groups for p in g["params"]]
         self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.device_type = params[0].device.type if params else "cpu"
+        self.device = params[0].device if params else torch.device("cpu")
+        self.device_type = self.device.type
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=trainer.precision == "fp16")
         self.history: list[dict] = []
@@ -338,7 +340,7 @@ class FitSession:
             p = self.partial
             self.sums = {k: float(v) for k, v in p["sums"].items()}
             self.steps_before = int(p["steps"])
-            if distributed.world()[0] == 0:  # counts are summed over the processes at the epoch's end
+            if self.trainer.strategy.rank == 0:  # counts are summed over the processes at the epoch's end
                 self.correct, self.seen = float(p["correct"]), int(p["seen"])
         return self.first_step
 
@@ -347,7 +349,8 @@ class FitSession:
         task, trainer = self.task, self.trainer
         if self.own_rng:
             torch.set_rng_state(self.rng)
-        x, y, idx = distributed.shard(x, y, idx)  # several processes: this one's part of the batch
+        strategy = trainer.strategy
+        x, y, idx = strategy.shard(x, y, idx)  # several processes: this one's part of the batch
         if trainer.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
@@ -355,7 +358,7 @@ class FitSession:
             result = task.step(x, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.total).backward()
-        distributed.average_gradients(self.params)  # the update of the whole batch, in every process
+        strategy.sync_gradients(self.params)  # the update of the whole batch, in every process
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.own_rng:
@@ -368,10 +371,7 @@ class FitSession:
         self.window_n += 1
         if step % self.log_every == 0 or step == self.steps:
             # one device sync per log point; a NaN anywhere in the window shows up here
-            if distributed.active():  # the whole batch's losses: the mean over the processes
-                keys = list(self.window)
-                total = distributed.reduce_sum(torch.stack([torch.as_tensor(self.window[k]).float() for k in keys]))
-                self.window = dict(zip(keys, total / distributed.world()[1]))
+            self.window = strategy.mean(self.window)  # the whole batch's losses
             means = {k: float(v) / self.window_n for k, v in self.window.items()}
             bad = [k for k, v in means.items() if not math.isfinite(v)]
             if bad:
@@ -386,9 +386,10 @@ class FitSession:
     def end_epoch(self, epoch: int) -> None:
         """Evaluate, record the epoch, announce it and write the per-epoch checkpoint."""
         task = self.task
-        if distributed.active():  # every process evaluates and checkpoints process 0's model
-            distributed.broadcast_buffers(task.modules().values())
-            counts = distributed.reduce_sum(torch.tensor([float(self.correct), float(self.seen)]))
+        strategy = self.trainer.strategy
+        if strategy.processes > 1:  # every process evaluates and checkpoints process 0's model
+            strategy.before_evaluation(task.modules().values())
+            counts = strategy.total([float(self.correct), float(self.seen)], self.device)
             self.correct, self.seen = float(counts[0]), int(counts[1])
         task_eval = task.evaluate(epoch + 1)
         confusion = task_eval.pop("confusion", None)
@@ -418,12 +419,12 @@ class FitSession:
         sums = dict(self.sums)
         window = {k: float(v) for k, v in self.window.items()}
         counts = [float(self.correct), float(self.seen)]
-        if distributed.active():  # collective: every process saves at the same step
+        strategy = self.trainer.strategy
+        if strategy.processes > 1:  # collective: every process saves at the same step
             keys = list(window)
-            total = distributed.reduce_sum(torch.tensor(counts + [window[k] for k in keys], dtype=torch.float64,
-                                                        device=self.params[0].device if self.params else "cpu"))
-            counts = [float(total[0]), float(total[1])]
-            window = {k: float(v) / distributed.world()[1] for k, v in zip(keys, total[2:])}
+            total = strategy.total(counts + [window[k] for k in keys], self.device)
+            counts = total[:2]
+            window = {k: v / strategy.processes for k, v in zip(keys, total[2:])}
         for k, v in window.items():
             sums[k] = sums.get(k, 0.0) + v
         return {"sums": sums, "correct": counts[0], "seen": int(counts[1]),
