@@ -28,3 +28,26 @@ def save_student_checkpoint(run_dir, model, *, best_acc: float, best_epoch: int,
         "tracker": {"student": {"metric": best_acc, "epoch": best_epoch, "state": state}},
         "history": [{"epoch": best_epoch, "test_acc": final_acc, "metrics": {}}], "seconds": 1.0,
     }, checkpoint_path(run_dir, "student"))
+
+
+#: the test tiers (``pytest -m fast`` etc.; .ci/run runs each in turn and prints its time)
+TIERS = ("fast", "e2e", "gui", "multiprocess")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every test exactly one tier: ``gui`` (tests/gui), ``multiprocess`` (marked so: several
+    processes), ``e2e`` (marked ``e2e`` or ``slow``: runs that train end to end, fault injection),
+    else ``fast`` (unit tests: the fast tier runs in under a minute)."""
+    import pytest
+
+    for item in items:
+        path = Path(str(item.fspath))
+        if "gui" in path.parts[-2:-1]:
+            tier = "gui"
+        elif item.get_closest_marker("multiprocess"):
+            tier = "multiprocess"
+        elif item.get_closest_marker("e2e") or item.get_closest_marker("slow"):
+            tier = "e2e"
+        else:
+            tier = "fast"
+        item.add_marker(getattr(pytest.mark, tier))

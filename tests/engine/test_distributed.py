@@ -15,6 +15,8 @@ from engine.errors import ConfigError
 from engine.run import plan_experiment, run_experiment
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.multiprocess
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"teacher.schedule.epochs": 3, "teacher.schedule.milestones": [2], "granularity.schedule.epochs": 2,
             "student.schedule.epochs": 2, "export.formats": ["weights"]}
