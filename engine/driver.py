@@ -197,6 +197,10 @@ class Driver:
                     task.teacher = run.teacher = teacher
                 if task.teacher_heads is not None:
                     task.teacher_heads = run.teacher_heads = heads
+        rids = {run: self._ids[id(ready[run][1])] for run in runs}
+        if len(runs) > 1:  # one progress item for the shared stage, before any of them announces it
+            self.progress.merge(("group", gi, tuple(rids[r] for r in runs)), "student", [rids[r] for r in runs],
+                                self._group_kind(runs, ready))
         sessions: dict = {}
         for run in runs:
             i, spec, o = ready[run]
@@ -209,10 +213,10 @@ class Driver:
         by_position: dict[tuple, list] = {}
         for run, s in sessions.items():
             by_position.setdefault((s.start_epoch, s.start_step), []).append(run)
+        if len(by_position) > 1:  # resumed at different points: each position's runs train on their own
+            self._split_progress(gi, runs, by_position, rids, stages, ready)
         for members in by_position.values():
-            rids = [self._ids[id(ready[r][1])] for r in members]
             if len(members) > 1:
-                self.progress.merge(("group", gi, tuple(rids)), "student", rids, self._group_kind(members, ready))
                 extra = sum(student_memory_mib(r) for r in members[1:]) / (len(members) - 1)
                 for run in members:
                     run.summary["lockstep"] = {"students": len(members), "memory_per_extra_student_mib": round(extra, 1)}
@@ -258,6 +262,19 @@ class Driver:
                         history, before, _ = run.complete(stages[run], session)
                     run.run_stage(stages[run], trained=(history, before, session.watch.session))
                 self._guard(o, finish_stage, summaries, i)
+
+    def _split_progress(self, gi: int, runs: list, by_position: dict, rids: dict, stages: dict, ready: dict) -> None:
+        """Progress items for the runs of a group that train apart (at different positions)."""
+        group = ("group", gi, tuple(rids[r] for r in runs))
+        self.progress.drop(group)
+        for (start_epoch, start_step), members in by_position.items():
+            plan = stages[members[0]].plan
+            key = ("group", gi, tuple(rids[r] for r in members)) if len(members) > 1 else (rids[members[0]], "student")
+            kind = self._group_kind(members, ready) if len(members) > 1 else ("student", "train") + \
+                (self._shapes.get(id(ready[members[0]][1])) or ("?",))[:4]
+            self.progress.declare(WorkItem(key=key, stage="student", kind=kind, units=float(plan.units),
+                                           done=float(start_epoch * plan.steps_per_epoch + start_step),
+                                           runs=tuple(rids[r] for r in members)))
 
     def _outcome(self, o: OpenRun, body) -> dict:
         """The run's outcome (OpenRun.outcome), a failure kept in its summary instead of raised;

@@ -180,6 +180,7 @@ def fit_sessions(sessions: list, loader, control: RunControl, *, channels_last: 
         session.stop_watch()
         on_failure(session, exc)
 
+    strategy = sessions[0].trainer.strategy  # one loader, one strategy for the sessions of a loop
     for s in sessions:
         s.start_watch()
     try:
@@ -189,10 +190,11 @@ def fit_sessions(sessions: list, loader, control: RunControl, *, channels_last: 
             for session in alive:
                 first_step = session.begin_epoch(epoch)
             for step, (x, y, idx) in enumerate(loader.epoch(epoch, start_step=first_step), start=first_step + 1):
+                x, y, idx = strategy.shard(x, y, idx)  # several processes: this one's part of the batch
                 if channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 check_control(control, alive, epoch, step)  # pause; stop: all at once
-                shared = TeacherPass(x)
+                shared = TeacherPass(x)  # of this process's part: what its students see
                 for session in list(alive):
                     session.task.shared = shared
                     try:
@@ -349,8 +351,7 @@ class FitSession:
         task, trainer = self.task, self.trainer
         if self.own_rng:
             torch.set_rng_state(self.rng)
-        strategy = trainer.strategy
-        x, y, idx = strategy.shard(x, y, idx)  # several processes: this one's part of the batch
+        strategy = trainer.strategy  # x, y, idx: this process's part of the batch (the loop shards it)
         if trainer.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device_type, dtype=self.autocast_dtype or torch.float32,
