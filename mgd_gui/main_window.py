@@ -599,7 +599,19 @@ class MainWindow(QMainWindow):
         text = finished_text(summary, stopped)
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
+        if not stopped and self.live is not None and self.live.run_dir is not None:
+            self._queued_run_finished(self.live.run_dir, summary)
         self._run_ended()
+
+    def _queued_run_finished(self, run_dir: Path, summary: dict) -> None:
+        """A queued job's run finished outside the queue (resumed from the Runs panel): it is done."""
+        job = next((j for j in self.queue.jobs if j.run_dir == Path(run_dir) and j.state != "running"), None)
+        if job is None or job.state == "done":
+            return
+        self.queue.mark(job, "done", "finished (resumed from the Runs panel)",
+                        (summary.get("student") or {}).get("best_acc"))
+        self.queue_panel.refresh()
+        self._update_comparison_table(job.comparison_dir)
 
     def _on_group_finished(self, results: list) -> None:
         """A queued group ended: every job has told its end, except those never begun (a stop)."""

@@ -347,7 +347,7 @@ class QueuePanel(QWidget):
             item = QTreeWidgetItem([str(n), job.label, str(job.seed), job.baseline, job.mode, self.state_text(job),
                                     "  ".join(t for t in (result, message) if t)])
             item.setData(0, Qt.ItemDataRole.UserRole, job.id)
-            item.setToolTip(1, f"{job.run_dir}")
+            item.setToolTip(1, f"{job.job.label}\n{job.run_dir}")
             item.setToolTip(6, job.message)
             color = STATE_COLORS.get(job.state) if job.state != "failed" else theme.error_color()
             if job.state == "cancelled":

@@ -77,7 +77,7 @@ def test_plan_estimates_the_run_time_from_timed_passes():
 def test_a_comparison_plan_counts_each_teacher_once_per_seed(tmp_path, capsys):
     from engine.cli import main
     from engine.config import save_config
-    from engine.estimate import estimate_comparison
+    from engine.comparison import estimate_comparison
 
     cfg = tiny_config(**{"comparison.baselines": ["kd"], "comparison.modes": ["off", "stable"],
                          "comparison.seeds": [0, 1]})

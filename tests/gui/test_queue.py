@@ -384,3 +384,37 @@ def test_a_queue_saved_by_the_previous_version_is_read(studio_home):
     saved = json.loads(path.read_text())
     assert saved["version"] == VERSION == 2 and "config" not in saved["jobs"][0]
     assert RunQueue.load(path).jobs[0].teacher == "resnet20"
+
+
+def test_a_run_cancelled_in_the_queue_and_resumed_from_the_runs_panel_fills_the_table(qtbot, window):
+    """Cancel a queued run mid-way (its checkpoint kept), resume it from the Runs panel: it finishes,
+    the comparison's table gets its result (the engine rebuilds it when any of its runs ends)
+    and the queue shows it done."""
+    from engine.events import EpochEnd
+
+    apply(window, {**TINY, "teacher.schedule.epochs": 6, "comparison.baselines": ["kd"],
+                   "comparison.modes": ["off"], "comparison.seeds": [5], "comparison.student_alone": False})
+    epochs = []
+
+    def cancel_after_first_epoch(e):
+        if e["event"] == EpochEnd.__name__ and not epochs:
+            epochs.append(e)
+            window.cancel_jobs(["comparison-demo/s5-kd-off"])
+
+    window.runner.event.connect(cancel_after_first_epoch)
+    window.start_run()
+    qtbot.waitUntil(lambda: window.queue.state == "idle" and not window.runner.active and window.state == "idle",
+                    timeout=300000)
+    window.runner.event.disconnect(cancel_after_first_epoch)
+    job = window.queue.job("comparison-demo/s5-kd-off")
+    assert job.state == "cancelled", window.log.text()
+    assert json.loads((job.run_dir / "summary.json").read_text())["status"] == "stopped"
+    folder = Path(job.comparison_dir)
+    assert "| kd |" not in (folder / "comparison.md").read_text()  # rebuilt when it stopped: no result yet
+
+    window.resume_run(job.run_dir)
+    qtbot.waitUntil(lambda: not window.runner.active and window.state == "idle", timeout=300000)
+    summary = json.loads((job.run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished", window.log.text()
+    assert f"{summary['student']['best_acc']:.2f}" in (folder / "comparison.md").read_text()
+    assert job.state == "done" and job.result == summary["student"]["best_acc"]
