@@ -31,6 +31,8 @@ from engine.run import plan_experiment, run_experiment
 from engine.runfolder import load_checkpoint, save_checkpoint
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 TRAINING = {"teacher", "heads", "pretrain", "student", "online", "transfer"}
 
 

@@ -71,6 +71,7 @@ def test_nan_exits_1(tmp_path, capsys, nan_in_teacher):
     assert "loss became" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_run_prints_result_and_resume_of_finished_run(tmp_path, capsys):
     cfg = set_value(tiny_config(), "granularity.mode", "off")
     out = tmp_path / "r"

@@ -83,6 +83,7 @@ def test_plan_resets_weights_per_baseline():
     assert alone.distiller.w_ce is None and alone.seed == 1
 
 
+@pytest.mark.e2e
 def test_comparison_through_the_cli_trains_teacher_and_heads_once_per_seed(tmp_path, capsys):
     import json
 
@@ -112,6 +113,7 @@ def test_comparison_through_the_cli_trains_teacher_and_heads_once_per_seed(tmp_p
     assert all(summaries[run]["lockstep"]["students"] == 3 for run in summaries)
 
 
+@pytest.mark.e2e
 def test_loaded_heads_of_another_shape_are_refused_at_plan_time(tmp_path):
     from engine.errors import CheckpointError
     from engine.run import plan_experiment, run_experiment

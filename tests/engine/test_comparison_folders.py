@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from engine.comparison import Comparison, run_comparison
@@ -11,6 +13,8 @@ from engine.jobs import read_job
 from engine.run import run_experiment
 from engine.runs import list_runs
 from tests.engine.conftest import tiny_config
+
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
 
 FAST = {"export.enabled": False, "teacher.schedule.epochs": 1, "teacher.schedule.milestones": [],
         "evaluation.noise_levels": [0.0, 0.2], "comparison.student_alone": False}

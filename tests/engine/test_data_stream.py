@@ -185,6 +185,7 @@ def test_stream_loader_rejects_bad_input(rgb_root):
         StreamLoader(st.train_images, st.train_labels, **{**kw, "mean": (0.5,), "std": (0.5,)})
 
 
+@pytest.mark.e2e
 def test_a_streamed_run_gives_the_numbers_of_an_in_memory_run(rgb_root, tmp_path, monkeypatch):
     """End to end: the engine picks the streamed loader for a file-backed bundle, and the three
     stages give exactly the in-memory numbers (the same batches, on the CPU)."""

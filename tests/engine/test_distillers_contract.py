@@ -12,6 +12,8 @@ from engine.distillers import DISTILLERS, distiller_class, distiller_names
 from engine.run import run_experiment
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 MODES = ("off", "granularity", "stable")
 
 

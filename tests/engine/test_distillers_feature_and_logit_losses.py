@@ -525,6 +525,7 @@ def distill_loss(name, teacher, student, distiller, x, y):
     return distiller_class(name).default_weights[2] * sum(terms.values())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("teacher_arch, student_arch", PAIRS)
 @pytest.mark.parametrize("name", NAMES)
 def test_pair_gradients_and_descent(name, teacher_arch, student_arch):

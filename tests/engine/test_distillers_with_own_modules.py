@@ -450,6 +450,7 @@ MAIN_OPTIONS = {"vid": {}, "crd": {"nce_k": 16}, "ab": {"main_stage_loss": True}
                 "fsp": {"main_stage_loss": True}}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("teacher_name, student_name", PAIRS)
 @pytest.mark.parametrize("name", NAMES)
 def test_main_term_on_tiny_pair(models, name, teacher_name, student_name):
@@ -494,6 +495,7 @@ def test_main_term_on_tiny_pair(models, name, teacher_name, student_name):
     assert values[-1] < values[0], values
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("teacher_name, student_name", PAIRS[:2])
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_pretrain_on_tiny_pair(models, name, teacher_name, student_name):

@@ -15,7 +15,7 @@ from torch import nn
 from engine import export as ex
 from engine.errors import CheckpointError, InputError, MGDError
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")]
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime / onnx not importable")

@@ -19,6 +19,8 @@ from engine.models import build_model, parameter_count, training_memory
 from engine.models import sources
 from tests.engine.conftest import DEMO
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 pytest.importorskip("timm")
 
 LIBRARY_MODELS = ["timm:resnet10t", "timm:mobilenetv3_small_050", "torchvision:resnet18",

@@ -18,6 +18,8 @@ from engine.config import save_config
 from engine.runfolder import RunLock, load_checkpoint
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

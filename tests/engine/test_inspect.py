@@ -25,6 +25,8 @@ from engine.inspect.report import write_report
 from engine.models import build_model, model_names
 from tests.inspect_runs import inspect_runs
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import torch
@@ -9,6 +11,8 @@ import torch
 from engine.run import RunSpec, run_experiment, run_group
 from engine.runfolder import load_checkpoint
 from tests.engine.conftest import tiny_config
+
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
 
 STUDENTS = [("kd", "stable"), ("crd", "off"), ("crd", "granularity")]  # CRD draws at random every step
 

@@ -23,6 +23,8 @@ from engine.stages import HeadsTask, StudentTask, TeacherTask
 from engine.tracker import cpu_state
 from engine.trainer import Trainer
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 HEADS = [(8, 2.0), (16, 8.0)]
 
 

@@ -16,6 +16,8 @@ from engine.run import run_experiment
 from engine.runfolder import load_checkpoint as safe_load
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e  # trains end to end (tiny models, a few steps)
+
 
 def run(cfg, tmp_path, name="run", subscribers=(), **kw):
     events = []

@@ -27,6 +27,8 @@ from engine.errors import InputError
 from engine.runfolder import DiskFullError, MetricsWriter, RunLock
 from tests.engine.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e  # the fault-injection suite: runs that train, faults injected
+
 ROOT = Path(__file__).resolve().parents[2]
 CFG = {"export.enabled": False, "evaluation.noise_levels": [0.0, 0.1]}
 
