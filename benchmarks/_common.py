@@ -2,7 +2,9 @@
 stages built the way ``engine/run.py`` builds them (on random CIFAR-size data).
 
 Timings on a shared machine are noisy: the scripts interleave the sides they compare
-(A B B A ...), report medians, and give ratios, which hold where absolute times do not.
+(:func:`interleave`, A B B A ...; :class:`TakeTurns`, step by step through ``Trainer.fit``),
+report medians, and give ratios, which hold where absolute times do not: for sides measured
+in pairs, the median of the per-pair ratios with its bootstrap interval (:func:`paired_ratio`).
 """
 
 from __future__ import annotations
