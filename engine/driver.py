@@ -100,6 +100,8 @@ class Driver:
         self.clock = clock
         self._last_progress = -1e9
         self._templates: dict[tuple, list] = {}
+        self._opened_groups: set[int] = set()
+        self._group_estimates: dict = {}  # group item -> {run id: its student stage's estimate}
         self._bus_of: dict = {}  # run id -> its bus (Progress events go to the run whose event moved it)
         self._group_templates: dict[tuple, tuple] = {}
 
@@ -122,6 +124,7 @@ class Driver:
         return out
 
     def _run_group(self, gi: int, specs: list[RunSpec]) -> list[dict]:
+        self._opened_groups.add(gi)
         opened: list[tuple[int, RunSpec, OpenRun]] = []
         summaries: dict[int, dict] = {}
         refused: list[int] = []
@@ -334,10 +337,12 @@ class Driver:
                 key = ("group", gi, tuple((gi, j) for j in range(group_size)))
                 group = self.progress.items.get(key)
                 if group is None:
-                    self.progress.declare(WorkItem(key=key, stage=name, kind=("student", "train", "lockstep"),
-                                                   units=units, estimate=est, runs=key[2], forecast=True))
-                elif group.forecast and group.estimate is None and est is not None:
-                    group.estimate = est
+                    group = self.progress.declare(WorkItem(key=key, stage=name, kind=("student", "train", "lockstep"),
+                                                           units=units, runs=key[2], forecast=True))
+                if est is not None and group.forecast:  # the group's steps cost about its students' together
+                    parts = self._group_estimates.setdefault(key, {})
+                    parts[rid] = est
+                    group.estimate = sum(parts.values())
                 continue
             self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                            runs=(rid,)))
@@ -346,6 +351,8 @@ class Driver:
     def _forecast(self) -> None:
         """Forecast items for every run not opened yet whose shape has been seen."""
         for gi, group in enumerate(self.groups):
+            if gi in self._opened_groups:
+                continue  # its runs declare their own work
             lockstep = self.lockstep and len(group) > 1
             for si, spec in enumerate(group):
                 rid = (gi, si)
@@ -359,14 +366,26 @@ class Driver:
                     self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                                    runs=(rid,), forecast=True))
             if lockstep:  # the group's shared student stage, as an earlier group of the same runs trained it
-                comp = tuple(sorted(map(str, (self._shapes.get(id(s)) for s in group))))
-                known = self._group_templates.get(comp)
+                comp = self._composition(group)
+                known = self._group_templates.get(comp) or self._group_like(gi, comp)
                 key = ("group", gi, tuple((gi, j) for j in range(len(group))))
-                if known is not None and (key not in self.progress.items or self.progress.items[key].forecast
-                                          and self.progress.items[key].kind != known[0]):
+                if known is not None and (key not in self.progress.items or self.progress.items[key].forecast):
                     kind, units, est = known
                     self.progress.declare(WorkItem(key=key, stage="student", kind=kind, units=units,
                                                    estimate=est, runs=key[2], forecast=True))
+
+    def _composition(self, group: list) -> tuple:
+        return tuple(sorted(map(str, (self._shapes.get(id(s)) for s in group))))
+
+    def _group_like(self, gi: int, comp: tuple) -> tuple | None:
+        """(kind, units, estimate) of another group's shared student stage with the same runs, if declared."""
+        for gj, other in enumerate(self.groups):
+            key = ("group", gj, tuple((gj, j) for j in range(len(other))))
+            item = self.progress.items.get(key)
+            if gj != gi and item is not None and not (item.forecast and item.estimate is None) \
+                    and self._composition(other) == comp:
+                return item.kind, item.units, item.estimate
+        return None
 
     def _group_kind(self, members: list, ready: dict) -> tuple:
         group = self.groups[self._ids[id(ready[members[0]][1])][0]]
