@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for developers; every command sets itself up on a fresh clone.
 #   ./dev.sh studio   # create .venv if needed, install, launch MGD Studio on the bundled demo
-#   ./dev.sh test     # create .venv if needed, install, run the whole test suite
+#   ./dev.sh test     # create .venv if needed, install, run the whole test suite (one process per core)
 #   ./dev.sh demo     # headless: mgd-train on the bundled demo preset
 #   ./dev.sh setup    # only create / update the virtual environment
 set -euo pipefail
@@ -31,6 +31,7 @@ case "$cmd" in
     setup) setup ;;
     studio) setup; exec "$VENV/bin/mgd-studio" --demo "$@" ;;
     demo) setup; exec "$VENV/bin/mgd-train" resources/presets/demo.yaml "$@" ;;
-    test) setup; QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen} exec "$VENV/bin/python" -m pytest "$@" ;;
+    # one test process per core (pytest-xdist); a later -n given here wins, -n 0 runs in this process
+    test) setup; QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen} exec "$VENV/bin/python" -m pytest -n auto "$@" ;;
     *) sed -n '2,7p' "$0"; exit 1 ;;
 esac
