@@ -342,7 +342,8 @@ class Driver:
                 if est is not None and group.forecast:  # the group's steps cost about its students' together
                     parts = self._group_estimates.setdefault(key, {})
                     parts[rid] = est
-                    group.estimate = sum(parts.values())
+                    # the members not opened yet cost about what the opened ones do
+                    group.estimate = sum(parts.values()) / len(parts) * group_size
                 continue
             self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                            runs=(rid,)))

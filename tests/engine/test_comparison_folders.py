@@ -92,3 +92,17 @@ def test_each_run_of_a_group_has_its_own_clock(tmp_path):
     # it started first but its clock ran only for its own work: not the other run's teacher
     assert first_step["elapsed"] < 0.5 * teacher_seconds + 0.5
     assert summaries["s0-none-off"]["total_seconds"] < summaries["s0-kd-off"]["total_seconds"]
+
+
+def test_a_run_that_loaded_another_runs_heads_is_inspected_with_them(tmp_path):
+    from engine.inspect.load import load_run_models
+
+    cfg = tiny_config(**FAST, **{"comparison.baselines": ["kd"], "comparison.modes": ["granularity", "stable"]})
+    out = tmp_path / "cmp"
+    assert run_comparison(cfg, out)["complete"]
+    assert not (out / "s0-kd-stable" / "checkpoints" / "heads.pt").exists()  # it loaded the granularity run's
+    trained = load_run_models(out / "s0-kd-granularity")
+    borrowed = load_run_models(out / "s0-kd-stable")
+    assert borrowed.teacher_heads is not None  # the granularity columns are not dropped
+    for a, b in zip(trained.teacher_heads.state_dict().values(), borrowed.teacher_heads.state_dict().values()):
+        assert (a == b).all()
