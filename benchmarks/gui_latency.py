@@ -78,6 +78,7 @@ def main() -> int:
     if args.epochs is not None:
         for key in ("teacher.schedule.epochs", "granularity.schedule.epochs", "student.schedule.epochs"):
             window.form.set_field(key, args.epochs)
+            window.form.set_field(key.replace("epochs", "milestones"), [])  # the preset's may lie past the end
     window.form.set_field("export.enabled", False)
     # start-up: the background look-ups import torch and the engine (the interpreter lock
     # is held during parts of an import); then the idle window

@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import yaml
 
-from engine.config_yaml import read_config_text, yaml_load, yaml_problem
+from engine.config_yaml import read_config_text, short_repr, yaml_load, yaml_problem
 from engine.errors import ConfigError, InputError
 
 # ----------------------------------------------------------------------------- helpers
@@ -388,18 +388,18 @@ def _convert(value: Any, tp: Any, path: str, default: Any = None) -> Any:
                 return _convert(value, arg, path, default)
             except ConfigError:
                 continue
-        raise ConfigError(path, f"expected {_type_name(tp)}, got {_short(value)}")
+        raise ConfigError(path, f"expected {_type_name(tp)}, got {short_repr(value)}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path, base=default if isinstance(default, tp) else None)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected {_type_name(tp)}, got {_short(value)}")
+            raise ConfigError(path, f"expected {_type_name(tp)}, got {short_repr(value)}")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(path, f"expected true or false, got {_short(value)}")
+        raise ConfigError(path, f"expected true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -407,7 +407,7 @@ def _convert(value: Any, tp: Any, path: str, default: Any = None) -> Any:
             return int(value)
         if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):  # a whole number written as text
             return int(value)
-        raise ConfigError(path, f"expected an integer, got {_short(value)}")
+        raise ConfigError(path, f"expected an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -416,15 +416,15 @@ def _convert(value: Any, tp: Any, path: str, default: Any = None) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(path, f"expected a number, got {_short(value)}")
+        raise ConfigError(path, f"expected a number, got {short_repr(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(path, f"expected a string, got {_short(value)}")
+        raise ConfigError(path, f"expected a string, got {short_repr(value)}")
     if tp is dict:
         if isinstance(value, dict):
             return copy.deepcopy(value)
-        raise ConfigError(path, f"expected a mapping, got {_short(value)}")
+        raise ConfigError(path, f"expected a mapping, got {short_repr(value)}")
     raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover - schema bug
 
 
@@ -456,12 +456,12 @@ def from_dict(cls: type, data: Any, path: str = "", base: Any = None) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(path or "config", f"expected a mapping, got {_short(data)}")
+        raise ConfigError(path or "config", f"expected a mapping, got {short_repr(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = field_types(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
-        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else _short(unknown[0])
+        key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else short_repr(unknown[0])
         where = f"{path}.{key}" if path else key
         raise ConfigError(where, f"unknown setting; allowed here: {', '.join(fields) or 'none'}")
     kwargs = {}
@@ -471,12 +471,6 @@ def from_dict(cls: type, data: Any, path: str = "", base: Any = None) -> Any:
     if base is not None:
         return dataclasses.replace(copy.deepcopy(base), **kwargs)
     return cls(**kwargs)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to one short line for a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -629,7 +623,7 @@ def _check_field(path: str, f: dataclasses.Field, value: Any) -> str | None:
     if choices is not None:
         for item in items:
             if item not in choices:
-                return f"{_short(item)} is not allowed; choose one of: {', '.join(map(str, choices))}"
+                return f"{short_repr(item)} is not allowed; choose one of: {', '.join(map(str, choices))}"
     lo, hi, above = f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("above")
     # no number setting is unbounded: a weight of 1e30 would pass the plan, then overflow the loss
     hi = MAX_NUMBER if hi is None else hi
@@ -657,19 +651,19 @@ def _text_problem(text: str, f: dataclasses.Field) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return f"{_short(text)} is not valid text (it holds a lone surrogate)"
+        return f"{short_repr(text)} is not valid text (it holds a lone surrogate)"
     if f.metadata.get("widget") in ("dir", "file"):
         if "\0" in text:
-            return f"{_short(text)} is not a path (it holds a NUL byte)"
+            return f"{short_repr(text)} is not a path (it holds a NUL byte)"
         try:
             os.stat(os.path.expanduser(text))
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
                 return f"the path ({len(text):,} characters) is longer than the file system allows"
             if exc.errno == errno.ELOOP:
-                return f"{_short(text)} is a loop of symbolic links"
+                return f"{short_repr(text)} is a loop of symbolic links"
         except ValueError:
-            return f"{_short(text)} is not a path"
+            return f"{short_repr(text)} is not a path"
     return None
 
 

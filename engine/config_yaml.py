@@ -44,9 +44,10 @@ _BaseLoader = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to one short line for a message."""
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class SafeLoader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -60,7 +61,7 @@ class SafeLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         except yaml.YAMLError:
             raise
         except Exception as exc:  # e.g. !!int 1.5, !!float abc, !!bool maybe, !!timestamp 2020-13-45
-            what = f"{node.tag.rsplit(':', 1)[-1]} {_short(node.value)}" if isinstance(node, yaml.ScalarNode) \
+            what = f"{node.tag.rsplit(':', 1)[-1]} {short_repr(node.value)}" if isinstance(node, yaml.ScalarNode) \
                 else node.tag
             raise ConstructorError(None, None, f"cannot read {what} ({type(exc).__name__}: {exc})",
                                    node.start_mark) from None
@@ -78,7 +79,7 @@ class SafeLoader(_BaseLoader):  # type: ignore[misc, valid-type]
                     continue
                 line = key_node.start_mark.line + 1
                 if seen:
-                    raise ConstructorError(None, None, f"the key {_short(key)} is given twice (first on line "
+                    raise ConstructorError(None, None, f"the key {short_repr(key)} is given twice (first on line "
                                            f"{first_line[key]})", key_node.start_mark)
                 first_line[key] = line
         return super().construct_mapping(node, deep)
