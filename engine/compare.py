@@ -18,7 +18,6 @@ Per student: its size, exported size, CPU latency and calibration error.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json

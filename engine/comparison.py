@@ -23,7 +23,7 @@ from engine.config import ExperimentConfig, load_config, resolve, save_config, s
 from engine.control import RunControl
 from engine.driver import Driver, RunSpec
 from engine.errors import InputError, MGDError
-from engine.events import Log, Progress, Subscriber
+from engine.events import EventBus, Progress, Subscriber
 from engine.jobs import Job, comparison_jobs
 from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, atomic_write, checkpoint_path, read_json
 
@@ -184,10 +184,9 @@ class Comparison:
             groups.append(specs)
         driver = Driver(control=control, reuse=self.reuse(), lockstep=lockstep, on_progress=on_progress,
                         estimate=estimate)
-        for fn in subscribers:
-            done = total - len(pending)
-            if done:
-                fn(Log(f"comparison {self.name!r}: {done} of {total} runs finished before, {len(pending)} to run"))
+        if total > len(pending):
+            EventBus(subscribers).log(f"comparison {self.name!r}: {total - len(pending)} of {total} runs finished "
+                                      f"before, {len(pending)} to run")
         driver.run(groups)
         table = rebuild_table(self.folder)
         table["complete"] = all(self.state(j) == FINISHED for j in self.jobs)

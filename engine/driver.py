@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 
 from engine.config import ExperimentConfig, load_config
 from engine.control import RunControl
-from engine.errors import InputError, MGDError, StopRequested
+from engine.errors import InputError, MGDError
 from engine.events import EventBus, Progress, RunFailed, Subscriber
 from engine.experiment import OpenRun
 from engine.jobs import Job
@@ -103,7 +103,6 @@ class Driver:
         self._opened_groups: set[int] = set()
         self._group_estimates: dict = {}  # group item -> {run id: its student stage's estimate}
         self._bus_of: dict = {}  # run id -> its bus (Progress events go to the run whose event moved it)
-        self._group_templates: dict[tuple, tuple] = {}
 
     # ============================================================================ running
     def run(self, groups: Iterable[Iterable[RunSpec]]) -> list[dict]:
@@ -204,6 +203,7 @@ class Driver:
         if len(runs) > 1:  # one progress item for the shared stage, before any of them announces it
             self.progress.merge(("group", gi, tuple(rids[r] for r in runs)), "student", [rids[r] for r in runs],
                                 self._group_kind(runs, ready))
+            self._forecast()  # the later groups of the same runs, priced as this one
         sessions: dict = {}
         for run in runs:
             i, spec, o = ready[run]
@@ -235,22 +235,11 @@ class Driver:
                 self._guard(o, lambda: _raise(exc), summaries, i)
 
             first = members[0]
-            group_watch = None
             try:
-                from engine.progress import Stopwatch
-
-                group_watch = Stopwatch()
-                with timing(group_watch):
-                    alive = fit_sessions([sessions[r] for r in members], first.train_loader, self.control,
-                                         channels_last=first.channels_last,
-                                         on_failure=on_failure if len(members) > 1 else None)
-            except StopRequested as exc:
-                for run in members:
-                    if run not in failed:
-                        i, _, o = ready[run]
-                        self._guard(o, lambda e=exc: _raise(e), summaries, i)
-                continue
-            except BaseException as exc:  # noqa: BLE001 - a run alone: its failure is its own
+                alive = fit_sessions([sessions[r] for r in members], first.train_loader, self.control,
+                                     channels_last=first.channels_last,
+                                     on_failure=on_failure if len(members) > 1 else None)
+            except BaseException as exc:  # noqa: BLE001 - a stop (all of them), or a run alone's own failure
                 for run in members:
                     if run not in failed:
                         i, _, o = ready[run]
@@ -273,8 +262,8 @@ class Driver:
         for (start_epoch, start_step), members in by_position.items():
             plan = stages[members[0]].plan
             key = ("group", gi, tuple(rids[r] for r in members)) if len(members) > 1 else (rids[members[0]], "student")
-            kind = self._group_kind(members, ready) if len(members) > 1 else ("student", "train") + \
-                (self._shapes.get(id(ready[members[0]][1])) or ("?",))[:4]
+            kind = self._group_kind(members, ready) if len(members) > 1 else \
+                _kind("student", "train", self._shapes.get(id(ready[members[0]][1])) or ("?",))
             self.progress.declare(WorkItem(key=key, stage="student", kind=kind, units=float(plan.units),
                                            done=float(start_epoch * plan.steps_per_epoch + start_step),
                                            runs=tuple(rids[r] for r in members)))
@@ -325,7 +314,7 @@ class Driver:
         shape = self._shapes.get(id(spec)) or _shape(run.cfg)
         items = []
         for s in run.plan.stages:
-            kind = (s.name, s.action) + (shape[:4] if s.name not in ("teacher", "heads") else shape[:1])
+            kind = _kind(s.name, s.action, shape)
             items.append((s.name, kind, float(s.units), estimate.get(s.name), s.done))
         self._templates.setdefault(shape, [(n, k, u, e) for n, k, u, e, _ in items])
         gi = rid[0]
@@ -367,8 +356,7 @@ class Driver:
                     self.progress.declare(WorkItem(key=(rid, name), stage=name, kind=kind, units=units, estimate=est,
                                                    runs=(rid,), forecast=True))
             if lockstep:  # the group's shared student stage, as an earlier group of the same runs trained it
-                comp = self._composition(group)
-                known = self._group_templates.get(comp) or self._group_like(gi, comp)
+                known = self._group_like(gi, self._composition(group))
                 key = ("group", gi, tuple((gi, j) for j in range(len(group))))
                 if known is not None and (key not in self.progress.items or self.progress.items[key].forecast):
                     kind, units, est = known
@@ -389,14 +377,8 @@ class Driver:
         return None
 
     def _group_kind(self, members: list, ready: dict) -> tuple:
-        group = self.groups[self._ids[id(ready[members[0]][1])][0]]
-        comp = tuple(sorted(map(str, (self._shapes.get(id(ready[r][1])) for r in members))))
-        kind = ("student", "train", "lockstep", comp)
-        stage = next(s for s in members[0].plan.stages if s.name == "student")
-        if len(members) == len(group):
-            self._group_templates.setdefault(comp, (kind, float(stage.units), None))
-            self._forecast()
-        return kind
+        """The kind of a shared student stage: its runs' shapes together."""
+        return ("student", "train", "lockstep", self._composition([ready[r][1] for r in members]))
 
     def _estimates(self, run) -> dict[str, float]:
         if not self.estimate:
@@ -426,6 +408,12 @@ class Driver:
         bus = self._bus_of.get(rid) if rid is not None else None
         if bus is not None:
             bus.emit(event)
+
+
+def _kind(stage: str, action: str, shape: tuple) -> tuple:
+    """What one unit of a run's stage costs the same as: the stage, its action and the models in it
+    (the teacher alone for the teacher and heads stages)."""
+    return (stage, action) + (shape[:4] if stage not in ("teacher", "heads") else shape[:1])
 
 
 def _student_pending(run) -> bool:

@@ -14,7 +14,6 @@ and writes it. :class:`OpenRun` is a run folder opened for writing. The driver
 from __future__ import annotations
 
 import copy
-import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass

@@ -222,7 +222,7 @@ class WorkProgress:
             item.done = item.units
             item.finished = True
         if item.seen_from is None and kind != "StageFinished":
-            item.seen_from = item.done if kind != "StageStarted" else item.done
+            item.seen_from = item.done  # this session's measured units count from here
 
     # -- figures ---------------------------------------------------------------------
     def _rates(self) -> tuple[dict, float]:

@@ -112,6 +112,13 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
+def _from_run(run_dir: Path, setting: str) -> Path:
+    """A checkpoint a run's config names (``teacher.checkpoint``, ``granularity.checkpoint``): as
+    written, or relative to the run folder when it is relative and not found as written."""
+    source = Path(setting).expanduser()
+    return run_dir / source if not source.is_absolute() and not source.is_file() else source
+
+
 def _state(path: Path, what: str) -> dict:
     from engine.runfolder import load_checkpoint
 
@@ -201,9 +208,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     elif cfg.teacher.checkpoint:
         from engine.models.checkpoint import load_weights
 
-        source = Path(cfg.teacher.checkpoint).expanduser()
-        if not source.is_absolute() and not source.is_file():
-            source = path / source
+        source = _from_run(path, cfg.teacher.checkpoint)
         teacher = build_model(cfg.teacher.arch, num_classes, in_channels)
         try:
             load_weights(teacher, str(source), cfg.teacher.arch)
@@ -219,9 +224,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     heads_file = ckpt / "heads.pt"
     borrowed = not heads_file.is_file() and bool(cfg.granularity.checkpoint)
     if borrowed:
-        heads_file = Path(cfg.granularity.checkpoint).expanduser()
-        if not heads_file.is_absolute() and not heads_file.is_file():
-            heads_file = path / heads_file
+        heads_file = _from_run(path, cfg.granularity.checkpoint)
     if models.teacher is not None and cfg.granularity.mode != "off" and heads_file.is_file():
         try:
             state = _state(heads_file, "heads")

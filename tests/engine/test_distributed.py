@@ -67,19 +67,8 @@ def test_what_several_processes_cannot_do_is_refused_at_plan_time(monkeypatch):
 
 def test_two_processes_stop_together_and_resume(tmp_path):
     import signal
-    import time
 
-    path = tmp_path / "exp.yaml"
-    save_config(tiny_config(**{**SETTINGS, "teacher.schedule.epochs": 12, "teacher.schedule.milestones": [10],
-                               "export.enabled": False}), path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "engine.cli", str(path), "--nproc", "2", "--out", str(out), "-q"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "teacher_last.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    proc, out, env = _start_two(tmp_path, epochs=12, milestone=10)
     proc.send_signal(signal.SIGTERM)  # as a scheduler would: both processes stop at the same step
     _, err = proc.communicate(timeout=120)
     summary = json.loads((out / "summary.json").read_text())
@@ -108,12 +97,14 @@ def _workers_of(launcher: int) -> dict[int, int]:
     return found
 
 
-def _start_two(tmp_path):
+def _start_two(tmp_path, epochs: int = 40, milestone: int = 30):
+    """``mgd-train --nproc 2`` on a teacher of ``epochs`` epochs, left running once its first checkpoint
+    is written; returns (the launcher, the run folder, the environment)."""
     import time
 
     path = tmp_path / "exp.yaml"
-    save_config(tiny_config(**{**SETTINGS, "teacher.schedule.epochs": 40, "teacher.schedule.milestones": [30],
-                               "export.enabled": False}), path)
+    save_config(tiny_config(**{**SETTINGS, "teacher.schedule.epochs": epochs,
+                               "teacher.schedule.milestones": [milestone], "export.enabled": False}), path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
     command = [sys.executable, "-m", "engine.cli", str(path), "--nproc", "2", "--out", str(out), "-q"]
@@ -122,6 +113,12 @@ def _start_two(tmp_path):
     while not (out / "checkpoints" / "teacher_last.pt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
+    return proc, out, env
+
+
+def _start_two_workers(tmp_path):
+    """:func:`_start_two` with the {rank: pid} of its two workers."""
+    proc, out, _ = _start_two(tmp_path)
     workers = _workers_of(proc.pid)
     assert sorted(workers) == [0, 1], workers
     return proc, workers, out
@@ -143,7 +140,7 @@ def _gone(pid: int) -> bool:
 def test_a_killed_worker_ends_the_run_with_one_line_naming_it(tmp_path):
     import signal
 
-    proc, workers, out = _start_two(tmp_path)
+    proc, workers, out = _start_two_workers(tmp_path)
     os.kill(workers[1], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
@@ -162,7 +159,7 @@ def test_the_launchers_death_ends_its_workers(tmp_path):
     import signal
     import time
 
-    proc, workers, out = _start_two(tmp_path)
+    proc, workers, out = _start_two_workers(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 60
