@@ -105,3 +105,34 @@ def test_the_stage_counter_is_the_groups():
     for run in ("alone", "kd", "alone"):
         p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 1, "step": 1, "steps": 3})
         assert "Student (2/3)" in p.text()  # whichever run reported last
+
+
+@pytest.mark.e2e
+def test_the_driver_forecasts_the_later_groups_of_a_comparison(tmp_path):
+    """While the first seed trains, the second seed's work is already in the ETA: its teacher and
+    heads, and its students' shared stage priced as the first seed's."""
+    from engine.comparison import Comparison
+    from engine.driver import Driver
+    from tests.engine.conftest import tiny_config
+
+    cfg = tiny_config(**{"export.enabled": False, "comparison.baselines": ["kd"],
+                         "comparison.modes": ["off", "stable"], "comparison.student_alone": False,
+                         "comparison.seeds": [0, 1], "evaluation.noise_levels": [0.0]})
+    comparison = Comparison(cfg, tmp_path / "cmp")
+    comparison.save()
+    seen = {}
+
+    def at_first_student_epoch(event):
+        if event.type == "EpochEnd" and event.stage == "student" and not seen:
+            items = driver.progress.items
+            seen["now"] = {k: (i.units, i.kind, i.forecast) for k, i in items.items()}
+
+    groups = [[comparison.spec(job, [at_first_student_epoch]) for job in members] for members in comparison.groups()]
+    driver = Driver(reuse=comparison.reuse())
+    driver.run(groups)
+    items = seen["now"]
+    first = next(v for k, v in items.items() if k[0] == "group" and k[1] == 0)
+    later = next(v for k, v in items.items() if k[0] == "group" and k[1] == 1)
+    assert later[2] and not first[2]  # forecast, beside the group being trained
+    assert later[:2] == first[:2]  # the same units, priced at the measured kind
+    assert any(k == ((1, 0), "teacher") for k in items) and any(k[1] == "heads" for k in items if k[0][0] == 1)
