@@ -95,6 +95,24 @@ class ProgressPrinter:
                        f"{event.test_size} test images of shape {tuple(event.input_shape)}")
 
 
+class SignalStop:
+    """The handler of Ctrl-C and SIGTERM: the first this process receives stops the run cleanly
+    after the step, with a checkpoint; a second aborts. A stop that another process of the group
+    asked for (and that reached this one through the run's control) is not a signal of this
+    process's own: the parent-death SIGTERM that follows it must not abort a checkpoint write."""
+
+    def __init__(self, control, stream: TextIO | None = None):
+        self.control, self.stream, self.received = control, stream, 0
+
+    def __call__(self, signum, frame=None) -> None:
+        self.received += 1
+        if self.received > 1:
+            raise KeyboardInterrupt
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        (self.stream or sys.stderr).write(f"\n{what}: stopping after this step ({what} again to abort)...\n")
+        self.control.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mgd-train",
@@ -227,13 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
         control = RunControl()
 
-        def on_signal(signum, frame):  # first Ctrl-C or SIGTERM: stop cleanly with a checkpoint; second: abort
-            if control.stop_requested:
-                raise KeyboardInterrupt
-            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            sys.stderr.write(f"\n{what}: stopping after this step ({what} again to abort)...\n")
-            control.stop()
-
+        on_signal = SignalStop(control)
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             printer = ProgressPrinter(sys.stderr if strategy.is_writer else out, quiet=args.quiet)

@@ -125,13 +125,14 @@ class ExperimentRun:
         import torch
 
         cfg, d = self.cfg, self.cfg.data
-        if self.run_dir is not None:
+        writes = self.strategy.is_writer  # several processes: the first alone writes, so it alone probes
+        if self.run_dir is not None and writes:
             check_writable_dir(self.run_dir, "run folder (--out)")
         out = Path(cfg.export.dir).expanduser() if cfg.export.dir else \
             (self.run_dir / EXPORT_DIR if self.run_dir is not None else None)
         exporting = bool(cfg.export.enabled and cfg.export.formats)
         with blame("export.dir"):
-            if exporting and out is not None:
+            if exporting and out is not None and writes:
                 check_writable_dir(out, "export.dir")
         with blame("device"):
             self.device, self.device_text = select_device(cfg.device)

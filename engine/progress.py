@@ -202,9 +202,12 @@ class WorkProgress:
         self.active_runs.add(run)
         if kind == "StageStarted":
             steps = int(data.get("steps_per_epoch") or 0)
-            if steps:
+            if steps and _action(item) == "train":
                 item.position.update(epochs=int(data.get("epochs") or 0), steps=steps,
                                      epoch=int(data.get("start_epoch") or 0) + 1, step=0)
+            elif steps:  # evaluation batches, export files: a count, no epochs
+                item.position.update(steps=steps, step=0)
+            if steps:
                 item.done = max(item.done, float(data.get("start_epoch") or 0) * steps)
         elif kind == "StepLosses":
             steps = int(data.get("steps") or item.position.get("steps") or 1)

@@ -490,7 +490,10 @@ def check_writable_dir(path: str | Path, field: str) -> None:
     created: list[Path] = []
     try:
         for folder in reversed(missing):
-            folder.mkdir()
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by another program: it is not ours to remove
+                continue
             created.append(folder)
         test = path / f".write-probe-{os.getpid()}"
         with open(test, "wb") as fh:

@@ -174,6 +174,23 @@ def test_check_writable_dir_creates_writes_and_leaves_nothing(tmp_path):
         check_writable_dir("/proc/mgd-probe", "export.dir")
 
 
+def test_check_writable_dir_accepts_a_folder_another_process_made_meanwhile(tmp_path, monkeypatch):
+    """Two processes of one run probed the same export folder at once: the one that lost the race to
+    create it was refused with 'File exists' (seen in CI); a folder made meanwhile is fine, and not ours
+    to remove."""
+    target = tmp_path / "export"
+    real = Path.mkdir
+
+    def racing(self, *args, **kwargs):
+        if self == target:
+            real(self)  # the other process got there first
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing)
+    check_writable_dir(target, "export.dir")
+    assert target.is_dir() and list(target.iterdir()) == []
+
+
 def test_check_writable_dir_refuses_a_read_only_folder(tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")

@@ -136,3 +136,12 @@ def test_the_driver_forecasts_the_later_groups_of_a_comparison(tmp_path):
     assert later[2] and not first[2]  # forecast, beside the group being trained
     assert later[:2] == first[:2]  # the same units, priced at the measured kind
     assert any(k == ((1, 0), "teacher") for k in items) and any(k[1] == "heads" for k in items if k[0][0] == 1)
+
+
+def test_a_stage_that_does_not_train_counts_its_units_without_epochs():
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.declare(WorkItem(key=("r", "export"), stage="export", kind=("export", "export"), units=4, runs=("r",)))
+    p.update("r", {"event": "StageStarted", "stage": "export", "epochs": 1, "steps_per_epoch": 4})
+    p.update("r", {"event": "StageProgress", "stage": "export", "done": 2, "total": 4})
+    assert p.text() == "Export (1/1) · 2/4"
