@@ -274,14 +274,21 @@ def test_bf16_lands_within_two_points_of_fp32(tmp_path):
 
 
 def test_the_student_learns_from_the_teachers_best_or_last_epoch(tmp_path):
-    # a learning rate high enough that the last of 3 epochs is not the best (epoch 2 is, for seed 0)
+    # a learning rate high enough that the last of 3 epochs is often not the best; which seed shows it
+    # depends on the CPU's rounding (seed 0 here, another on CI's machine), so the first seed that does
     settings = {"teacher.schedule.epochs": 3, "teacher.schedule.milestones": [], "granularity.mode": "off",
                 "export.enabled": False, "teacher.schedule.lr": 0.5}
-    best, _ = run(tiny_config(**settings), tmp_path, "best")
-    t = best["teacher"]
-    assert t["kept"] == "best" and t["epoch_used"] == t["best_epoch"] == 2 and t["test_acc"] == t["best_acc"]
+    for seed in range(6):
+        settings["seed"] = seed
+        best, _ = run(tiny_config(**settings), tmp_path, f"best{seed}")
+        t = best["teacher"]
+        assert t["kept"] == "best" and t["epoch_used"] == t["best_epoch"] and t["test_acc"] == t["best_acc"]
+        if t["best_epoch"] < 3:
+            break
+    else:
+        pytest.fail("no seed of six had a teacher whose last epoch was not its best")
     assert t["best_acc"] > t["final_acc"]
-    state = safe_load(tmp_path / "best" / "checkpoints" / "teacher.pt")
+    state = safe_load(tmp_path / f"best{seed}" / "checkpoints" / "teacher.pt")
     kept = state["tracker"]["model"]["state"]
     assert all(torch.equal(state["modules"]["model"][k], kept[k]) for k in kept)  # the checkpoint holds the best
     assert t["noise_curve"][0][1] == t["best_acc"]  # the evaluated (and distilled-from) teacher is the best one
