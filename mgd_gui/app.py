@@ -16,7 +16,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, fast_exit: bool = True) -> int:
+    """Show the window and run until it closes. With ``fast_exit`` the process ends as soon as the
+    window has closed (:func:`leave`) instead of returning."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtWidgets import QApplication
 
@@ -41,7 +43,24 @@ def main(argv: list[str] | None = None) -> int:
         from PySide6.QtCore import QTimer
 
         QTimer.singleShot(500, window.start_run)
-    return app.exec()
+    code = app.exec()
+    if fast_exit:
+        leave(code)
+    return code
+
+
+def leave(code: int) -> None:
+    """End the process now that the window has closed. The window closes only once its runs have
+    ended (their checkpoints written) and its settings are saved, and every file the studio writes
+    is written whole before it is renamed into place; what is left is the interpreter's tear-down
+    of torch, Qt and pyqtgraph, which takes seconds on a busy machine and, while a background
+    look-up is still importing torch, can abort in a C++ destructor. So the process leaves at once."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
