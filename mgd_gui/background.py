@@ -13,7 +13,7 @@ from PySide6.QtCore import QObject, QTimer
 
 from engine.config import ExperimentConfig
 from mgd_gui import probes
-from mgd_gui.jobs import JobThread
+from mgd_gui.tasks import Tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from mgd_gui.main_window import MainWindow
@@ -30,8 +30,9 @@ class Lookups(QObject):
     def __init__(self, window: "MainWindow"):
         super().__init__(window)
         self.window = window
-        self.jobs = JobThread(self)
-        self.jobs.finished.connect(self._done)
+        self.jobs = Tasks(self, name="mgd-lookups")  # the newest question of a kind wins
+        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
+        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
         self.started = False
         self.warm = False  # the engine's modules are imported (a run starts without an import pause)
         self.cfg: ExperimentConfig | None = None
@@ -70,7 +71,7 @@ class Lookups(QObject):
 
     def close(self) -> None:
         self.timer.stop()
-        self.jobs.close(timeout=1.0)
+        self.jobs.close()  # answers on their way are dropped; a look-up never holds the window open
 
     def config_changed(self, cfg: ExperimentConfig) -> None:
         from engine.config import to_dict
@@ -239,8 +240,6 @@ class Lookups(QObject):
                 if picker is not None:
                     picker.set_catalog(result)
             return
-        if not self.jobs.is_latest(kind, token):
-            return  # an answer to a question the user has moved on from
         if kind == "dataset":
             if error is not None:
                 w.preview.show_error(str(error))

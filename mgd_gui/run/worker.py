@@ -1,10 +1,10 @@
-"""The engine in a background thread, its events delivered to the GUI thread as Qt signals.
+"""The engine in the background, its events delivered to the GUI thread as Qt signals.
 
-``run_experiment`` runs synchronously, so it gets a plain Python thread; the thread
-imports the engine's heavy parts (torch) itself. Each engine event is turned into a
-dict in the worker thread and emitted through ``event``; Qt queues it to the GUI thread
-(the runner lives there). Exactly one of ``finished`` or ``failed`` ends every run,
-after all of its events.
+A run is a task of the studio's one background primitive (:class:`mgd_gui.tasks.Tasks`, a lane
+of its own): the task imports the engine's heavy parts (torch) in its thread, turns each engine
+event into a dict and streams it (``event``); pause and stop go through the engine's
+:class:`RunControl`. Exactly one of ``finished``, ``group_finished`` or ``failed`` ends every
+run, after all of its events.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import os
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from engine.control import RunControl
+from mgd_gui.tasks import Tasks
 
 Engine = Callable[..., dict]
 WORKER_NICE = 0  # nice value of the engine thread (0 normal, 19 lowest): 0 keeps its fair share
@@ -72,16 +72,19 @@ class EngineRunner(QObject):
         self.engine = engine or _real_engine
         self.group_engine = group_engine or _real_group_engine
         self.control: RunControl | None = None
-        self._thread: threading.Thread | None = None
+        self.tasks = Tasks(self, name="mgd-engine")
+        self.tasks.message.connect(lambda _kind, _token, data: self.event.emit(data))
+        self.tasks.done.connect(self._done)
+        self.tasks.failed.connect(self._failed)
+        self._ended_signal: Any = None
         self._failure: dict | None = None
-        self._ended = threading.Event()
         self.run_dir: Path | None = None
         self.pausable = True  # False for a run of several processes (a subprocess: stop only)
 
     @property
     def active(self) -> bool:
         """True from ``start`` until the run has ended (its last signal is on its way)."""
-        return self._thread is not None and self._thread.is_alive() and not self._ended.is_set()
+        return self.tasks.busy("run")
 
     def start(self, config=None, *, run_dir: str | Path | None = None, runs_root: str | Path,
               resume: bool = False) -> None:
@@ -120,19 +123,22 @@ class EngineRunner(QObject):
                     self.finished, run_dir=run_dir, pausable=False)
 
     def _start(self, body: Callable[[], Any], ended: Any, *, run_dir: str | Path | None, pausable: bool) -> None:
-        """Run ``body`` in the engine thread with a fresh control; its result goes to the ``ended``
-        signal, an exception to ``failed``."""
+        """Run ``body`` as the engine lane's task with a fresh control; its result goes to the
+        ``ended`` signal, an exception to ``failed``."""
         if self.active:
             raise RuntimeError("a run is already in progress")
-        if self._thread is not None:
-            self._thread.join(5.0)  # the last run's thread is past its final signal: let it exit
-        self._ended.clear()
         self.control = RunControl()
         self._failure = None
+        self._ended_signal = ended
         self.pausable = pausable
         self.run_dir = Path(run_dir) if run_dir else None
-        self._thread = threading.Thread(target=self._work, args=(body, ended), name="mgd-engine", daemon=True)
-        self._thread.start()
+
+        def task(state) -> Any:
+            self._state = state
+            lower_thread_priority()
+            return body()
+
+        self.tasks.submit("run", task, state=True)
 
     def pause(self) -> None:
         if self.control:
@@ -147,13 +153,10 @@ class EngineRunner(QObject):
             self.control.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker ends (for shutdown); True if it did."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Block until the run's task ends (for shutdown); True if it did."""
+        return self.tasks.wait(timeout)
 
-    # -- worker thread ------------------------------------------------------------------
+    # -- the engine's thread ------------------------------------------------------------
     def _forward(self, event: Any, tag: str | None = None) -> None:
         data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
         if tag is not None:  # a job of a group: its failure and its folder are its own, not the group's
@@ -162,35 +165,24 @@ class EngineRunner(QObject):
             self._failure = {k: data.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
         elif data.get("event") == "RunStarted" and data.get("run_dir"):
             self.run_dir = Path(data["run_dir"])
-        self._emit(self.event, data)
+        self._state.emit(data)
 
-    def _emit(self, signal: Any, value: Any) -> None:
-        try:
-            signal.emit(value)
-        except RuntimeError:  # the window is gone; the run still ends cleanly
-            pass
+    # -- the GUI thread: how the run ended ------------------------------------------------
+    def _done(self, _kind: str, _token: int, result: Any) -> None:
+        self._ended_signal.emit(result)
 
-    def _work(self, body: Callable[[], Any], ended: Any) -> None:
-        lower_thread_priority()
-        try:
-            result = body()
-        except BaseException as exc:  # noqa: BLE001 - every failure goes to the GUI, none kills it
-            failure = self._failure or {}  # the run's own RunFailed event, when it sent one
-            own = isinstance(exc, ProcessesFailed)
-            info = {
-                "message": failure.get("message") or (str(exc) if own else f"{type(exc).__name__}: {exc}"),
-                "kind": failure.get("kind") or (exc.kind if own else "input" if _is_input_error(exc) else "error"),
-                "stage": failure.get("stage") or "setup",
-                "details": failure.get("details") or (own and exc.details) or traceback.format_exc(),
-                "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
-                "field": getattr(exc, "field", None),  # the config field at fault, when the engine names one
-                "time": time.time(),
-            }
-            self._ended.set()
-            self._emit(self.failed, info)
-            return
-        self._ended.set()
-        self._emit(ended, result)
+    def _failed(self, _kind: str, _token: int, exc: BaseException) -> None:
+        failure = self._failure or {}  # the run's own RunFailed event, when it sent one
+        own = isinstance(exc, ProcessesFailed)
+        self.failed.emit({
+            "message": failure.get("message") or (str(exc) if own else f"{type(exc).__name__}: {exc}"),
+            "kind": failure.get("kind") or (exc.kind if own else "input" if _is_input_error(exc) else "error"),
+            "stage": failure.get("stage") or "setup",
+            "details": failure.get("details") or (own and exc.details) or getattr(exc, "details", ""),
+            "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
+            "field": getattr(exc, "field", None),  # the config field at fault, when the engine names one
+            "time": time.time(),
+        })
 
     def _follow_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
                           resume: bool) -> dict:
