@@ -555,11 +555,17 @@ class PlotPanel(QWidget):
             self.item.addItem(self.hover_text, ignoreBounds=True)
             self.item.addItem(self.hover_dot, ignoreBounds=True)
         self.hover_text.setText(text)
-        # open the read-out towards the middle of the plot, so that it is never cut at an edge
+        # open the read-out towards the middle of the plot, so that it is never cut at an edge (a
+        # point near the middle: to the side it fits on)
         rect = vb.sceneBoundingRect()
         at = vb.mapViewToScene(QPointF(x, y))
-        self.hover_text.setAnchor((1.0 if at.x() > rect.center().x() else 0.0,
-                                   0.0 if at.y() < rect.center().y() else 1.0))
+        width = self.hover_text.boundingRect().width()
+        rightwards = at.x() <= rect.center().x()
+        if rightwards and at.x() + width > rect.right() and at.x() - width >= rect.left():
+            rightwards = False
+        elif not rightwards and at.x() - width < rect.left() and at.x() + width <= rect.right():
+            rightwards = True
+        self.hover_text.setAnchor((0.0 if rightwards else 1.0, 0.0 if at.y() < rect.center().y() else 1.0))
         self.hover_text.setPos(x, y)
         self.hover_dot.setData([x], [y])
         self.hover_text.show()

@@ -190,7 +190,7 @@ class ConfusionPanel(_EvaluationPanel):
         share = 100 * m[t, p] / total if total else 0.0
         return p, t, (f"true {self.classes[t]} → predicted {self.classes[p]}\n"
                       f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})"
-                      + ("\nclick (or press Enter) to see them" if m[t, p] else ""))
+                      + ("\nclick or press Enter to see them" if m[t, p] else ""))
 
     def cell_at(self, scene_pos) -> tuple[int, int] | None:
         """(true, predicted) of the cell under a scene position, or None outside the matrix."""
