@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import html
+import math
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -68,7 +69,7 @@ def legend_glyph(style: Qt.PenStyle | None, symbol: str | None) -> str:
 
 
 #: how many (colour, marker) pairs runs are told apart by before one comes back
-RUN_STYLE_COUNT = len(SERIES_COLORS) * len(RUN_SYMBOLS) // 2  # 40: lcm of 10 colours and 8 markers
+RUN_STYLE_COUNT = math.lcm(len(SERIES_COLORS), len(RUN_SYMBOLS))  # 40 with 10 colours and 8 markers
 
 
 class RunStyles:

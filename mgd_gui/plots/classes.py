@@ -129,6 +129,7 @@ class ConfusionPanel(_EvaluationPanel):
                              "arrow keys and press Enter).")
         self._bar_attached = False
         self.cursor: tuple[int, int] | None = None  # (true, predicted) of the keyboard's cell
+        self._keyboard = False  # the matrix has the focus from the keyboard (or a key was pressed): frame the cell
         self.cursor_box = QGraphicsRectItem(-0.5, -0.5, 1.0, 1.0)
         pen = pg.mkPen("#ff2d55", width=3)
         pen.setCosmetic(True)
@@ -208,6 +209,7 @@ class ConfusionPanel(_EvaluationPanel):
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cursor = cell
+            self._show_cursor()
             self.open_cell(*cell)
 
     def open_cell(self, true: int, predicted: int) -> None:
@@ -223,6 +225,7 @@ class ConfusionPanel(_EvaluationPanel):
             if kind == QEvent.Type.KeyPress and self.matrix.size and self._key(event.key()):
                 return True
             if kind in (QEvent.Type.FocusIn, QEvent.Type.FocusOut):
+                self._keyboard = kind == QEvent.Type.FocusIn and event.reason() != Qt.FocusReason.MouseFocusReason
                 self._show_cursor()
         return super().eventFilter(watched, event)
 
@@ -230,6 +233,8 @@ class ConfusionPanel(_EvaluationPanel):
         """Move the keyboard's cell or open it; False for a key that is not the matrix's."""
         rows, cols = self.matrix.shape
         t, p = self.cursor if self.cursor is not None else (0, 0)
+        if key in CELL_MOVES or key in OPEN_KEYS:
+            self._keyboard = True
         if key in CELL_MOVES:
             dt, dp = CELL_MOVES[key]
             self.cursor = (min(max(t + dt, 0), rows - 1), min(max(p + dp, 0), cols - 1))
@@ -243,8 +248,8 @@ class ConfusionPanel(_EvaluationPanel):
         return False
 
     def _show_cursor(self) -> None:
-        """Frame the keyboard's cell, with its read-out, while the matrix has the focus."""
-        focused = self.plot.hasFocus() and bool(self.matrix.size)
+        """Frame the keyboard's cell, with its read-out, while the matrix has the keyboard's focus."""
+        focused = self._keyboard and self.plot.hasFocus() and bool(self.matrix.size)
         if focused and self.cursor is None:
             self.cursor = (0, 0)
         if not focused:
