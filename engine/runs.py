@@ -58,8 +58,9 @@ class RunInfo:
 
     @property
     def label(self) -> str:
-        """The run's name for lists: a comparison's runs as ``<comparison> › <job folder>``
-        (unless the user renamed the run)."""
+        """The run's name, the one every view shows (the studio's runs list, plots, Export, Inspect,
+        Review, log): the user's name for a renamed run; else a comparison's run as
+        ``<comparison> › <job folder>``; else the experiment's name."""
         return f"{self.comparison} › {self.path.name}" if self.comparison and not self.renamed else self.name
 
     @property

@@ -48,9 +48,10 @@ class ExportDialog(QDialog):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.run_combo = QComboBox()
-        for info in self.runs:
+        for info in self.runs:  # each run by its name in the Runs panel (RunInfo.label), then its folder
             acc = f", {info.student_acc:.2f}%" if info.student_acc is not None else ""
-            self.run_combo.addItem(f"{info.name}  ({info.student_arch}{acc})  {info.path.name}", str(info.path))
+            folder = "" if info.label.endswith(info.path.name) else f"  {info.path.name}"
+            self.run_combo.addItem(f"{info.label}  ({info.student_arch}{acc}){folder}", str(info.path))
         if selected is not None:
             index = self.run_combo.findData(str(selected))
             if index >= 0:

@@ -8,6 +8,7 @@ progress in the window, Cancel); this module only shows the results.
 
 from __future__ import annotations
 
+import html
 import threading
 import traceback
 from pathlib import Path
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDial
                                QProgressBar, QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.runs import RunInfo
+from engine.runs import RunInfo, run_info
 from mgd_gui import theme
 from mgd_gui.icons import icon
 from mgd_gui.jobs import JobThread
@@ -127,8 +128,10 @@ class InspectDialog(QDialog):
                  per_class: int = 1, engine: dict[str, Callable[..., Any]] | None = None):
         super().__init__(parent)
         self.run_dir = Path(run_dir)
+        self._labels = {Path(info.path): info.label for info in runs}  # each run's name, as the Runs panel's
+        self.run_name = self.label_of(self.run_dir)
         self.engine = dict(ENGINE, **(engine or {}))
-        self.setWindowTitle(f"Inspect – {self.run_dir.name}")
+        self.setWindowTitle(f"Inspect – {self.run_name}")
         self.setObjectName("inspectDialog")
         self.inspection = None
         self.running: str | None = None
@@ -144,7 +147,7 @@ class InspectDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(6)
-        self.header = QLabel(f"<b>{self.run_dir.name}</b>")
+        self.header = QLabel(f"<b>{html.escape(self.run_name)}</b>")
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.header.setWordWrap(True)
         layout.addWidget(self.header)
@@ -366,7 +369,7 @@ class InspectDialog(QDialog):
 
     def start(self) -> None:
         """Inspect the run: load its models, maps of the first images of each class, codes, teacher-student gap."""
-        self._submit("inspect", f"Inspecting {self.run_dir.name}…", str(self.run_dir), self.per_class.value(), None)
+        self._submit("inspect", f"Inspecting {self.run_name}…", str(self.run_dir), self.per_class.value(), None)
 
     def compute_maps(self) -> None:
         if self.inspection is None or self.running:
@@ -393,7 +396,7 @@ class InspectDialog(QDialog):
         other = self.other.currentData()
         if self.inspection is None or self.running or not other:
             return
-        self._submit("compare", f"Comparing with {Path(other).name}…", self.inspection, other)
+        self._submit("compare", f"Comparing with {self.label_of(other)}…", self.inspection, other)
 
     def save_report(self, out_dir: str | Path) -> None:
         if self.inspection is None or self.running:
@@ -449,7 +452,7 @@ class InspectDialog(QDialog):
                 self.inspection.other, self.inspection.gain = other, gain
                 self._show_gain(gain, "gain")
                 self.tabs.setCurrentIndex(2)
-                self.status.setText(f"Compared with {other.run_dir.name}.")
+                self.status.setText(f"Compared with {self.label_of(other.run_dir)}.")
             elif kind == "report":
                 self.saved = {k: str(v) for k, v in result.items()}
                 self.status.setText(f"Wrote {len(result) - 1} PNG files and {result['html']}.")
@@ -478,6 +481,11 @@ class InspectDialog(QDialog):
         else:
             self.compute_maps()
 
+    def label_of(self, run_dir: str | Path) -> str:
+        """A run's name as the studio shows it everywhere (:attr:`RunInfo.label`: a renamed run by its name)."""
+        path = Path(run_dir)
+        return self._labels.get(path) or run_info(path).label
+
     # -- showing ---------------------------------------------------------------------------
     def _show_inspection(self, inspection) -> None:
         self.inspection = inspection
@@ -488,8 +496,8 @@ class InspectDialog(QDialog):
         self.method.blockSignals(False)
         m, out = inspection.models, inspection.outputs
         acc = {k: out.accuracy(k) for k in out.predictions}
-        parts = [f"<b>{m.name}</b> · {m.config.distiller.name}, MGD {m.config.granularity.mode} · data "
-                 f"{inspection.test.name} ({len(inspection.test)} test images)"]
+        parts = [f"<b>{html.escape(self.run_name)}</b> · {m.config.distiller.name}, MGD {m.config.granularity.mode} "
+                 f"· data {inspection.test.name} ({len(inspection.test)} test images)"]
         if m.teacher is not None:
             parts.append(f"teacher {m.teacher_arch} {acc['teacher']:.2f}%")
         parts += [f"head {g} {acc[g]:.2f}%" for g in out.granularities if g in acc]
@@ -506,7 +514,7 @@ class InspectDialog(QDialog):
             self._show_gain(inspection.gap, "gap")
         else:
             self.gain_title.setText("This run has no teacher: choose a second run and press Compare.")
-        self.status.setText(f"Inspected {m.name}.")
+        self.status.setText(f"Inspected {self.run_name}.")
 
     def _clear(self, grid: QGridLayout) -> None:
         while grid.count():

@@ -24,6 +24,7 @@ from mgd_gui.setup.data_preview import to_pixmap
 THUMB = 64  # pixels of a test image in the cell's grid
 PREVIEW = 160  # pixels of the tried image
 IMAGE_FILES = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.ppm *.pgm)"
+DROP_TEXT = "Drop an image file here\nor choose one with Open image…"
 
 
 # ----------------------------------------------------------------------------- engine calls (worker thread)
@@ -120,7 +121,7 @@ class ReviewDialog(QDialog):
         # -- try an image --------------------------------------------------------------------
         trial = QWidget()
         grid = QGridLayout(trial)
-        self.drop = DropLabel("Drop an image file here\nor choose one with Open image…")
+        self.drop = DropLabel(DROP_TEXT)
         self.drop.dropped.connect(self.try_image)
         self.open_button = QPushButton("Open image…")
         self.open_button.clicked.connect(self._open_image)
@@ -169,9 +170,7 @@ class ReviewDialog(QDialog):
 
     def try_image(self, path: str) -> None:
         self.tabs.setCurrentIndex(1)
-        self.try_result = None
-        for table in self.tables.values():
-            table.setRowCount(0)
+        self._clear_try()
         self._status(self.try_status, f"Classifying {Path(path).name}…")
         self.jobs.submit("try", _try, str(self.run_dir), str(path))
 
@@ -191,6 +190,8 @@ class ReviewDialog(QDialog):
         label = self.cell_status if kind == "cell" else self.try_status
         if error is not None:
             self.error = str(error)
+            if kind == "try":  # nothing of an earlier image stays beside the error
+                self._clear_try()
             self._status(label, f"Cannot {'review the cell' if kind == 'cell' else 'classify the image'}: {error}",
                          error=True)
             return
@@ -225,6 +226,15 @@ class ReviewDialog(QDialog):
             words.append("no test image falls in this cell")
         words += result.get("notes") or []
         self._status(self.cell_status, "; ".join(words) + ". Each image: the teacher's and the student's top 3.")
+
+    def _clear_try(self) -> None:
+        """The Try tab without an image: no picture, no verdicts, no tables."""
+        self.try_result = None
+        self.drop.clear()
+        self.drop.setText(DROP_TEXT)
+        for role, table in self.tables.items():
+            table.property("title").setText(f"<b>{role.capitalize()}</b>")
+            table.setRowCount(0)
 
     def _show_try(self, result: dict) -> None:
         self.try_result = result

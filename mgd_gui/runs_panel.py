@@ -50,14 +50,15 @@ def _started(text: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 
 def short_label(info: RunInfo) -> str:
-    """``<name> HH:MM``: a run's name for plots and banners."""
-    stamp = _started(info.started, "%H:%M") if info.started else info.path.name[9:13]
-    return f"{info.label} {stamp}".strip()
+    """A run's name wherever the studio shows it (this list, the plots, Export, Inspect, Review, the
+    log): :attr:`engine.runs.RunInfo.label`, so that a renamed run or a comparison's run reads the
+    same everywhere."""
+    return info.label
 
 
 def distinct_labels(infos: list[RunInfo]) -> list[str]:
     """Labels for runs shown together that tell every run apart: :func:`short_label`, and for
-    runs that share it, what differs (mode, baseline, seed, start second, student, folder)."""
+    runs that share it, what differs (mode, baseline, seed, start time, student, folder)."""
     comparisons = {i.comparison_dir for i in infos}
     if len(infos) > 1 and len(comparisons) == 1 and None not in comparisons:
         # the runs of one comparison: their job folders (s0-kd-off) say it all

@@ -21,6 +21,7 @@ class AccuracyPanel(PlotPanel):
     y_label = "accuracy (%)"
     legend_offset = (-4, -4)  # accuracy climbs: the bottom right stays free
     uses_x_axis = True
+    x_floor, x_min_span = 0.0, 1.0  # training starts at 0 (epoch, step or minute): one unit at least
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -39,7 +40,7 @@ class AccuracyPanel(PlotPanel):
     def draw(self) -> None:
         chosen = self.stage.currentData()
         for r, record in enumerate(self.records):
-            run_color, run_symbol = self.run_style(r)
+            run_color, run_symbol = self.run_style(record)
             for stage in record.stages_with(record.accuracy):
                 if chosen not in ("all", stage):
                     continue

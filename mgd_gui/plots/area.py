@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSiz
 
 from mgd_gui import theme
 from mgd_gui.plots.accuracy import AccuracyPanel
-from mgd_gui.plots.base import PlotPanel, run_chips
+from mgd_gui.plots.base import PlotPanel, RunStyles, run_chips
 from mgd_gui.plots.classes import ClassAccuracyPanel, ConfusionPanel
 from mgd_gui.plots.heads import HeadsPanel
 from mgd_gui.plots.losses import LossPanel
@@ -56,6 +56,9 @@ class PlotArea(QWidget):
         self.noise = NoisePanel()
         self.class_accuracy = ClassAccuracyPanel()
         self.confusion = ConfusionPanel()
+        self.run_styles = RunStyles()  # each run's colour and marker, the same in every panel for the window's life
+        for panel in self.panels():
+            panel.run_styles = self.run_styles
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -120,7 +123,9 @@ class PlotArea(QWidget):
                     "and a marker; the line styles are named under each plot)</span>")
         if text != self.banner.text():
             self.banner.setText(text)
-        legend = run_chips([r.label for r in self.records], muted) if len(self.records) > 1 else ""
+        self.run_styles.assign(self.records)
+        legend = run_chips([(r.label, self.run_styles.style(r)) for r in self.records]) if len(self.records) > 1 \
+            else ""
         if legend != self.run_legend.text():
             self.run_legend.setText(legend)
         self.run_legend.setVisible(bool(legend))

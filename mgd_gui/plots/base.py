@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import html
+import math
+import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
@@ -23,7 +26,7 @@ from mgd_gui import theme
 from mgd_gui.icons import icon
 from mgd_gui.plots.decimate import decimate
 from mgd_gui.run.record import RunRecord
-from mgd_gui.theme import series_color
+from mgd_gui.theme import SERIES_COLORS, series_color
 
 pg.setConfigOptions(antialias=True, foreground="k", background="w")
 
@@ -47,11 +50,10 @@ def unbroken(text: str) -> str:
     return html.escape(text).replace(" ", "&nbsp;").replace("-", "\u2011")
 
 
-def run_chips(labels: list[str], muted: str) -> str:
-    """The overlaid runs as text: each run's colour and marker, then its label."""
+def run_chips(runs: list[tuple[str, tuple[str, str]]]) -> str:
+    """The overlaid runs as text: each run's colour and marker (``(label, (colour, marker))``), then its label."""
     chips = []
-    for i, label in enumerate(labels):
-        color, symbol = series_color(i), RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+    for label, (color, symbol) in runs:
         chips.append(f"<span style='white-space:nowrap'><span style='color:{color}; font-weight:bold'>"
                      f"━{_SYMBOL_GLYPHS[symbol]}━</span>&nbsp;{unbroken(label)}</span>")
     return "&nbsp;&nbsp; ".join(chips)
@@ -66,12 +68,102 @@ def legend_glyph(style: Qt.PenStyle | None, symbol: str | None) -> str:
     return line or mark or "■"
 
 
+#: how many (colour, marker) pairs runs are told apart by before one comes back
+RUN_STYLE_COUNT = math.lcm(len(SERIES_COLORS), len(RUN_SYMBOLS))  # 40 with 10 colours and 8 markers
+
+
+class RunStyles:
+    """Each run's colour and marker, its own for the life of the window whatever is drawn beside it.
+
+    A run is known by its folder; a record that has no folder yet (a run that is starting) by the
+    record itself, and its style goes with it to its folder once the folder is known, so the
+    record read back from that folder later has it too. A new run takes the style fewest runs have
+    had, in a colour no run drawn beside it has where one is free."""
+
+    def __init__(self) -> None:
+        self._by_folder: dict[str, int] = {}
+        self._by_record: weakref.WeakKeyDictionary[RunRecord, int] = weakref.WeakKeyDictionary()
+        self._uses: Counter[int] = Counter()
+
+    @staticmethod
+    def _folder(record: RunRecord) -> str | None:
+        return str(Path(record.run_dir).absolute()) if record.run_dir is not None else None
+
+    def _known(self, record: RunRecord) -> int | None:
+        folder = self._folder(record)
+        index = self._by_record.get(record)
+        if index is None and folder is not None:
+            index = self._by_folder.get(folder)
+        if index is not None:
+            self._by_record[record] = index
+            if folder is not None:
+                self._by_folder[folder] = index  # the record's style follows it to its folder
+        return index
+
+    def assign(self, records: list[RunRecord]) -> None:
+        """Give every run of ``records`` that has none a style (in order, each apart from the others)."""
+        known = {id(r): self._known(r) for r in records}
+        for record in records:
+            if known[id(record)] is not None:
+                continue
+            beside = {i % len(SERIES_COLORS) for i in known.values() if i is not None}
+            index = min(range(RUN_STYLE_COUNT),
+                        key=lambda i: (i % len(SERIES_COLORS) in beside, self._uses[i], i))
+            self._uses[index] += 1
+            self._by_record[record] = index
+            if (folder := self._folder(record)) is not None:
+                self._by_folder[folder] = index
+            known[id(record)] = index
+
+    def style(self, record: RunRecord) -> tuple[str, str]:
+        """(colour, marker) of a run (given one first if it has none)."""
+        index = self._known(record)
+        if index is None:
+            self.assign([record])
+            index = self._by_record[record]
+        return series_color(index), RUN_SYMBOLS[index % len(RUN_SYMBOLS)]
+
+
+class _FittedView(pg.ViewBox):
+    """A view whose automatic range covers what its panel asks at least (a plot with one point
+    or none gets sensible axes, not pyqtgraph's unit around the point)."""
+
+    def __init__(self, fit):
+        super().__init__()
+        self._fit = fit
+        self._empty = False
+
+    def childrenBounds(self, frac=None, orthoRange=(None, None), items=None):  # noqa: N802 - pyqtgraph name
+        bounds = super().childrenBounds(frac=frac, orthoRange=orthoRange, items=items)
+        self._empty = bounds[0] is None and bounds[1] is None
+        return [self._fit(axis, bounds[axis]) for axis in (0, 1)]
+
+    def suggestPadding(self, axis):  # noqa: N802 - pyqtgraph name
+        return 0.0 if self._empty else super().suggestPadding(axis)  # an empty plot: exactly its default range
+
+
+class _PointerWatch(QObject):
+    """Hides a panel's read-out when the pointer leaves the plot (and when the plot is hidden)."""
+
+    def __init__(self, panel: "PlotPanel"):
+        super().__init__(panel)
+        self.panel = panel
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt name
+        if event.type() in (QEvent.Type.Leave, QEvent.Type.Hide):
+            self.panel.pointer_left()
+        return False
+
+
 class PlotPanel(QWidget):
     title = ""
     x_label = ""
     y_label = ""
     empty_text = "No data yet: run an experiment or select runs"
     legend_offset = (-4, 4)  # where the data leave room: negative x = from the right, negative y = from the bottom
+    #: the least an automatic x range covers: from ``x_floor`` (None: from the data) over ``x_min_span``
+    x_floor: float | None = None
+    x_min_span = 0.0
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -121,7 +213,8 @@ class PlotPanel(QWidget):
         self.menu.addAction(icon("png"), "Save as PNG…", self._ask_png)
         self.menu.addAction(icon("csv"), "Save data as CSV…", self._ask_csv)
 
-        self.plot = pg.PlotWidget()
+        self.run_styles = RunStyles()  # the plot area shares one among its panels
+        self.plot = pg.PlotWidget(viewBox=_FittedView(self.fitted_range))
         self.item = self.plot.getPlotItem()
         self.item.setLabel("bottom", self.x_label)
         self.item.setLabel("left", self.y_label)
@@ -155,6 +248,9 @@ class PlotPanel(QWidget):
         self.hover_dot = pg.ScatterPlotItem(size=9, pen=pg.mkPen("w", width=1.5), brush=pg.mkBrush(0, 0, 0, 0))
         self.hover_dot.setZValue(99)
         self._hover_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+        self._pointer_watch = _PointerWatch(self)
+        for watched in (self.plot, self.plot.viewport(), self):
+            watched.installEventFilter(self._pointer_watch)
         self._apply_colors()
 
     def _set_title(self, html: str) -> None:
@@ -284,6 +380,7 @@ class PlotPanel(QWidget):
         if not force and key == self._drawn_key:
             return
         self._drawn_key = key
+        self.run_styles.assign(self.records)
         shown = tuple(id(r) for r in self.records)
         if shown != self._shown_records:
             # other runs: nothing of the last ones stays (ranges, zoom, tick labels)
@@ -303,8 +400,8 @@ class PlotPanel(QWidget):
             self.item.removeItem(self._curves.pop(k))
         self.empty.setText(self.empty_message())
         self.empty.setVisible(not self.series)
-        if not self.series and not self._extras:
-            self.item.setRange(xRange=(0, 1), yRange=self.empty_y_range(), padding=0)  # no stale axes
+        if not self.series and not self._extras:  # no stale axes: the empty plot's own (see fitted_range)
+            self.item.setRange(xRange=self.fitted_range(0, None), yRange=self.fitted_range(1, None), padding=0)
             self.item.enableAutoRange()
         self._show_legend()
         self._place_empty()
@@ -326,7 +423,40 @@ class PlotPanel(QWidget):
         return self.empty_text
 
     def empty_y_range(self) -> tuple[float, float]:
+        """The y range of an empty plot, in view coordinates (decades on a log axis: 0.1 to 10)."""
+        if self.item.ctrl.logYCheck.isChecked():
+            return (-1.0, 1.0)
         return (0.0, 100.0) if "%" in self.y_label else (0.0, 1.0)
+
+    def fitted_range(self, axis: int, bounds: list[float] | None) -> list[float]:
+        """The least an automatic range of ``axis`` (0: x, 1: y) covers, given the data's ``bounds``
+        (view coordinates, None without data): x from ``x_floor`` over ``x_min_span`` at least;
+        percentages inside 0..100 over 10 points at least; other values over a fifth of their size
+        (a decade on a log axis). Wider data keep their own range."""
+        if bounds is None:
+            if axis == 0:
+                low = self.x_floor if self.x_floor is not None else 0.0
+                return [low, low + max(self.x_min_span, 1.0)]
+            return list(self.empty_y_range())
+        low, high = float(bounds[0]), float(bounds[1])
+        if axis == 0:
+            if self.x_floor is not None:
+                low = min(low, self.x_floor)
+            return [low, max(high, low + self.x_min_span)]
+        if self.item.ctrl.logYCheck.isChecked():
+            span = 1.0
+        elif "%" in self.y_label:
+            span = 10.0
+            if high - low < span:  # a box of 10 points around the data, inside 0..100
+                middle = min(max((low + high) / 2, span / 2), 100.0 - span / 2)
+                low, high = min(low, middle - span / 2), max(high, middle + span / 2)
+            return [low, high]
+        else:
+            span = abs(low + high) / 2 * 0.2 or 1.0
+        if high - low < span:
+            middle = (low + high) / 2
+            low, high = middle - span / 2, middle + span / 2
+        return [low, high]
 
     def control_state(self) -> Any:
         """The values of the panel's own controls (stage, model, smoothing...)."""
@@ -372,9 +502,9 @@ class PlotPanel(QWidget):
         self._extras.append(item)
         return item
 
-    def run_style(self, index: int) -> tuple[str, str]:
-        """(colour, marker) of the ``index``-th overlaid run."""
-        return series_color(index), RUN_SYMBOLS[index % len(RUN_SYMBOLS)]
+    def run_style(self, record: RunRecord) -> tuple[str, str]:
+        """(colour, marker) of an overlaid run: the run's own (see :class:`RunStyles`)."""
+        return self.run_styles.style(record)
 
     def xs(self, series) -> np.ndarray:
         """A series' x values on the chosen x axis (wall time in minutes)."""
@@ -417,16 +547,26 @@ class PlotPanel(QWidget):
         if found is None:
             self._hide_hover()
             return
-        x, y, text = found
+        self.show_readout(*found)
+
+    def show_readout(self, x: float, y: float, text: str) -> None:
+        """The read-out ``text`` at the point (x, y) of the plot, with a ring around the point."""
+        vb = self.item.getViewBox()
         if self.hover_text.scene() is None:
             self.item.addItem(self.hover_text, ignoreBounds=True)
             self.item.addItem(self.hover_dot, ignoreBounds=True)
         self.hover_text.setText(text)
-        # open the read-out towards the middle of the plot, so that it is never cut at an edge
+        # open the read-out towards the middle of the plot, so that it is never cut at an edge (a
+        # point near the middle: to the side it fits on)
         rect = vb.sceneBoundingRect()
         at = vb.mapViewToScene(QPointF(x, y))
-        self.hover_text.setAnchor((1.0 if at.x() > rect.center().x() else 0.0,
-                                   0.0 if at.y() < rect.center().y() else 1.0))
+        width = self.hover_text.boundingRect().width()
+        rightwards = at.x() <= rect.center().x()
+        if rightwards and at.x() + width > rect.right() and at.x() - width >= rect.left():
+            rightwards = False
+        elif not rightwards and at.x() - width < rect.left() and at.x() + width <= rect.right():
+            rightwards = True
+        self.hover_text.setAnchor((0.0 if rightwards else 1.0, 0.0 if at.y() < rect.center().y() else 1.0))
         self.hover_text.setPos(x, y)
         self.hover_dot.setData([x], [y])
         self.hover_text.show()
@@ -435,6 +575,12 @@ class PlotPanel(QWidget):
     def _hide_hover(self) -> None:
         self.hover_text.hide()
         self.hover_dot.hide()
+
+    def pointer_left(self) -> None:
+        """The pointer left the plot (or the plot was hidden): no read-out stays behind. A move
+        that the rate limiter still holds is delivered first, so that it cannot show it again."""
+        self._hover_proxy.flush()
+        self._hide_hover()
 
     # -- saving --------------------------------------------------------------------------
     def csv_rows(self) -> list[list[Any]]:

@@ -6,14 +6,17 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtWidgets import QComboBox, QGraphicsRectItem
 
 from mgd_gui.plots.base import PlotPanel
 from mgd_gui.run.record import RunRecord
 from mgd_gui.theme import series_color
 
 MODELS = ("student", "teacher")
+#: the arrow keys move the confusion matrix's keyboard cell by (rows, columns)
+CELL_MOVES = {Qt.Key.Key_Up: (-1, 0), Qt.Key.Key_Down: (1, 0), Qt.Key.Key_Left: (0, -1), Qt.Key.Key_Right: (0, 1)}
+OPEN_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space)
 
 
 def per_class_accuracy(confusion: list[list[int]]) -> np.ndarray:
@@ -74,7 +77,7 @@ class ClassAccuracyPanel(_EvaluationPanel):
         for i, (record, (model, ev)) in enumerate(found):
             acc = per_class_accuracy(ev["confusion"])
             x = np.arange(len(acc)) - 0.4 + width * (i + 0.5)
-            color = series_color(self.records.index(record) if self.compare else (1 if model == "student" else 0))
+            color = self.run_style(record)[0] if self.compare else series_color(1 if model == "student" else 0)
             name = self.label(record, f"{model}, epoch {ev.get('epoch')}")
             self.extra(pg.BarGraphItem(x=x, height=np.nan_to_num(acc), width=width * 0.9, brush=pg.mkBrush(color),
                                        pen=pg.mkPen(color)), name if self.compare else None, color)
@@ -98,7 +101,9 @@ class ClassAccuracyPanel(_EvaluationPanel):
 
 
 class ConfusionPanel(_EvaluationPanel):
-    """Clicking a cell emits ``cell_clicked(record, model, true, predicted, evaluation)``."""
+    """Clicking a cell emits ``cell_clicked(record, model, true, predicted, evaluation)``; so does
+    Enter on the keyboard's cell (the matrix takes the focus with Tab or a click, the arrow keys
+    move the framed cell, whose read-out shows)."""
 
     cell_clicked = Signal(object, str, int, int, object)
     title = "Confusion matrix"
@@ -120,8 +125,19 @@ class ConfusionPanel(_EvaluationPanel):
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False,
                                         width=12)
         self.plot.setToolTip("Colour: the share of the true class (row) predicted as each class (column). "
-                             "Click a cell to see its test images.")
+                             "Click a cell to see its test images (or, with the matrix focused, move with the "
+                             "arrow keys and press Enter).")
         self._bar_attached = False
+        self.cursor: tuple[int, int] | None = None  # (true, predicted) of the keyboard's cell
+        self._keyboard = False  # the matrix has the focus from the keyboard (or a key was pressed): frame the cell
+        self.cursor_box = QGraphicsRectItem(-0.5, -0.5, 1.0, 1.0)
+        pen = pg.mkPen("#ff2d55", width=3)
+        pen.setCosmetic(True)
+        self.cursor_box.setPen(pen)
+        self.cursor_box.setZValue(98)
+        self.cursor_box.hide()
+        self.plot.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.plot.installEventFilter(self)
 
     def draw(self) -> None:
         self.matrix = np.zeros((0, 0))
@@ -129,6 +145,7 @@ class ConfusionPanel(_EvaluationPanel):
         self._set_title(f"<b>{self.title}</b>")
         found = next(((r, f) for r in self.records if (f := self.evaluation(r))), None)
         if not found:
+            self._show_cursor()  # no cell to frame
             return
         record, (model, ev) = found
         self.shown = (record, model, ev)
@@ -161,6 +178,9 @@ class ConfusionPanel(_EvaluationPanel):
         # for CSV: one series per true class, x = predicted class index, y = count
         for t in range(m.shape[0]):
             self.series.append((f"true {self.classes[t]}", np.arange(m.shape[1], dtype=float), m[t]))
+        if self.cursor is not None:  # the keyboard's cell stays inside a matrix of other classes
+            self.cursor = (min(self.cursor[0], m.shape[0] - 1), min(self.cursor[1], m.shape[1] - 1))
+        self._show_cursor()
 
     def hover_at(self, x, y, px, py):
         m = self.matrix
@@ -171,7 +191,7 @@ class ConfusionPanel(_EvaluationPanel):
         share = 100 * m[t, p] / total if total else 0.0
         return p, t, (f"true {self.classes[t]} → predicted {self.classes[p]}\n"
                       f"{int(m[t, p])} images ({share:.1f}% of class {self.classes[t]})"
-                      + ("\nclick to see them" if m[t, p] else ""))
+                      + ("\nclick or press Enter to see them" if m[t, p] else ""))
 
     def cell_at(self, scene_pos) -> tuple[int, int] | None:
         """(true, predicted) of the cell under a scene position, or None outside the matrix."""
@@ -188,8 +208,63 @@ class ConfusionPanel(_EvaluationPanel):
             return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
+            self.cursor = cell
+            self._show_cursor()
+            self.open_cell(*cell)
+
+    def open_cell(self, true: int, predicted: int) -> None:
+        """Emit ``cell_clicked`` for a cell of the matrix shown."""
+        if self.shown is not None:
             record, model, ev = self.shown
-            self.cell_clicked.emit(record, model, cell[0], cell[1], ev)
+            self.cell_clicked.emit(record, model, true, predicted, ev)
+
+    # -- the keyboard's cell ---------------------------------------------------------------
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt name
+        if watched is self.plot:
+            kind = event.type()
+            if kind == QEvent.Type.KeyPress and self.matrix.size and self._key(event.key()):
+                return True
+            if kind in (QEvent.Type.FocusIn, QEvent.Type.FocusOut):
+                self._keyboard = kind == QEvent.Type.FocusIn and event.reason() != Qt.FocusReason.MouseFocusReason
+                self._show_cursor()
+        return super().eventFilter(watched, event)
+
+    def _key(self, key) -> bool:
+        """Move the keyboard's cell or open it; False for a key that is not the matrix's."""
+        rows, cols = self.matrix.shape
+        t, p = self.cursor if self.cursor is not None else (0, 0)
+        if key in CELL_MOVES or key in OPEN_KEYS:
+            self._keyboard = True
+        if key in CELL_MOVES:
+            dt, dp = CELL_MOVES[key]
+            self.cursor = (min(max(t + dt, 0), rows - 1), min(max(p + dp, 0), cols - 1))
+            self._show_cursor()
+            return True
+        if key in OPEN_KEYS:
+            self.cursor = (t, p)
+            self._show_cursor()
+            self.open_cell(t, p)
+            return True
+        return False
+
+    def _show_cursor(self) -> None:
+        """Frame the keyboard's cell, with its read-out, while the matrix has the keyboard's focus."""
+        focused = self._keyboard and self.plot.hasFocus() and bool(self.matrix.size)
+        if focused and self.cursor is None:
+            self.cursor = (0, 0)
+        if not focused:
+            if self.cursor_box.isVisible():
+                self.cursor_box.hide()
+                self._hide_hover()
+            return
+        if self.cursor_box.scene() is None:
+            self.item.addItem(self.cursor_box, ignoreBounds=True)
+        t, p = self.cursor
+        self.cursor_box.setPos(p, t)
+        self.cursor_box.show()
+        found = self.hover_at(p, t, 1.0, 1.0)
+        if found is not None:
+            self.show_readout(*found)
 
     def csv_rows(self) -> list[list[Any]]:
         if not self.matrix.size:

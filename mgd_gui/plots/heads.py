@@ -42,8 +42,7 @@ class HeadsPanel(PlotPanel):
         for r, record in enumerate(with_heads):
             x = np.arange(len(record.heads)) - 0.4 + width * (r + 0.5)
             y = np.array([float(h.get("test_acc") or 0.0) for h in record.heads])
-            # each run keeps its colour of the other panels (runs without heads leave a gap in the colours)
-            color = self.run_style(self.records.index(record))[0] if self.compare else series_color(4)
+            color = self.run_style(record)[0] if self.compare else series_color(4)  # its colour of the other panels
             bars = pg.BarGraphItem(x=x, height=y, width=width * 0.9, brush=pg.mkBrush(color),
                                    pen=pg.mkPen(color))
             self.extra(bars, f"{record.label} · heads" if self.compare else None, color)

@@ -21,6 +21,7 @@ class LossPanel(PlotPanel):
     x_label = "epoch"
     y_label = "loss"
     uses_x_axis = True
+    x_floor, x_min_span = 0.0, 1.0  # training starts at 0 (epoch, step or minute): one unit at least
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -86,7 +87,7 @@ class LossPanel(PlotPanel):
         weight = self.smoothing()
         for r, record in enumerate(self.records):
             names = record.loss_names(stage)
-            run_color, run_symbol = self.run_style(r)
+            run_color, run_symbol = self.run_style(record)
             for n, name in enumerate(names):
                 color = run_color if self.compare else series_color(n)
                 style = STYLES[n % len(STYLES)] if self.compare else STYLES[0]

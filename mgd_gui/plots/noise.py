@@ -18,13 +18,14 @@ class NoisePanel(PlotPanel):
     y_label = "test accuracy (%)"
     empty_text = "Noise curves appear after the teacher and student evaluations"
     legend_offset = (4, -4)  # accuracy falls with noise: the bottom left stays free
+    x_floor, x_min_span = 0.0, 0.1  # from no noise
 
     def data_key(self) -> Any:
         return tuple((id(r), tuple(sorted((k, len(v[0])) for k, v in r.noise.items()))) for r in self.records)
 
     def draw(self) -> None:
         for r, record in enumerate(self.records):
-            run_color, run_symbol = self.run_style(r)
+            run_color, run_symbol = self.run_style(record)
             for model, (levels, accs) in sorted(record.noise.items(), key=lambda kv: kv[0] != "teacher"):
                 style, symbol, color_index = MODEL_STYLE.get(model, (Qt.PenStyle.DotLine, "t", 2))
                 color = run_color if self.compare else series_color(color_index)

@@ -54,19 +54,36 @@ class _Row(QWidget):
         self.error.hide()
         self.current = ""
         layout.addWidget(self.error)
-        self.note = QLabel()  # information about the value, not a problem (e.g. what Run will do)
+        # information about the value, not a problem (e.g. what Run will do): a ringed "i" (a letter
+        # every font has, where a glyph such as U+24D8 is an empty box without a font that has it)
+        self.note_box = QWidget()
+        note_layout = QHBoxLayout(self.note_box)
+        note_layout.setContentsMargins(0, 0, 0, 0)
+        note_layout.setSpacing(4)
+        self.note_mark = QLabel("i")
+        self.note_mark.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.note_mark.setToolTip("Information, not a problem")
+        size = self.note_mark.fontMetrics().height()
+        self.note_mark.setFixedSize(size, size)
+        note_layout.addWidget(self.note_mark, 0, Qt.AlignmentFlag.AlignTop)
+        self.note = QLabel()
         self.note.setWordWrap(True)
         self.note.setObjectName("fieldNote")
-        self.note.hide()
-        layout.addWidget(self.note)
+        note_layout.addWidget(self.note, 1)
+        self.note_box.hide()
+        layout.addWidget(self.note_box)
 
     def show_note(self, text: str) -> None:
         if text:
-            self.note.setText(f"ⓘ {text}")
-            self.note.setStyleSheet(f"color: {theme.muted_color()};")
-            self.note.show()
+            muted = theme.muted_color()
+            self.note.setText(text)
+            self.note.setStyleSheet(f"color: {muted};")
+            size = self.note_mark.height()
+            self.note_mark.setStyleSheet(f"color: {muted}; border: 1px solid {muted}; border-radius: {size // 2}px; "
+                                         "font-weight: bold;")
+            self.note_box.show()
         else:
-            self.note.hide()
+            self.note_box.hide()
             self.note.clear()
 
     def show_error(self, text: str) -> None:
@@ -309,7 +326,7 @@ class ConfigForm(QWidget):
 
     def note_text(self, path: str) -> str:
         row = self._rows.get(path)
-        return row.note.text().removeprefix("ⓘ ") if row is not None and not row.note.isHidden() else ""
+        return row.note.text() if row is not None and not row.note_box.isHidden() else ""
 
     def set_external_error(self, path: str, reason: str | None) -> None:
         """A problem found outside the schema (a checkpoint that does not fit, a missing GPU)."""
