@@ -7,16 +7,15 @@ matches, and whether training the chosen model fits the chosen device."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QTimer
 
 from engine.config import ExperimentConfig
 from mgd_gui import probes
+from mgd_gui.model.queue_controller import comparison_folder
 from mgd_gui.tasks import Tasks
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mgd_gui.main_window import MainWindow
 
 # class count and channels of a data set before it is loaded (for parameter counts)
 KNOWN_SHAPES = {"demo": (10, 1), "cifar10": (10, 3), "cifar100": (100, 3)}
@@ -27,9 +26,15 @@ DEBOUNCE_MS = 400
 
 
 class Lookups(QObject):
-    def __init__(self, window: "MainWindow"):
-        super().__init__(window)
-        self.window = window
+    """The look-ups of one window, told only what they read and fill in: the form, the data
+    preview, the model summaries, the device menu, the log, the runs folder and how many
+    processes a run would have (a callable: the toolbar's choice)."""
+
+    def __init__(self, parent: QObject, *, form, preview, summaries, devices, log, runs_root: Path,
+                 processes: Callable[[], int]):
+        super().__init__(parent)
+        self.form, self.preview, self.summaries, self.devices = form, preview, tuple(summaries), devices
+        self.log, self.runs_root, self.processes = log, Path(runs_root), processes
         self.jobs = Tasks(self, name="mgd-lookups")  # the newest question of a kind wins
         self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
         self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
@@ -56,7 +61,7 @@ class Lookups(QObject):
                 picker.counts_wanted.connect(self._counts_wanted)
 
     def _picker(self, path: str):
-        editor = self.window.form.editors().get(path)
+        editor = self.form.editors().get(path)
         return editor if hasattr(editor, "set_catalog") else None
 
     def start(self) -> None:
@@ -89,11 +94,11 @@ class Lookups(QObject):
         """A comparison is run by the studio's queue: say so at the field (no problem, Run stays on)."""
         cfg = self.cfg
         baselines = cfg.comparison.baselines if cfg is not None else []
-        note = comparison_note(cfg, self.window.runs_root) if baselines else None
-        if note and self.window.processes > 1:
+        note = comparison_note(cfg, self.runs_root) if baselines else None
+        if note and self.processes() > 1:
             note += (" With all GPUs chosen, the queue still trains each group in one process, on the first GPU "
                      "(the runs of a group share one teacher pass there).")
-        self.window.form.set_note("comparison.baselines", note)
+        self.form.set_note("comparison.baselines", note)
 
     # -- asking -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
@@ -116,7 +121,7 @@ class Lookups(QObject):
         if data_key != self.data_key:
             self.data_key = data_key
             self.shape = None
-            self.window.preview.show_loading()
+            self.preview.show_loading()
             self.jobs.submit("dataset", probes.dataset_overview,
                              {"dataset": d.dataset, "root": d.root, "image_size": d.image_size,
                               "test_fraction": d.test_fraction, "download": d.download})
@@ -134,13 +139,13 @@ class Lookups(QObject):
             self._ask(f"memory:{role}", question, probes.training_memory, *question)
         for role in ("teacher", "student"):
             arch = getattr(cfg, role).arch
-            for summary in (self.window.teacher_summary, self.window.student_summary):
+            for summary in self.summaries:
                 known = summary.counts.get(role)
                 if not known or known[0] != arch:
                     summary.set_count(role, arch, None)
             self._ask(f"params:{role}", (arch, classes, channels), _count, role, arch, classes, channels)
         baseline = cfg.distiller.name
-        if self.window.form.options_schema() is None:
+        if self.form.options_schema() is None:
             self._ask("options", baseline, _options, baseline)
         self._check_plan(cfg)
 
@@ -150,7 +155,7 @@ class Lookups(QObject):
         form's own checks is planned."""
         from engine.config import to_dict, validation_errors
 
-        form = self.window.form
+        form = self.form
         own = {p for p in form.errors() if p != self.plan_error}
         if own or validation_errors(cfg):
             self.asked.pop("plan", None)
@@ -160,7 +165,7 @@ class Lookups(QObject):
             return
         import copy
 
-        processes = self.window.processes
+        processes = self.processes()
         key = repr(to_dict(cfg)) + f"|{processes}"
         if self.asked.get("plan") == key:
             if not self.plan_waiting and not self.timer.isActive():
@@ -189,10 +194,10 @@ class Lookups(QObject):
         from engine.config import to_dict
 
         self._set_plan_error((field or "", reason))
-        self.failed_setup = repr(to_dict(self.window.form.config()))
+        self.failed_setup = repr(to_dict(self.form.config()))
 
     def _set_plan_error(self, found: tuple[str, str] | None) -> None:
-        form = self.window.form
+        form = self.form
         if self.plan_error is not None:
             form.set_external_error(self.plan_error, None)
         self.plan_error = None
@@ -204,13 +209,13 @@ class Lookups(QObject):
 
     def _update_device_error(self) -> None:
         cfg = self.cfg
-        combo = self.window.devices
+        combo = self.devices
         if cfg is None:
             return
         reason = None
         if not combo.available(cfg.device):
             reason = f"{cfg.device!r} is not available on this machine; choose auto, cpu or a GPU listed"
-        self.window.form.set_external_error("device", reason)
+        self.form.set_external_error("device", reason)
 
     def _counts_wanted(self, path: str, names: list) -> None:
         """A picker's search lists models whose counts are not known yet: count them (newest search wins)."""
@@ -219,21 +224,20 @@ class Lookups(QObject):
 
     # -- answers ------------------------------------------------------------------------
     def _done(self, kind: str, token: int, result: Any, error: Any) -> None:
-        w = self.window
         if kind == "warm-up":
             self.warm = True
             return
         if kind == "devices":
-            w.devices.set_found(result or [])
+            self.devices.set_found(result or [])
             if error is not None:
-                w.log.add(f"Could not list the GPUs: {error}", "warning")
+                self.log.add(f"Could not list the GPUs: {error}", "warning")
             if self.cfg is not None:
-                w.devices.show_device(self.cfg.device)
+                self.devices.show_device(self.cfg.device)
             self._update_device_error()
             return
         if kind == "catalog":
             if error is not None:
-                w.log.add(f"Could not list the torchvision and timm models: {error}", "warning")
+                self.log.add(f"Could not list the torchvision and timm models: {error}", "warning")
                 return
             for path in PICKERS:
                 picker = self._picker(path)
@@ -242,12 +246,12 @@ class Lookups(QObject):
             return
         if kind == "dataset":
             if error is not None:
-                w.preview.show_error(str(error))
+                self.preview.show_error(str(error))
                 return
             if "pending_download" in result:
-                w.preview.show_pending(result["pending_download"])
+                self.preview.show_pending(result["pending_download"])
                 return
-            w.preview.show_overview(result)
+            self.preview.show_overview(result)
             shape = (len(result["classes"]), int(result["in_channels"]))
             size = int(result["image_size"][0]) if result.get("image_size") else None
             if shape != self.shape or size != self.image_size:
@@ -255,7 +259,7 @@ class Lookups(QObject):
                 self._look_up()
         elif kind.startswith("params:"):
             role, arch, count = result if result else (kind.split(":")[1], "", None)
-            for summary in (w.teacher_summary, w.student_summary):
+            for summary in self.summaries:
                 if arch:
                     summary.set_count(role, arch, count)
             picker = self._picker(f"{role}.arch")
@@ -280,7 +284,7 @@ class Lookups(QObject):
                                             result["image_size"], result["batch_size"]))
         elif kind == "options":
             if error is None and self.cfg is not None:
-                w.form.set_options_schema(*result)
+                self.form.set_options_schema(*result)
                 self._check_plan(self.cfg)
         elif kind == "plan":
             self.plan_waiting = False
@@ -293,13 +297,6 @@ class Lookups(QObject):
 def _quote(path: Path | str) -> str:
     text = str(path)
     return f'"{text}"' if any(c.isspace() for c in text) or not text else text
-
-
-def comparison_folder(cfg: ExperimentConfig, runs_root: Path) -> Path:
-    """Where the studio suggests a comparison goes: under the runs folder, so its runs are listed
-    (a fixed name: the same command continues an interrupted comparison)."""
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in (cfg.name or "experiment"))
-    return Path(runs_root) / f"comparison-{name}"
 
 
 def comparison_note(cfg: ExperimentConfig, runs_root: Path) -> str:

@@ -1,7 +1,12 @@
-"""The main window: docks, toolbar and menus around the form, the plots and the runs.
+"""The main window: a composition of views around the window model.
 
-It owns no training logic: it edits a config, hands it to :class:`EngineRunner`, and
-feeds the engine's events to a :class:`RunRecord` that the plots draw.
+The studio's state lives in plain Python objects (:mod:`mgd_gui.model`), testable without a
+window: the experiment being edited (:class:`Document`), the run state machine
+(:class:`RunState`), the queue and its controller on the engine's comparison
+(:class:`QueueController`) and the runs shown (:class:`RunsModel`). The window builds the views
+(the form, the plots, the Runs, Log and Queue panels, the status bar), turns clicks into calls on
+the model and the engine runner (:class:`EngineRunner`: config in, events out, pause and stop),
+and shows what they say. It owns no training logic.
 """
 
 from __future__ import annotations
@@ -14,26 +19,32 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
                                QWidget)
 
-from engine.config import ExperimentConfig, load_config, save_config, to_dict
+from engine.config import ExperimentConfig, load_config, save_config
 from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
 from engine.runs import duplicate_config, read_metrics, run_info
 from mgd_gui import paths, theme
-from mgd_gui.background import Lookups, comparison_folder
+from mgd_gui.background import Lookups
+from mgd_gui.dialogs import Dialogs
 from mgd_gui.icons import icon
+from mgd_gui.model.document import APP_TITLE, Document
+from mgd_gui.model.queue import RunQueue
+from mgd_gui.model.queue_controller import QueueController
+from mgd_gui.model.run_state import RunState
+from mgd_gui.model.runs import RunsModel
 from mgd_gui.plots.area import PlotArea
 from mgd_gui.run.error_dialog import error_dialog
 from mgd_gui.run.log_panel import LogPanel
 from mgd_gui.run.progress import ProgressWidget, progress_text
 from mgd_gui.run.record import RunRecord
 from mgd_gui.run.worker import EngineRunner
-from mgd_gui.run_queue import QueuePanel, RunQueue
-from mgd_gui.runs_panel import RunsPanel, distinct_labels, short_label
+from mgd_gui.run_queue import QueuePanel
+from mgd_gui.runs_panel import RunsPanel, distinct_labels
 from mgd_gui.settings import Settings
 from mgd_gui.setup.form import ConfigForm
 from mgd_gui.setup.toolbar_widgets import DeviceCombo, PresetCombo
 
-WINDOW_TITLE = "MGD Studio"
+WINDOW_TITLE = APP_TITLE
 STYLE = """
 QLineEdit[invalid="true"], QTableWidget[invalid="true"], QComboBox[invalid="true"], QCheckBox[invalid="true"] {
     border: 1px solid #e5484d; border-radius: 2px; }
@@ -52,26 +63,18 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings()
         self.runs_root = paths.runs_root()
         self.runs_root.mkdir(parents=True, exist_ok=True)
-        self.state = "idle"  # idle, running, pausing, paused, stopping
-        self.processes = 1  # > 1: "all GPUs", a run of that many processes (torchrun), one per GPU
-        self.current_file: Path | None = None
-        self.preset_path: str | None = None
-        self.origin = "untitled"  # what the form holds, for the title: a file, a preset, a run
-        self._clean: dict | None = None  # the set-up as last loaded or saved (edits make it unsaved)
-        self.live: RunRecord | None = None  # the run being trained (the first of a queued group)
-        self.live_records: dict[str, RunRecord] = {}  # a queued group's runs, by job id
+        # the window model
+        self.document = Document()
+        self.run_state = RunState()
+        self.run_state.listeners.append(lambda *_: self._update_actions())
+        self.records = RunsModel()
+        self.queue = RunQueue.load(paths.queue_file())
+        self.queue_ctl = QueueController(self.queue, lambda text, level="info": self.log.add(text, level))
+        self.processes = 1  # > 1: "all GPUs", a run of that many processes, one per GPU
         self.last_failure: dict | None = None
         self.error_box: QMessageBox | None = None
-        self.export_dialog = None
-        self.compare_dialog = None
         self._closing = False
         self._start_when_checked = False
-        self._records: dict[Path, tuple[float, RunRecord]] = {}
-        self.queue = RunQueue.load(paths.queue_file())
-        self._queue_jobs: list[str] = []  # the ids of the queued jobs being trained (together)
-        self._cancelled: set[str] = set()  # running queued jobs the user cancelled: not run again
-        self._cancelling = False  # the group is stopping because of a cancel: the queue goes on
-        self._compare_folder: str | None = None  # the comparison whose table is open (filled in as runs finish)
 
         self.runner = EngineRunner(engine, self, group_engine=group_engine)
         self.runner.event.connect(self._on_event)
@@ -82,7 +85,11 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self._build_actions()
         self._build_docks()
-        self.lookups = Lookups(self)
+        self.dialogs = Dialogs(self, self.runs_root)
+        self.queue_ctl.listeners.append(self._queue_changed)
+        self.lookups = Lookups(self, form=self.form, preview=self.preview,
+                               summaries=(self.teacher_summary, self.student_summary), devices=self.devices,
+                               log=self.log, runs_root=self.runs_root, processes=lambda: self.processes)
         self.form.changed.connect(self._on_config_changed)
         self.form.validity_changed.connect(lambda *_: self._update_actions())
         self.setStyleSheet(STYLE)
@@ -94,6 +101,38 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(200, self.lookups.start)
         if self.queue.pending():
             QTimer.singleShot(0, self._queue_on_launch)
+
+    # -- the model, as the views and tests read it -------------------------------------------
+    @property
+    def state(self) -> str:
+        return self.run_state.state
+
+    @property
+    def live(self) -> RunRecord | None:
+        return self.records.live
+
+    def live_list(self) -> list[RunRecord]:
+        return self.records.live_list()
+
+    @property
+    def current_file(self) -> Path | None:
+        return self.document.file
+
+    @property
+    def export_dialog(self):
+        return self.dialogs.export
+
+    @property
+    def compare_dialog(self):
+        return self.dialogs.compare
+
+    @property
+    def inspect_dialog(self):
+        return self.dialogs.inspect
+
+    @property
+    def review_dialog(self):
+        return self.dialogs.review
 
     # -- building ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -168,6 +207,11 @@ class MainWindow(QMainWindow):
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         for key in ("run", "pause", "stop"):
             bar.addAction(self.actions_[key])
+        pause = bar.widgetForAction(self.actions_["pause"])
+        if pause is not None:  # as wide as "Resume" from the start: the toolbar never shifts
+            metrics = pause.fontMetrics()
+            pause.setMinimumWidth(pause.sizeHint().width() + max(0, metrics.horizontalAdvance("Resume")
+                                                                 - metrics.horizontalAdvance("Pause")))
         bar.addSeparator()
         for key in ("open", "save", "export"):
             bar.addAction(self.actions_[key])
@@ -279,42 +323,36 @@ class MainWindow(QMainWindow):
         except MGDError as exc:
             if initial:
                 self.log.add(f"Could not load {path}: {exc}", "error")
-                self.origin, self._clean = "untitled", to_dict(ExperimentConfig())
+                self.document.untitled(ExperimentConfig())
                 self.form.set_config(ExperimentConfig())
             else:
                 QMessageBox.warning(self, "Cannot open the experiment", str(exc))
             return False
         is_preset = path.parent.resolve() == (paths.resources_dir() / "presets").resolve()
-        self.preset_path = str(path) if is_preset else None
-        self._preset_dict = to_dict(cfg) if is_preset else None
-        self.current_file = None if is_preset else path
-        self.origin = f"{path.stem} (preset)" if is_preset else path.name
-        self._clean = to_dict(cfg)
+        self.document.loaded(path, cfg, is_preset=is_preset)
         self.form.set_config(cfg)
-        self.presets.show_preset(self.preset_path)
+        self.presets.show_preset(self.document.preset)
         self.log.add(f"Loaded {'preset ' + path.stem if is_preset else path}")
         return True
 
     def load_preset(self, path: str) -> None:
         if not self.keep_or_drop_edits():
-            self.presets.show_preset(self.preset_path if not self.is_dirty() else None)
+            self.presets.show_preset(self.document.shown_preset(self.form.config()))
             return
         self.load_path(Path(path))
 
-    # -- unsaved edits -------------------------------------------------------------------
     def is_dirty(self) -> bool:
         """True when the form holds edits that are not in the file, preset or run it came from."""
-        return bool(self.form.parse_errors()) or (self._clean is not None
-                                                   and to_dict(self.form.config()) != self._clean)
+        return self.document.is_dirty(self.form.config(), bool(self.form.parse_errors()))
 
     def _update_title(self) -> None:
-        self.setWindowTitle(f"{self.origin}[*] — {WINDOW_TITLE}")
+        self.setWindowTitle(self.document.title())
         self.setWindowModified(self.is_dirty())
 
     def ask_unsaved(self) -> str:
         """"save", "discard" or "cancel": what to do with unsaved edits (tests replace this)."""
         box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
-                          f"The experiment {self.origin} has changes that are not saved.", parent=self)
+                          f"The experiment {self.document.origin} has changes that are not saved.", parent=self)
         box.setInformativeText("Save them before going on?")
         box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard |
                                QMessageBox.StandardButton.Cancel)
@@ -343,10 +381,10 @@ class MainWindow(QMainWindow):
             self.load_path(Path(path))
 
     def save(self) -> None:
-        if self.current_file is None:
+        if self.document.file is None:
             self.save_as()
         else:
-            self.save_to(self.current_file)
+            self.save_to(self.document.file)
 
     def save_as(self) -> None:
         start = self.settings.get("files/last_dir", str(Path.home()), str)
@@ -366,21 +404,15 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             QMessageBox.warning(self, "Cannot save the experiment", f"{path}: {exc}")
             return
-        self.current_file = path
-        self.preset_path = None
+        self.document.saved(path, self.form.config())
         self.presets.show_preset(None)
-        self.origin = path.name
-        self._clean = to_dict(self.form.config())
         self._update_title()
         self.lookups.update_comparison_error()  # its command names the saved file
         self.log.add(f"Saved {path}")
 
     # -- the form ----------------------------------------------------------------------
     def _on_config_changed(self, cfg: ExperimentConfig) -> None:
-        if self.preset_path and getattr(self, "_preset_dict", None) != to_dict(cfg):
-            self.presets.show_preset(None)
-        elif self.preset_path:
-            self.presets.show_preset(self.preset_path)
+        self.presets.show_preset(self.document.shown_preset(cfg))
         if cfg.device != "cuda":
             self.processes = 1
         self.devices.show_device(cfg.device, self.processes)
@@ -406,28 +438,23 @@ class MainWindow(QMainWindow):
             self._on_config_changed(self.form.config())
 
     # -- run control -------------------------------------------------------------------
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        self._update_actions()
-
     def _update_actions(self) -> None:
-        busy = self.runner.active or self.state != "idle"
+        can = self.run_state.actions(pausable=self.runner.pausable, engine_active=self.runner.active)
         act = self.actions_
-        act["run"].setEnabled(not busy and self.form.is_valid())
-        act["pause"].setEnabled(self.state in ("running", "paused") and self.runner.pausable)
+        act["run"].setEnabled(can.run and self.form.is_valid())
+        act["pause"].setEnabled(can.pause)
         act["pause"].setToolTip("Pause the run after the current step, or resume it (Ctrl+P)" if self.runner.pausable
                                 else "A run on several GPUs cannot pause; Stop keeps its checkpoint for resuming")
-        paused = self.state in ("paused", "pausing")
-        act["pause"].setText("Resume" if paused else "Pause")
-        act["pause"].setIcon(icon("resume" if paused else "pause"))
-        act["stop"].setEnabled(self.state in ("running", "pausing", "paused"))
-        self.runs.set_busy(busy)
+        act["pause"].setText(can.pause_label)
+        act["pause"].setIcon(icon("resume" if can.pause_label == "Resume" else "pause"))
+        act["stop"].setEnabled(can.stop)
+        self.runs.set_busy(can.busy)
         tip = ("Queue the comparison's runs" if self.form.config().comparison.baselines else "Train the experiment") \
             if self.form.is_valid() else "Fix the marked fields first"
         act["run"].setStatusTip(tip)
 
     def start_run(self) -> None:
-        if self.runner.active or self.state != "idle" or not self.form.is_valid():
+        if self.runner.active or not self.run_state.idle or not self.form.is_valid():
             return
         if self.lookups.pending():
             # the engine is still checking the latest edit: start once it accepts the set-up
@@ -460,69 +487,66 @@ class MainWindow(QMainWindow):
         self.log.add(f"Run not started: {field + ': ' if field else ''}{reason}", "warning")
 
     def resume_run(self, path: Path) -> None:
-        if self.runner.active or self.state != "idle":
+        if self.runner.active or not self.run_state.idle:
             QMessageBox.information(self, "A run is in progress", "Wait for the current run to end, or stop it.")
             return
         info = run_info(path)
         if not info.resumable:
-            QMessageBox.information(self, "Nothing to resume", f"The run {info.name} is {info.status}.")
+            QMessageBox.information(self, "Nothing to resume", f"The run {info.label} is {info.status}.")
             return
-        record = RunRecord.from_events(read_metrics(path), path, self._label(info))
+        record = RunRecord.from_events(read_metrics(path), path, info.label)
         record.status = "running"
         self._begin(record)
         processes = self.processes if self.processes > 1 and info.config.get("device") == "cuda" else 1
-        self.log.add(f"Resuming {path}" + (f" on {processes} GPUs (one process each)" if processes > 1 else ""))
+        self.log.add(f"Resuming {info.label} ({path})"
+                     + (f" on {processes} GPUs (one process each)" if processes > 1 else ""))
         if processes > 1:
             self.runner.start_processes(None, processes, run_dir=path, runs_root=self.runs_root, resume=True)
         else:
             self.runner.start(None, run_dir=path, runs_root=self.runs_root, resume=True)
         self._update_actions()
 
-    def _begin(self, record: RunRecord) -> None:
-        self.live = record
-        self.live_records = {}
+    def _begin(self, record: RunRecord | None = None, group: dict | None = None) -> None:
+        if group is not None:
+            self.records.begin_group(group)
+        else:
+            self.records.begin(record)
         self.last_failure = None
+        self.log.clear_story()  # the log follows the runs being trained
         self.progress.begin()  # the engine's Progress events fill it in
-        self.plots.set_records([record])
-        self._set_state("running")
+        self.plots.set_records(self.records.live_list())
+        self.run_state.start()
 
     def toggle_pause(self) -> None:
-        if self.state == "running":
+        done = self.run_state.toggle_pause()
+        if done == "pause":
             self.runner.pause()
-            self._set_state("pausing")
             self.progress.set_text("Pausing after the current step…")
-        elif self.state in ("paused", "pausing"):
+        elif done == "resume":
             self.runner.resume()
-            self._set_state("running")
 
     def stop_run(self) -> None:
-        if self.state in ("running", "pausing", "paused"):
+        if self.run_state.stop():
             self.runner.stop()
-            self._set_state("stopping")
             self.progress.set_text("Stopping: writing the checkpoint…")
             self.log.add("Stop requested; the run ends after the current step and keeps its checkpoint")
 
     # -- engine events -----------------------------------------------------------------
-    def live_list(self) -> list[RunRecord]:
-        """The records of the runs being trained: a queued group's, or the one run's."""
-        if self.live_records:
-            return list(self.live_records.values())
-        return [self.live] if self.live is not None else []
-
     def _show_active(self) -> None:
         """Mark the runs being trained (running or paused) in the runs panel."""
-        status = "paused" if self.state == "paused" else "running"
-        self.runs.set_active_runs({r.run_dir: status for r in self.live_list()
-                                   if r.run_dir is not None and r.status not in ("finished", "stopped", "failed")})
+        self.runs.set_active_runs(self.records.active_dirs("paused" if self.state == "paused" else "running"))
 
     def _on_event(self, e: dict) -> None:
         tag = e.get("job")  # a queued group's events carry their job's id
-        record = self.live_records.get(tag) if tag is not None else self.live
+        record = self.records.record_of(tag)
         if record is None:
             return
         kind = e.get("event")
         if kind == "Progress":  # the engine's figures over all the runs it drives, shown as they are
-            self._show_progress(e)
+            if self.state == "paused":
+                self.progress.show_progress(e, prefix="Paused")
+            else:  # while a pause or a stop is on its way its own line stays (the bar still moves)
+                self.progress.show_progress(e, text=self.state == "running")
             return
         record.feed(e)
         if kind not in ("RunFinished", "RunFailed"):  # those are told when the run has ended, below
@@ -535,33 +559,19 @@ class MainWindow(QMainWindow):
             self._show_active()
             self.runs.select([r.run_dir for r in self.live_list() if r.run_dir is not None])
         elif kind == "Paused":
-            if self.state == "pausing":
-                self._set_state("paused")
+            self.run_state.paused()
             self._show_active()
-            if self._queue_jobs:
-                self.queue_panel.paused_run = True
-                self.queue_panel.refresh()
+            self.queue_ctl.set_paused(True)
             self.progress.set_text(progress_text(self.progress.latest, "Paused"))
         elif kind == "Resumed":
-            if self.state in ("paused", "pausing"):
-                self._set_state("running")
+            if self.run_state.resumed():
                 self.progress.set_text(progress_text(self.progress.latest))
             self._show_active()
-            if self._queue_jobs:
-                self.queue_panel.paused_run = False
-                self.queue_panel.refresh()
+            self.queue_ctl.set_paused(False)
         elif kind == "StageFinished":
             self.runs.refresh()
         elif kind in ("RunFinished", "RunFailed") and tag is not None:
             self._group_job_ended(tag, record, e)
-
-    def _show_progress(self, e: dict) -> None:
-        """The status bar shows the engine's latest Progress event; while a pause or a stop is on its
-        way its own line stays (the bar still moves)."""
-        if self.state == "paused":
-            self.progress.show_progress(e, prefix="Paused")
-        else:
-            self.progress.show_progress(e, text=self.state == "running")
 
     def _group_job_ended(self, job_id: str, record: RunRecord, e: dict) -> None:
         """One run of a queued group ended (the others may go on)."""
@@ -570,26 +580,15 @@ class MainWindow(QMainWindow):
             stopped = bool(e.get("stopped"))
             record.summary = summary
             self.log.add(f"{record.label}: {finished_text(summary, stopped)}")
-            self._end_queue_job(job_id, dict(summary, status="stopped" if stopped else "finished"))
+            self.queue_ctl.job_ended(job_id, dict(summary, status="stopped" if stopped else "finished"),
+                                     closing=self._closing)
         else:
             info = {k: e.get(k) for k in ("message", "kind", "stage", "details", "run_dir")}
             record.failure = info
             self.log.add(f"{record.label}: failed ({info['kind']}, {info['stage']} stage): {info['message']}", "error")
-            self._end_queue_job(job_id, {"status": "failed", "failed_in": info["stage"], "error": info["message"]})
+            self.queue_ctl.job_ended(job_id, {"status": "failed", "failed_in": info["stage"], "error": info["message"]},
+                                     closing=self._closing)
         self._show_active()
-
-    def _end_queue_job(self, job_id: str, summary: dict) -> None:
-        """A queued job's state from how its run ended (its summary; empty: never begun)."""
-        status = summary.get("status")
-        if status == "finished":
-            self._queue_job_ended(job_id, "done", "", (summary.get("student") or {}).get("best_acc"))
-        elif status == "failed":
-            self._queue_job_ended(job_id, "failed", f"{summary.get('failed_in')} stage: {summary.get('error')}")
-        elif status:
-            self._queue_job_ended(job_id, "pending", f"stopped in the {summary.get('stopped_in', '?')} stage; "
-                                                     "resumes from its checkpoint")
-        else:
-            self._queue_job_ended(job_id, "pending", "not begun: its group was stopped first")
 
     def _on_finished(self, summary: dict) -> None:
         stopped = summary.get("status") == "stopped"
@@ -600,49 +599,32 @@ class MainWindow(QMainWindow):
         self.progress.end(text, complete=not stopped)
         self.log.add(text)
         if not stopped and self.live is not None and self.live.run_dir is not None:
-            self._queued_run_finished(self.live.run_dir, summary)
+            self.queue_ctl.finished_outside(self.live.run_dir, summary)
         self._run_ended()
-
-    def _queued_run_finished(self, run_dir: Path, summary: dict) -> None:
-        """A queued job's run finished outside the queue (resumed from the Runs panel): it is done."""
-        job = next((j for j in self.queue.jobs if j.run_dir == Path(run_dir) and j.state != "running"), None)
-        if job is None or job.state == "done":
-            return
-        self.queue.mark(job, "done", "finished (resumed from the Runs panel)",
-                        (summary.get("student") or {}).get("best_acc"))
-        self.queue_panel.refresh()
-        self._update_comparison_table(job.comparison_dir)
 
     def _on_group_finished(self, results: list) -> None:
         """A queued group ended: every job has told its end, except those never begun (a stop)."""
-        ended = dict(results)
-        for job_id in list(self._queue_jobs):  # no end event came: not begun, or refused by a fake engine
-            self._end_queue_job(job_id, ended.get(job_id) or {})
-        statuses = [(s or {}).get("status") for s in ended.values()]
-        if len(self.live_records) == 1 and len(results) == 1 and statuses[0] in ("finished", "stopped"):
+        group = self.records.group
+        self.queue_ctl.group_ended(results, closing=self._closing)
+        statuses = [(s or {}).get("status") for _, s in results]
+        if len(group) == 1 and len(results) == 1 and statuses[0] in ("finished", "stopped"):
             text = finished_text(results[0][1], statuses[0] == "stopped")
         else:
             parts = [f"{statuses.count(k)} {k}" for k in ("finished", "stopped", "failed") if statuses.count(k)]
-            text = (f"{len(self.live_records)} runs together ended: " if len(self.live_records) > 1 else "Run ended: ") \
+            text = (f"{len(group)} runs together ended: " if len(group) > 1 else "Run ended: ") \
                 + (", ".join(parts) or "none begun")
         self.progress.end(text, complete=bool(statuses) and all(k == "finished" for k in statuses))
-        if len(self.live_records) > 1 or not results:  # a single run's end is already in the log
+        if len(group) > 1 or not results:  # a single run's end is already in the log
             self.log.add(text)
-        self._cancelling = False
         self._run_ended()
 
     def _on_failed(self, info: dict) -> None:
         self.last_failure = info
-        for record in self.live_list():
-            if record.status not in ("finished", "stopped", "failed"):
-                record.status = "failed"
-                record.failure = info
+        self.records.fail_unended(info)
         self.progress.end(f"Failed in the {info.get('stage')} stage: {info.get('message')}", complete=False)
         self.log.add(f"Run failed ({info.get('kind')}, {info.get('stage')} stage): {info.get('message')}", "error")
-        queued = bool(self.live_records)
-        for job_id in list(self._queue_jobs):  # the queue goes on; the failure stays in the Queue panel and the log
-            self._queue_job_ended(job_id, "failed", f"{info.get('stage')} stage: {info.get('message')}")
-        self._cancelling = False
+        queued = bool(self.records.group)
+        self.queue_ctl.group_failed(info, closing=self._closing)
         if not queued and info.get("kind") == "input" and not info.get("run_dir"):
             # refused before its first step: the problem is in the set-up, shown at its field
             self.lookups.mark_failure(info.get("field"), str(info.get("message") or ""))
@@ -652,11 +634,9 @@ class MainWindow(QMainWindow):
             self.error_box.open()
 
     def _run_ended(self) -> None:
-        self._set_state("idle")
+        self.run_state.ended()
         self.runs.set_active(None)
-        for record in self.live_list():
-            if record.run_dir:
-                self._records.pop(record.run_dir, None)
+        self.records.ended()
         self.plots.refresh(force=True)
         if self._closing:
             QTimer.singleShot(0, self.close)
@@ -666,20 +646,11 @@ class MainWindow(QMainWindow):
     # -- the queue ---------------------------------------------------------------------
     def queue_comparison(self, cfg: ExperimentConfig) -> list:
         """Queue every run of the experiment's comparison and start the queue."""
-        folder = comparison_folder(cfg, self.runs_root)
-        base, n = folder, 1
-        while (folder / "config.yaml").is_file() and to_dict(load_config(folder / "config.yaml")) != to_dict(cfg):
-            n += 1  # another comparison of this name: a folder of its own (the same one continues)
-            folder = base.with_name(f"{base.name}-{n}")
         try:
-            jobs = self.queue.add_comparison(cfg, folder)
+            jobs, _ = self.queue_ctl.add_comparison(cfg, self.runs_root)
         except (OSError, MGDError) as exc:
             QMessageBox.warning(self, "Cannot queue the comparison", str(exc))
             return []
-        pending = sum(j.state == "pending" for j in jobs)
-        self.log.add(f"Queued the comparison {cfg.name!r}: {pending} runs to train"
-                     + (f", {len(jobs) - pending} finished before" if len(jobs) > pending else "")
-                     + f", into {folder}")
         self.runs.refresh()
         self.queue_dock.show()
         self.queue_dock.raise_()
@@ -687,33 +658,15 @@ class MainWindow(QMainWindow):
         return jobs
 
     def start_queue(self) -> None:
-        if not self.queue.pending():
-            return
-        self.queue.set_state("running")
-        self.queue_panel.refresh()
-        self._next_job()
+        if self.queue_ctl.start():
+            self._next_job()
 
     def pause_queue(self) -> None:
-        if self.queue.state == "running":
-            self.queue.set_state("paused")
-            self.queue_panel.refresh()
-            self.log.add("Queue paused: the current run finishes; no other starts until Start")
+        self.queue_ctl.pause()
 
     def cancel_jobs(self, job_ids: list) -> None:
-        cancelled = self.queue.cancel([i for i in job_ids if i not in self._queue_jobs])
-        for job in cancelled:
-            self.log.add(f"Queue: cancelled {job.label}")
-        running = [i for i in job_ids if i in self._queue_jobs]
-        if running and self.runner.active:
-            # the runs of a group train together: the group stops (checkpoints kept), the cancelled runs
-            # are not run again, the others resume from their checkpoints as the queue goes on
-            self._cancelled.update(running)
-            self._cancelling = True
-            if len(self._queue_jobs) > len(running):
-                self.log.add(f"Cancelling {len(running)} of {len(self._queue_jobs)} runs training together: the "
-                             "group stops; the others resume from their checkpoints next")
-            self.stop_run()
-        self.queue_panel.refresh()
+        if self.queue_ctl.cancel(job_ids) and self.runner.active:
+            self.stop_run()  # the group stops; its other runs resume from their checkpoints next
 
     def ask_queue_on_launch(self) -> str:
         """"continue" or "later": what to do with runs left in the queue (tests replace this)."""
@@ -733,126 +686,43 @@ class MainWindow(QMainWindow):
             self.log.add(f"Continuing the queue: {len(self.queue.pending())} runs waiting")
             self.start_queue()
         else:
-            self.queue.set_state("paused")
-            self.queue_panel.refresh()
-            self.log.add(f"The queue is paused with {len(self.queue.pending())} runs waiting: "
-                         "press Resume in the Queue panel")
+            self.queue_ctl.keep_paused()
 
     def _next_job(self) -> None:
-        """Start the next group of pending jobs (one pair and seed of a comparison: their students
-        train in lockstep) when the window is free and the queue is running. What each job does
-        is the engine's: skip it when its run finished (:meth:`Comparison.state`), else run or
-        resume it (:meth:`Comparison.spec`), loading the teacher and heads the comparison's runs
-        trained before (:meth:`Comparison.reuse`)."""
-        from engine.comparison import FINISHED, Comparison
-
-        if self.queue.state != "running" or self.runner.active or self.state != "idle" or self._closing:
+        """Train the queue's next group (:meth:`QueueController.next_launch`) when the window is free."""
+        if self.runner.active or not self.run_state.idle or self._closing:
             return
-        while True:
-            group = self.queue.next_group()
-            if not group:
-                counts = self.queue.counts()
-                self.queue.set_state("idle")
-                self.queue_panel.refresh()
-                self.log.add(f"Queue finished: {counts['done']} done, {counts['failed']} failed, "
-                             f"{counts['cancelled']} cancelled")
-                return
-            try:
-                comparison = Comparison.open(group[0].comparison_dir)
-            except (OSError, MGDError) as exc:
-                for queued in group:
-                    self.queue.mark(queued, "failed", f"its comparison cannot be read: {exc}")
-                continue
-            jobs = []
-            for queued in group:
-                job = comparison.job(queued.folder)
-                if job is None:
-                    self.queue.mark(queued, "failed", f"no longer a job of the comparison in {comparison.folder}")
-                elif comparison.state(job) == FINISHED:
-                    result = (comparison.summary(job).get("student") or {}).get("best_acc")
-                    self.queue.mark(queued, "done", "finished before", result)
-                else:
-                    jobs.append((queued, comparison.spec(job, tag=queued.id)))
-            if jobs:
-                break
-        records = {}
-        for queued, spec in jobs:
-            self.queue.mark(queued, "running", "resumed from its checkpoint" if spec.resume else "")
-            records[queued.id] = RunRecord.from_events(read_metrics(queued.run_dir), queued.run_dir, queued.folder) \
-                if spec.resume else RunRecord(label=queued.folder)
-            records[queued.id].status = "running"
-        self._queue_jobs = [queued.id for queued, _ in jobs]
-        self._cancelled.clear()
-        self._cancelling = False
-        self.queue_panel.paused_run = False
-        self.queue_panel.refresh()
-        numbers = [self.queue.jobs.index(queued) + 1 for queued, _ in jobs]
-        first = jobs[0][0]
-        if len(jobs) == 1:
-            self.log.add(f"Queue: run {numbers[0]}/{len(self.queue.jobs)}, {first.label}"
-                         + (" (resumed)" if jobs[0][1].resume else ""))
-        else:
-            self.log.add(f"Queue: runs {', '.join(map(str, numbers))} of {len(self.queue.jobs)} together "
-                         f"({first.comparison} · {first.teacher} -> {first.student} · seed {first.seed}): "
-                         f"{', '.join(queued.folder for queued, _ in jobs)}; one teacher pass per batch feeds their "
-                         "students")
-        self.live = records[first.id]
-        self.live_records = records
-        self.last_failure = None
-        self.progress.begin()  # the engine's Progress events over the group fill it in
-        self.plots.set_records(list(records.values()))
-        self._set_state("running")
-        self.runner.start_group([spec for _, spec in jobs], reuse=comparison.reuse())
+        launch = self.queue_ctl.next_launch()
+        if launch is None:
+            return
+        self.log.add(launch.text)
+        self._begin(group=launch.records)
+        self.runner.start_group(launch.specs, reuse=launch.reuse)
         self._update_actions()
 
-    def _queue_job_ended(self, job_id: str, state: str, message: str, result: float | None = None) -> None:
-        if job_id in self._queue_jobs:
-            self._queue_jobs.remove(job_id)
-        if not self._queue_jobs:
-            self.queue_panel.paused_run = False
-        job = self.queue.job(job_id)
-        if job is None:
-            return
-        if state == "pending" and job_id in self._cancelled:
-            state, message = "cancelled", "cancelled while running; its checkpoint is kept"
-        elif state == "pending" and not self._closing and not self._cancelling and self.queue.state == "running":
-            self.queue.set_state("paused")  # the user stopped the run: the queue waits too
-            self.log.add("Queue paused: the stopped runs resume from their checkpoints when the queue starts again")
-        self._cancelled.discard(job_id)
-        self.queue.mark(job, state, message, result)
+    def _queue_changed(self, comparison_dir: str | None) -> None:
+        self.queue_panel.paused_run = self.queue_ctl.paused_run
         self.queue_panel.refresh()
-        self._update_comparison_table(job.comparison_dir)
-
-    def _update_comparison_table(self, folder: str) -> None:
-        """Refresh the comparison's open table as its runs end (the engine rewrites its table files
-        whenever one of its runs ends)."""
-        if self._compare_folder == folder and self.compare_dialog is not None and self.compare_dialog.isVisible():
-            self.show_comparison_table(folder)
+        if comparison_dir is not None and self.dialogs.compare_visible(comparison_dir):
+            self.show_comparison_table(comparison_dir)  # the engine rewrote its table as a run ended
 
     def show_comparison_table(self, folder: str) -> None:
         """The comparison table of a queued comparison: its run folders so far."""
         from engine.compare import comparison_folders
 
-        paths = [p for p in comparison_folders(folder) if (p / "config.yaml").is_file()]
-        if not paths:
+        found = [p for p in comparison_folders(folder) if (p / "config.yaml").is_file()]
+        if not found:
             self.log.add("The comparison has no run yet: its table fills in as its runs finish")
             return
-        geometry = self.compare_dialog.geometry() if self.compare_dialog is not None and \
-            self.compare_dialog.isVisible() else None
-        self.show_compare(paths)
-        self._compare_folder = folder
-        if geometry is not None:
-            self.compare_dialog.setGeometry(geometry)
+        self.dialogs.show_compare(found, folder)
 
     # -- runs --------------------------------------------------------------------------
-    def _label(self, info) -> str:
-        return short_label(info)
+    def _info(self, path: Path):
+        return self.runs.infos.get(Path(path)) or run_info(path)
 
     def _runs_changed(self, message: str) -> None:
         self.log.add(message[:1].upper() + message[1:])
-        gone = [p for p in self._records if not p.exists()]
-        for path in gone:
-            self._records.pop(path, None)
+        self.records.forget_missing()
 
     def duplicate_run(self, path: Path) -> None:
         """The run's set-up in the form as a new experiment (unsaved), ready to change and run."""
@@ -863,125 +733,80 @@ class MainWindow(QMainWindow):
         except MGDError as exc:
             QMessageBox.warning(self, "Cannot duplicate the run", str(exc))
             return
-        self.preset_path = None
-        self.current_file = None
-        self.origin = f"{cfg.name} (new)"
-        self._clean = {}  # never saved: closing or replacing it asks
+        self.document.duplicated(cfg)
         self.form.set_config(cfg)
         self.presets.show_preset(None)
-        self.log.add(f"Duplicated {path.name} as a new experiment {cfg.name!r}: change it and press Run")
+        self.log.add(f"Duplicated {self._info(path).label} as a new experiment {cfg.name!r}: change it and press Run")
 
     def record_for(self, path: Path) -> RunRecord:
-        path = Path(path)
-        if self.state != "idle":
-            for record in self.live_list():
-                if record.run_dir == path:
-                    return record
-        metrics = path / "metrics.jsonl"
-        mtime = metrics.stat().st_mtime if metrics.exists() else 0.0
-        cached = self._records.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        info = self.runs.infos.get(path) or run_info(path)
-        record = RunRecord.from_events(read_metrics(path), path, self._label(info))
-        record.status = self.runs.status_text(info)
-        self._records[path] = (mtime, record)
-        return record
+        return self.records.record_for(path, training=not self.run_state.idle, label=lambda p: self._info(p).label,
+                                       status=lambda p: self.runs.status_text(self._info(p)))
 
     def _on_runs_selected(self, selected: list) -> None:
         if selected:
             records = [self.record_for(p) for p in selected]
-            infos = [self.runs.infos.get(p) or run_info(p) for p in selected]
-            for record, label in zip(records, distinct_labels(infos)):
-                if self.state == "idle" or not any(record is r for r in self.live_list()):
+            for record, label in zip(records, distinct_labels([self._info(p) for p in selected])):
+                if self.run_state.idle or not self.records.is_live(record):
                     record.label = label
         else:
             records = self.live_list()
         self.plots.set_records(records)
+        self._show_story(selected)
+
+    def _show_story(self, selected: list) -> None:
+        """The log ends with the story of the one run selected (not while it trains: its lines come live)."""
+        if len(selected) != 1 or (not self.run_state.idle and self.records.is_live(self.record_for(selected[0]))):
+            self.log.clear_story()
+            return
+        path = Path(selected[0])
+        if self.log.story_of == str(path):
+            return
+        lines = []
+        for event in read_metrics(path):  # the run's whole story, told as it was told live
+            line = describe_event(event)
+            if line is not None:
+                lines.append((line[0], line[1], event.get("time") or 0.0))
+        self.log.show_story(str(path), f"log of {self._info(path).label} ({path})", lines)
 
     def reopen_run(self, path: Path) -> None:
         path = Path(path)
         self.runs.select([path])
+        self._show_story([path])
         if not self.keep_or_drop_edits():
             return
         try:
             cfg = load_config(path / "config.yaml")
         except MGDError as exc:
             self.log.add(f"Could not read the run's set-up: {exc}", "warning")
-        else:
-            self.preset_path = None
-            self.current_file = None
-            self.origin = f"run {self.runs.infos[path].label if path in self.runs.infos else path.name}"
-            self._clean = to_dict(cfg)
-            self.form.set_config(cfg)
-            self.presets.show_preset(None)
-        record = self.record_for(path)
-        self.log.add(f"— opened {path} ({record.status}) —")
-        for event in read_metrics(path):  # the run's whole story, told as it was told live
-            line = describe_event(event)
-            if line is not None:
-                self.log.add(line[1], line[0], event.get("time"))
-        self.log.add(f"— end of {path.name} —")
+            return
+        self.document.from_run(self._info(path).label, cfg)
+        self.form.set_config(cfg)
+        self.presets.show_preset(None)
 
     def show_export(self, path: Path | None) -> None:
-        from mgd_gui.export_dialog import ExportDialog
-        from engine.runs import list_runs
-
         if path is None:
             chosen = self.runs.selected_paths()
             path = chosen[0] if len(chosen) == 1 else (self.live.run_dir if self.live else None)
-        runs = list_runs(self.runs_root)
-        if not any(r.has_student for r in runs):
-            QMessageBox.information(self, "Nothing to export", "No run has a trained student yet.")
-            return
-        self.export_dialog = ExportDialog(runs, path, self)
-        self.export_dialog.exported.connect(lambda files: self.log.add(f"Exported {len(files)} files"))
-        self.export_dialog.open()
+        dialog = self.dialogs.show_export(path)
+        if dialog is not None:
+            dialog.exported.connect(lambda files: self.log.add(f"Exported {len(files)} files"))
 
     def show_compare(self, selected: list) -> None:
         """The comparison table of the selected runs (a window of its own; one at a time)."""
-        from mgd_gui.compare_dialog import CompareDialog
-
-        infos = [run_info(p) for p in selected]  # read again: a run may have finished since
-        if not infos:
-            return
-        self._compare_folder = None
-        if self.compare_dialog is not None:
-            self.compare_dialog.close()
-        self.compare_dialog = CompareDialog(infos, self)
-        self.compare_dialog.show()
-        self.compare_dialog.raise_()
+        self.dialogs.show_compare(selected)
 
     def show_inspect(self, path: Path) -> None:
         """The Inspect view of a finished run (a window of its own; one at a time)."""
-        from engine.runs import list_runs
-        from mgd_gui.inspect_view import InspectDialog
-
-        if getattr(self, "inspect_dialog", None) is not None:
-            self.inspect_dialog.close()
-        self.inspect_dialog = InspectDialog(path, list_runs(self.runs_root), self)
-        self.inspect_dialog.show()
-        self.inspect_dialog.raise_()
+        self.dialogs.show_inspect(path)
 
     def show_review(self, path: Path):
         """The image-level review of a run (a window of its own, one at a time)."""
-        from mgd_gui.review_view import ReviewDialog
-
-        path = Path(path)
-        dialog = getattr(self, "review_dialog", None)
-        if dialog is None or dialog.run_dir != path:
-            if dialog is not None:
-                dialog.close()
-            info = self.runs.infos.get(path) or run_info(path)
-            dialog = self.review_dialog = ReviewDialog(path, short_label(info), self)
-        dialog.show()
-        dialog.raise_()
-        return dialog
+        return self.dialogs.show_review(path)
 
     def _confusion_clicked(self, record, model: str, true: int, predicted: int, evaluation: dict) -> None:
         if record.run_dir is None:
             return
-        if self.state != "idle" and any(record is r for r in self.live_list()):
+        if not self.run_state.idle and self.records.is_live(record):
             self.log.add("The images of a cell can be reviewed once the run has finished", "warning")
             return
         confusion = evaluation.get("confusion") or []
@@ -1009,7 +834,7 @@ class MainWindow(QMainWindow):
         answer = QMessageBox.question(
             self, "A run is in progress",
             "Stop the run and quit? The run keeps its last checkpoint and can be resumed later."
-            + (" The queue's other runs wait for the next launch." if self._queue_jobs else ""),
+            + (" The queue's other runs wait for the next launch." if self.queue_ctl.running else ""),
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
@@ -1024,14 +849,11 @@ class MainWindow(QMainWindow):
                     return
                 self._closing = True
                 self.runner.stop()
-                self._set_state("stopping")
+                self.run_state.stop()
                 self.progress.set_text("Stopping the run, then closing…")
             event.ignore()  # closes for real when the run has ended
             return
         self.save_settings()
         self.lookups.close()
-        for name in ("review_dialog", "inspect_dialog", "compare_dialog"):
-            dialog = getattr(self, name, None)
-            if dialog is not None:
-                dialog.close()  # their background threads end with them
+        self.dialogs.close_all()
         event.accept()

@@ -49,22 +49,16 @@ def _started(text: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         return text
 
 
-def short_label(info: RunInfo) -> str:
-    """A run's name wherever the studio shows it (this list, the plots, Export, Inspect, Review, the
-    log): :attr:`engine.runs.RunInfo.label`, so that a renamed run or a comparison's run reads the
-    same everywhere."""
-    return info.label
-
-
 def distinct_labels(infos: list[RunInfo]) -> list[str]:
-    """Labels for runs shown together that tell every run apart: :func:`short_label`, and for
+    """Labels for runs shown together that tell every run apart: each run's one name
+    (:attr:`engine.runs.RunInfo.label`, as everywhere), and for
     runs that share it, what differs (mode, baseline, seed, start time, student, folder)."""
     comparisons = {i.comparison_dir for i in infos}
     if len(infos) > 1 and len(comparisons) == 1 and None not in comparisons:
         # the runs of one comparison: their job folders (s0-kd-off) say it all
         base = [i.name if i.renamed else i.path.name for i in infos]
     else:
-        base = [short_label(i) for i in infos]
+        base = [i.label for i in infos]
     out = list(base)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(base):

@@ -153,7 +153,7 @@ def test_the_queue_is_cancelled_paused_reordered_and_fills_the_table(qtbot, make
     assert [(spec.tag, spec.resume, spec.job.folder) for spec in engine.specs[0]] == [
         (f"comparison-demo/{name}", False, name) for name in ("s0-none-off", "s0-kd-off", "s0-kd-stable")]
     assert window.progress.label.text() == "Starting…"  # no Progress event from the engine yet
-    assert [r.label for r in window.plots.records] == ["s0-none-off", "s0-kd-off", "s0-kd-stable"]
+    assert [r.label for r in window.plots.records] == ["demo › s0-none-off", "demo › s0-kd-off", "demo › s0-kd-stable"]
 
     # cancel one running run: its group stops (checkpoints kept); the queue goes on without it
     panel.select(["comparison-demo/s0-kd-stable"])
@@ -374,7 +374,7 @@ def test_a_single_run_shows_the_engines_progress(qtbot, make_window):
 def test_a_queue_saved_by_the_previous_version_is_read(studio_home):
     """Version 1 of the queue file held each job's config (the pair in it): its jobs load, with
     their pair, and are saved in the new form."""
-    from mgd_gui.run_queue import VERSION, RunQueue
+    from mgd_gui.model.queue import VERSION, RunQueue
 
     path = paths.queue_file()
     path.parent.mkdir(parents=True, exist_ok=True)
