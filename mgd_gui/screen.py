@@ -54,28 +54,33 @@ def fitted_size(widget: QWidget | None, wanted: QSize, minimum: QSize = QSize(0,
     return QSize(wanted).expandedTo(minimum).boundedTo(space)
 
 
-def fit_window(window: QWidget, wanted: QSize, minimum: QSize) -> None:
+def fit_window(window: QWidget, wanted: QSize, minimum: QSize, centre: bool = True) -> None:
     """Size ``window`` (a dialog or a window of its own) to ``wanted`` clamped to the screen, with
-    ``minimum`` as its minimum size (itself clamped to the screen), and place it over its parent,
-    inside the available area. The window stays resizable: no maximum is set."""
+    ``minimum`` as its minimum size (itself clamped to the screen), and place it inside the
+    available area: centred over its parent, or (``centre`` False: a window that grows) where it
+    is, moved only as far as needed. The window stays resizable: no maximum is set."""
     space = room(window)
     window.setMinimumSize(QSize(minimum).boundedTo(space))
     size = fitted_size(window, wanted, window.minimumSize())
     window.resize(size)
-    place(window, size)
+    place(window, size, centre)
 
 
-def place(window: QWidget, size: QSize | None = None) -> None:
-    """Move ``window`` (whose contents are ``size``) so that it is centred over its parent's
-    window, or over the area, and its frame lies inside the available area."""
+def place(window: QWidget, size: QSize | None = None, centre: bool = True) -> None:
+    """Move ``window`` (whose contents are ``size``) so that its frame lies inside the available
+    area: centred over its parent's window (or the area), or where it is (``centre`` False)."""
     size = QSize(size) if size is not None else window.size()
     area = available_area(window)
-    parent = window.parentWidget()
-    centre = parent.window().frameGeometry().center() if parent is not None else area.center()
     outer = size + DECORATION  # the frame's size (estimated)
-    x = min(max(area.left(), centre.x() - outer.width() // 2), area.right() + 1 - outer.width())
-    y = min(max(area.top(), centre.y() - outer.height() // 2), area.bottom() + 1 - outer.height())
-    window.move(max(area.left(), x), max(area.top(), y))
+    if centre:
+        parent = window.parentWidget()
+        middle = parent.window().frameGeometry().center() if parent is not None else area.center()
+        x, y = middle.x() - outer.width() // 2, middle.y() - outer.height() // 2
+    else:
+        x, y = window.x(), window.y()
+    x = max(area.left(), min(x, area.right() + 1 - outer.width()))
+    y = max(area.top(), min(y, area.bottom() + 1 - outer.height()))
+    window.move(x, y)
 
 
 class FittedDialog(QDialog):
@@ -83,8 +88,8 @@ class FittedDialog(QDialog):
     keyboard when shown, so that Escape closes it (a window shown next to the main window is not
     always activated by the window manager: the keys would go to the main window)."""
 
-    def fit(self, wanted: QSize, minimum: QSize) -> None:
-        fit_window(self, wanted, minimum)
+    def fit(self, wanted: QSize, minimum: QSize, centre: bool = True) -> None:
+        fit_window(self, wanted, minimum, centre)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)
