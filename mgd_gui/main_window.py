@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
                                QWidget)
@@ -18,7 +18,7 @@ from engine.config import ExperimentConfig, load_config, save_config, to_dict
 from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
 from engine.runs import duplicate_config, read_metrics, run_info
-from mgd_gui import paths, theme
+from mgd_gui import paths, screen, theme
 from mgd_gui.background import Lookups, comparison_folder
 from mgd_gui.icons import icon
 from mgd_gui.plots.area import PlotArea
@@ -239,7 +239,7 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1280, 800)
+            self.resize(screen.fitted_size(self, QSize(1280, 800)))  # a smaller screen: no larger than it
         state = self.settings.get("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
