@@ -246,13 +246,15 @@ def test_the_model_search_list_is_as_wide_as_its_rows(qtbot, window):
 
 
 def test_the_memory_estimate_reads_in_mib_below_one_gib():
-    from mgd_gui.setup.model_picker import memory_size, memory_text
+    from mgd_gui.setup.model_picker import memory_text
 
     text, too_large = memory_text("resnet8", estimate=12 * 2**20, capacity=None, device="cpu", image_size=8,
                                   batch_size=8)
     assert text == "training needs about 12 MiB at 8 px, batch 8" and not too_large
     assert "0.0 GiB" not in memory_text("m", estimate=40 * 2**20, capacity=16 * 2**30, device="cuda:0", image_size=32,
                                         batch_size=64)[0]
+    from mgd_gui.setup.model_picker import memory_size
+
     assert memory_size(int(0.95 * 2**30)) == "973 MiB"
     assert memory_size(3.5 * 2**20) == "3.5 MiB"
     assert memory_size(300 * 2**10) == "300 KiB"
