@@ -11,16 +11,17 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFileDialog, QHeaderView,
-                               QLabel, QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialogButtonBox, QFileDialog, QHeaderView, QLabel,
+                               QMessageBox, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.compare import (BASELINE_HEADERS, BASELINE_NUMERIC, BASELINE_TIPS, STUDENT_HEADERS, comparison_table,
                             table_cells, to_csv, to_markdown)
 from engine.runs import RunInfo
 from mgd_gui import theme
 from mgd_gui.icons import icon
+from mgd_gui.screen import FittedDialog
 
 STUDENT_TIPS = (
     "Teacher -> student", "The distiller", "The MGD mode", "The student's architecture", "Trainable parameters of the student",
@@ -35,10 +36,47 @@ LEFT, RIGHT, CENTER = (Qt.AlignmentFlag.AlignLeft, Qt.AlignmentFlag.AlignRight, 
 BASELINE_ALIGN = tuple(RIGHT if numeric else LEFT for numeric in BASELINE_NUMERIC)  # names left, numbers right
 STUDENT_ALIGN = (LEFT, LEFT, LEFT, LEFT, RIGHT, RIGHT, RIGHT, RIGHT, RIGHT)
 MAX_VISIBLE_ROWS = 12  # a longer table scrolls
+MINIMUM = QSize(560, 360)  # the smallest the dialog can be made
+
+
+class _Table(QTableWidget):
+    """A table whose size hint is its whole contents (up to MAX_VISIBLE_ROWS rows, see :func:`_fit`):
+    the dialog asks for that much and, where the screen is smaller, the table scrolls. Its first
+    column takes the width left over, but never less than its contents."""
+
+    natural = QSize(0, 0)  # the columns' widths and the header and rows' heights (set by _fit)
+    few_rows = 0  # the height of the header and three rows: the least the table shrinks to
+
+    def _height(self) -> int:
+        """The natural height, with room for the horizontal scroll bar where it shows (no empty band)."""
+        scroll = self.horizontalScrollBar().sizeHint().height() if self.width() < self.natural.width() else 0
+        return self.natural.height() + scroll
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt name
+        return QSize(self.natural.width(), self._height()) if not self.natural.isEmpty() else super().sizeHint()
+
+    def update_heights(self) -> None:
+        height = self._height()
+        self.setMaximumHeight(height)
+        self.setMinimumHeight(min(height, self.few_rows + height - self.natural.height()))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        self._stretch_first()
+        if self.maximumHeight() != self._height():
+            self.update_heights()
+
+    def _stretch_first(self) -> None:
+        header = self.horizontalHeader()
+        first = max(header.sectionSizeHint(0), self.sizeHintForColumn(0))  # the others fit their contents
+        wide = self.viewport().width() >= first + sum(header.sectionSize(c) for c in range(1, self.columnCount()))
+        mode = QHeaderView.ResizeMode.Stretch if wide else QHeaderView.ResizeMode.ResizeToContents
+        if header.sectionResizeMode(0) != mode:
+            header.setSectionResizeMode(0, mode)
 
 
 def _table(headers: tuple[str, ...], tips: tuple[str, ...], align: tuple, rows: list[list[str]]) -> QTableWidget:
-    table = QTableWidget(len(rows), len(headers))
+    table = _Table(len(rows), len(headers))
     table.setObjectName("comparisonTable")
     table.setHorizontalHeaderLabels(list(headers))
     for col, tip in enumerate(tips):
@@ -48,8 +86,9 @@ def _table(headers: tuple[str, ...], tips: tuple[str, ...], align: tuple, rows: 
     table.setSelectionMode(QAbstractItemView.SelectionMode.ContiguousSelection)
     table.setAlternatingRowColors(True)
     table.setWordWrap(False)
-    table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dialog is wide enough
+    table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # on a screen too narrow for it
     table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
             item = QTableWidgetItem(text)
@@ -58,27 +97,29 @@ def _table(headers: tuple[str, ...], tips: tuple[str, ...], align: tuple, rows: 
     header = table.horizontalHeader()
     header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     header.setMinimumSectionSize(60)
     return table
 
 
-def _fit(table: QTableWidget) -> None:
-    """Exactly as tall as its rows (up to MAX_VISIBLE_ROWS) and as wide as its columns: no empty
-    band under a short table, no clipped column."""
+def _fit(table: _Table) -> None:
+    """As tall as its rows (up to MAX_VISIBLE_ROWS) and as wide as its columns: no empty band
+    under a short table, no clipped column; on a smaller screen it shrinks to three rows and scrolls."""
     table.resizeColumnsToContents()
     table.resizeRowsToContents()
     frame = 2 * table.frameWidth()
     rows = [table.rowHeight(r) for r in range(table.rowCount())]
-    height = table.horizontalHeader().sizeHint().height() + frame + sum(rows[:MAX_VISIBLE_ROWS])
-    table.setFixedHeight(height)
+    header = table.horizontalHeader().sizeHint().height() + frame
     width = sum(table.columnWidth(c) for c in range(table.columnCount())) + frame
     if len(rows) > MAX_VISIBLE_ROWS:
         width += table.verticalScrollBar().sizeHint().width()
-    table.setMinimumWidth(width)
+    table.natural = QSize(width, header + sum(rows[:MAX_VISIBLE_ROWS]))
+    table.few_rows = header + sum(rows[:3])
+    table.setMinimumWidth(0)
+    table.update_heights()
+    table.updateGeometry()
 
 
-class CompareDialog(QDialog):
+class CompareDialog(FittedDialog):
     """The comparison table of ``runs`` (their summaries), with Copy as Markdown and Save CSV."""
 
     def __init__(self, runs: list[RunInfo], parent: QWidget | None = None):
@@ -158,7 +199,7 @@ class CompareDialog(QDialog):
             _fit(table)
         self.buttons.button(QDialogButtonBox.StandardButton.Close).setFocus()  # no cell picked at first
         hint = self.sizeHint()
-        self.resize(max(860, hint.width()), max(360, hint.height()))
+        self.fit(QSize(max(860, hint.width()), max(360, hint.height())), MINIMUM)
 
     # -- contents ----------------------------------------------------------------------
     def _used(self) -> int:

@@ -6,13 +6,14 @@ import threading
 import traceback
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+from PySide6.QtCore import QObject, QSize, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLineEdit, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget)
 
 from engine.config import EXPORT_FORMATS
 from engine.runs import RunInfo
 from mgd_gui import theme
+from mgd_gui.screen import FittedDialog
 
 FORMAT_HELP = {"weights": "safetensors state dict (load into the same architecture)",
                "torchscript": "a traced module: x -> logits, no MGD Studio needed",
@@ -29,7 +30,7 @@ class _Bridge(QObject):
     done = Signal(object, object)  # files, error
 
 
-class ExportDialog(QDialog):
+class ExportDialog(FittedDialog):
     """Pick a run, formats and a folder; the export runs in a background thread."""
 
     exported = Signal(object)  # {format: path}
@@ -39,7 +40,6 @@ class ExportDialog(QDialog):
                  exporter=_default_export):
         super().__init__(parent)
         self.setWindowTitle("Export the student")
-        self.setMinimumWidth(560)
         self.exporter = exporter
         self.runs = [r for r in runs if r.has_student]
         self.result: dict | None = None
@@ -48,6 +48,8 @@ class ExportDialog(QDialog):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.run_combo = QComboBox()
+        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.run_combo.setMinimumContentsLength(40)  # a long run name is elided, the dialog stays on screen
         for info in self.runs:  # each run by its name in the Runs panel (RunInfo.label), then its folder
             acc = f", {info.student_acc:.2f}%" if info.student_acc is not None else ""
             folder = "" if info.label.endswith(info.path.name) else f"  {info.path.name}"
@@ -101,6 +103,7 @@ class ExportDialog(QDialog):
         self._bridge.done.connect(self._done)
         self.run_combo.currentIndexChanged.connect(self._run_changed)
         self._run_changed()
+        self.fit(QSize(640, max(360, self.sizeHint().height())), QSize(480, 300))
 
     def _run_changed(self, *_) -> None:
         path = self.run_combo.currentData()

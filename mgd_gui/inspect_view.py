@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDialog, QFileDialog, QGridLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFileDialog, QGridLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QProgressBar, QPushButton, QRadioButton, QScrollArea, QSizePolicy, QSpinBox,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
@@ -27,10 +27,12 @@ from engine.runs import RunInfo, run_info
 from mgd_gui import theme
 from mgd_gui.icons import icon
 from mgd_gui.jobs import JobThread
+from mgd_gui.screen import FittedDialog
 
 CELL = 84  # pixels of one image in the map grid
 THUMB = 56  # pixels of one image in the gain lists
 PREVIEW = 128  # pixels of the hovered image
+MINIMUM = QSize(760, 520)  # the smallest the window can be made
 
 
 # ----------------------------------------------------------------------------- engine calls (worker thread)
@@ -119,7 +121,7 @@ def _muted(text: str) -> QLabel:
 # ----------------------------------------------------------------------------- the view
 
 
-class InspectDialog(QDialog):
+class InspectDialog(FittedDialog):
     """Inspect one run (maps, codes, gain against a second run), computed in the background."""
 
     finished_job = Signal(str, object)  # kind, error (None when it worked): for tests and the log
@@ -173,11 +175,14 @@ class InspectDialog(QDialog):
         self.maps_button.setToolTip("Grad-CAM of the teacher, each granularity head and the student for these images")
         self.maps_button.clicked.connect(self._maps_clicked)
         controls.addWidget(self.maps_button)
-        controls.addSpacing(12)
+        layout.addLayout(controls)
+        controls = QHBoxLayout()  # a second row: the window fits a 1024 px screen
         controls.addWidget(QLabel("Compare with"))
         self.other = QComboBox()
         self.other.setToolTip("A second run on the same data (for example KD without MGD, same seed)")
         self.other.setMinimumWidth(200)
+        self.other.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.other.setMinimumContentsLength(40)  # a long run name is elided, not a reason to widen the window
         for info in runs:
             if info.path != self.run_dir and info.has_student:
                 acc = f", {info.student_acc:.2f}%" if info.student_acc is not None else ""
@@ -189,6 +194,7 @@ class InspectDialog(QDialog):
                                        "the other wrong")
         self.compare_button.clicked.connect(self.compare)
         controls.addWidget(self.compare_button)
+        controls.addStretch(1)
         self.report_button = QPushButton("Save report…")
         self.report_button.setIcon(icon("export"))
         self.report_button.setToolTip("Write the figures as PNG files and one self-contained HTML page "
@@ -222,7 +228,7 @@ class InspectDialog(QDialog):
         bottom.addWidget(close)
         layout.addLayout(bottom)
 
-        self.resize(1180, 820)
+        self.fit(QSize(1180, 820), MINIMUM)
         self._update_buttons()
         self.start()
 
@@ -313,7 +319,7 @@ class InspectDialog(QDialog):
         v.addWidget(self.gain_title)
         top = QHBoxLayout()
         self.gain_plot = pg.PlotWidget()
-        self.gain_plot.setMinimumHeight(220)
+        self.gain_plot.setMinimumHeight(160)  # the window fits 1024x700 (a taller one scales the plot)
         self.gain_plot.setLabel("left", "test accuracy (%)")
         self.gain_plot.setMouseEnabled(False, False)
         self.gain_legend = self.gain_plot.addLegend(offset=(-10, 4), colCount=2)
@@ -404,9 +410,26 @@ class InspectDialog(QDialog):
         self._submit("report", f"Writing the report to {out_dir}…", self.inspection, str(out_dir))
 
     def _save_report_dialog(self) -> None:
-        chosen = QFileDialog.getExistingDirectory(self, "Write the report to", str(self.run_dir / "inspect"))
+        """Propose the run's ``inspect`` folder, made now so that the chooser opens and accepts it
+        (removed again, while empty, when another folder is chosen or the chooser is cancelled)."""
+        proposed = self.run_dir / "inspect"
+        made = not proposed.exists()
+        try:
+            proposed.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only run folder: propose the run folder itself
+            proposed, made = self.run_dir, False
+        chosen = self.choose_folder("Write the report to", proposed)
+        if made and (not chosen or Path(chosen).resolve() != proposed.resolve()):
+            try:
+                proposed.rmdir()
+            except OSError:  # not empty any more: something was written into it meanwhile
+                pass
         if chosen:
             self.save_report(chosen)
+
+    def choose_folder(self, title: str, start: Path) -> str:
+        """The folder the user picks in the file chooser, starting at ``start`` ("" when cancelled)."""
+        return QFileDialog.getExistingDirectory(self, title, str(start))
 
     def cancel(self) -> None:
         if self.running:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QToolBar,
                                QWidget)
@@ -23,7 +23,7 @@ from engine.config import ExperimentConfig, load_config, save_config
 from engine.describe import describe_event, finished_text
 from engine.errors import MGDError
 from engine.runs import duplicate_config, read_metrics, run_info
-from mgd_gui import paths, theme
+from mgd_gui import paths, screen, theme
 from mgd_gui.background import Lookups
 from mgd_gui.dialogs import Dialogs
 from mgd_gui.icons import icon
@@ -283,7 +283,7 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1280, 800)
+            self.resize(screen.fitted_size(self, QSize(1280, 800)))  # a smaller screen: no larger than it
         state = self.settings.get("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)

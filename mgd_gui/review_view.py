@@ -13,12 +13,13 @@ from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QFrame, QGridLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFrame, QGridLayout, QHBoxLayout,
                                QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from mgd_gui import theme
 from mgd_gui.jobs import JobThread
+from mgd_gui.screen import FittedDialog
 from mgd_gui.setup.data_preview import to_pixmap
 
 THUMB = 64  # pixels of a test image in the cell's grid
@@ -79,7 +80,7 @@ class DropLabel(QLabel):
             self.dropped.emit(path)
 
 
-class ReviewDialog(QDialog):
+class ReviewDialog(FittedDialog):
     """One run's images: a confusion cell's test images, and Try with an image file."""
 
     def __init__(self, run_dir: Path, label: str, parent: QWidget | None = None):
@@ -87,7 +88,7 @@ class ReviewDialog(QDialog):
         self.run_dir = Path(run_dir)
         self.label = label
         self.setWindowTitle(f"Review · {label}")
-        self.resize(900, 640)
+        self.fit(QSize(900, 640), QSize(560, 420))
         self.cell_result: dict | None = None
         self.try_result: dict | None = None
         self.error: str | None = None

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QCompleter, QLabel, QLineEdit, QVBoxLayout, QWidget
 
-from mgd_gui import theme
+from mgd_gui import screen, theme
 from mgd_gui.setup.editors import ChoiceEditor
 
 NAME_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -36,20 +36,26 @@ def millions(n: int | None) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n:,}"
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def memory_size(n: float) -> str:
+    """Bytes as ``1.5 GiB``; below 1 GiB as ``340 MiB`` (``2.5 MiB`` below 10), below 1 MiB as ``12 KiB``:
+    never ``0.0 GiB``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size * (1 - 1 / 2048):  # what rounds to 1024 of the smaller unit is 1.0 of this one
+            value = n / size
+            return f"{value:.1f} {unit}" if unit == "GiB" or value < 9.95 else f"{value:.0f} {unit}"
+    return f"{n / 2**10:.0f} KiB"
 
 
 def memory_text(arch: str, estimate: int, capacity: int | None, device: str, image_size: int,
                 batch_size: int) -> tuple[str, bool]:
     """(text, too_large) for a training-memory estimate against a device's memory."""
-    need = f"training needs about {gib(estimate)} at {image_size} px, batch {batch_size}"
+    need = f"training needs about {memory_size(estimate)} at {image_size} px, batch {batch_size}"
     if not capacity:
         return need, False
     if estimate > MEMORY_WARN_FRACTION * capacity:
-        return (f"⚠ {arch} is likely too large for {device}: {need}, the device has {gib(capacity)}; "
+        return (f"⚠ {arch} is likely too large for {device}: {need}, the device has {memory_size(capacity)}; "
                 "lower the batch size or the image size, or choose a smaller model"), True
-    return f"{need} ({device}: {gib(capacity)})", False
+    return f"{need} ({device}: {memory_size(capacity)})", False
 
 
 class ModelPicker(ChoiceEditor):
@@ -85,6 +91,9 @@ class ModelPicker(ChoiceEditor):
         self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.completer.setMaxVisibleItems(15)
         self.search.setCompleter(self.completer)
+        popup = self.completer.popup()
+        popup.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # where even the screen is too narrow
+        popup.installEventFilter(self)  # the completer sizes it to the search field: widened to its rows
         self.completer.activated.connect(self._chosen)
         self.search.returnPressed.connect(lambda: self._chosen(self.search.text()))
         self.search.textEdited.connect(lambda *_: self._search_timer.start())
@@ -136,6 +145,25 @@ class ModelPicker(ChoiceEditor):
         """Catalogue names containing ``text`` (case-insensitive), in catalogue order: what the search lists."""
         needle = text.strip().lower()
         return [n for n in self._rows if needle in n.lower()]
+
+    def popup_width(self) -> int:
+        """The width that shows the longest listed row (name and count) in full, up to the screen's."""
+        popup = self.completer.popup()
+        rows = popup.sizeHintForColumn(0)  # the delegate's width of the widest row, margins included
+        scroll = popup.verticalScrollBar().sizeHint().width() \
+            if self.completer.completionCount() > self.completer.maxVisibleItems() else 0
+        wanted = rows + scroll + 2 * popup.frameWidth()
+        return min(max(wanted, self.search.width()), screen.available_area(self).width())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt name
+        popup = self.completer.popup()
+        if watched is popup and event.type() in (QEvent.Type.Show, QEvent.Type.Resize) and popup.isVisible():
+            width = self.popup_width()
+            if popup.width() != width:
+                area = screen.available_area(self)
+                x = max(area.left(), min(popup.x(), area.right() + 1 - width))  # inside the screen
+                popup.setGeometry(x, popup.y(), width, popup.height())
+        return super().eventFilter(watched, event)
 
     # -- counts -----------------------------------------------------------------------------
     def set_counts(self, counts: dict[str, int | None], reset: bool = False) -> None:
