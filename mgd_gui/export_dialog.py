@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import traceback
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSize, Signal
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLineEdit, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget)
 
@@ -14,6 +12,7 @@ from engine.config import EXPORT_FORMATS
 from engine.runs import RunInfo
 from mgd_gui import theme
 from mgd_gui.screen import FittedDialog
+from mgd_gui.tasks import Tasks
 
 FORMAT_HELP = {"weights": "safetensors state dict (load into the same architecture)",
                "torchscript": "a traced module: x -> logits, no MGD Studio needed",
@@ -26,12 +25,8 @@ def _default_export(run_dir, out_dir, formats):
     return export_run(run_dir, out_dir, formats)
 
 
-class _Bridge(QObject):
-    done = Signal(object, object)  # files, error
-
-
 class ExportDialog(FittedDialog):
-    """Pick a run, formats and a folder; the export runs in a background thread."""
+    """Pick a run, formats and a folder; the export runs in the background (:class:`mgd_gui.tasks.Tasks`)."""
 
     exported = Signal(object)  # {format: path}
     failed = Signal(str)
@@ -99,8 +94,10 @@ class ExportDialog(FittedDialog):
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
 
-        self._bridge = _Bridge(self)
-        self._bridge.done.connect(self._done)
+        self.tasks = Tasks(self, name="mgd-export")
+        self.tasks.done.connect(lambda _kind, _token, files: self._done(files, None))
+        self.tasks.failed.connect(lambda _kind, _token, exc: self._done(
+            None, f"{type(exc).__name__}: {exc}\n\n{getattr(exc, 'details', '')}"))
         self.run_combo.currentIndexChanged.connect(self._run_changed)
         self._run_changed()
         self.fit(QSize(640, max(360, self.sizeHint().height())), QSize(480, 300))
@@ -130,19 +127,7 @@ class ExportDialog(FittedDialog):
         self.export_button.setEnabled(False)
         self.result, self.error = None, None
         self.report.setPlainText(f"Exporting {', '.join(formats)} to {out} …")
-        bridge = self._bridge
-
-        def work() -> None:
-            try:
-                files, error = self.exporter(run_dir, out, formats), None
-            except Exception as exc:  # shown in the dialog, exactly
-                files, error = None, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
-            try:
-                bridge.done.emit(files, error)
-            except RuntimeError:
-                pass
-
-        threading.Thread(target=work, name="mgd-export", daemon=True).start()
+        self.tasks.submit("export", self.exporter, run_dir, out, formats)
 
     def _done(self, files, error) -> None:
         self._update_button()

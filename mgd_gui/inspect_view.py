@@ -2,21 +2,20 @@
 attend to (Grad-CAM), the granularity codes in two dimensions, and where the student gains
 over another run.
 
-Everything is computed by :mod:`engine.inspect` in the background (one :class:`JobThread`,
+Everything is computed by :mod:`engine.inspect` in the background (one :class:`mgd_gui.tasks.Tasks` lane,
 progress in the window, Cancel); this module only shows the results.
 """
 
 from __future__ import annotations
 
 import html
-import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFileDialog, QGridLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -26,8 +25,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QFile
 from engine.runs import RunInfo, run_info
 from mgd_gui import theme
 from mgd_gui.icons import icon
-from mgd_gui.jobs import JobThread
 from mgd_gui.screen import FittedDialog
+from mgd_gui.tasks import Tasks
 
 CELL = 84  # pixels of one image in the map grid
 THUMB = 56  # pixels of one image in the gain lists
@@ -107,10 +106,6 @@ def parse_indices(text: str) -> list[int]:
     return out
 
 
-class _Bridge(QObject):
-    progress = Signal(str, int, int)  # kind, done, total
-
-
 def _muted(text: str) -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
@@ -137,14 +132,13 @@ class InspectDialog(FittedDialog):
         self.setObjectName("inspectDialog")
         self.inspection = None
         self.running: str | None = None
-        self.cancel_event = threading.Event()
         self.error: str | None = None
         self.saved: dict | None = None
 
-        self.jobs = JobThread(self)
-        self.jobs.finished.connect(self._done)
-        self._bridge = _Bridge(self)
-        self._bridge.progress.connect(self._progress)
+        self.jobs = Tasks(self, name="mgd-inspect")
+        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
+        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
+        self.jobs.progress.connect(lambda kind, token, p: self._progress(kind, int(p.done), int(p.total or 0)))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -357,21 +351,14 @@ class InspectDialog(FittedDialog):
     def _submit(self, kind: str, text: str, *args) -> None:
         self.running = kind
         self.error = None
-        self.cancel_event = threading.Event()
-        event, bridge, fn = self.cancel_event, self._bridge, self.engine[kind]
+        fn = self.engine[kind]
         self.bar.setValue(0)
         self.bar.show()
         self.status.setText(text)
         self.status.setStyleSheet("")
         self._update_buttons()
-
-        def progress(done: int, total: int) -> None:
-            try:
-                bridge.progress.emit(kind, int(done), int(total))
-            except RuntimeError:  # the dialog is gone
-                pass
-
-        self.jobs.submit(kind, fn, *args, progress, event.is_set)
+        # the engine's functions take a progress callback and a "cancelled?" callable last
+        self.jobs.submit(kind, lambda task, *a: fn(*a, task.progress, lambda: task.cancelled), *args, state=True)
 
     def start(self) -> None:
         """Inspect the run: load its models, maps of the first images of each class, codes, teacher-student gap."""
@@ -433,7 +420,7 @@ class InspectDialog(FittedDialog):
 
     def cancel(self) -> None:
         if self.running:
-            self.cancel_event.set()
+            self.jobs.cancel(self.running, drop=False)  # the computation says Cancelled at its next batch
             self.status.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
 
@@ -713,8 +700,7 @@ class InspectDialog(FittedDialog):
 
     # -- closing ---------------------------------------------------------------------------
     def done(self, result: int) -> None:  # Close, Esc and the window's close button all end here
-        self.cancel_event.set()  # a computation in progress stops at its next batch
-        self.jobs.close(timeout=2.0)
+        self.jobs.close()  # a computation in progress stops at its next batch; its answer is dropped
         super().done(result)
 
 

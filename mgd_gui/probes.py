@@ -1,4 +1,4 @@
-"""Look-ups that need torch, run in the background thread (:mod:`mgd_gui.jobs`).
+"""Look-ups that need torch, run in the background thread (:mod:`mgd_gui.tasks`, the look-ups lane).
 
 Plain functions without Qt: each returns plain data (numbers, strings, numpy arrays).
 """

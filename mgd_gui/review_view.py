@@ -3,7 +3,7 @@ student's top predictions beside each, and *Try*: an image file of the user's (o
 dropped in) classified by the run's student and teacher, top-5 with probabilities.
 
 The engine computes everything (:mod:`engine.review`) in the window's background thread
-(:class:`mgd_gui.jobs.JobThread`, the newest request of a kind wins); this module shows it.
+(:class:`mgd_gui.tasks.Tasks`, the newest request of a kind wins); this module shows it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFrame, QGridLayo
                                QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from mgd_gui import theme
-from mgd_gui.jobs import JobThread
 from mgd_gui.screen import FittedDialog
 from mgd_gui.setup.data_preview import to_pixmap
+from mgd_gui.tasks import Tasks
 
 THUMB = 64  # pixels of a test image in the cell's grid
 PREVIEW = 160  # pixels of the tried image
@@ -92,8 +92,9 @@ class ReviewDialog(FittedDialog):
         self.cell_result: dict | None = None
         self.try_result: dict | None = None
         self.error: str | None = None
-        self.jobs = JobThread(self)
-        self.jobs.finished.connect(self._done)
+        self.jobs = Tasks(self, name="mgd-review")
+        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
+        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
 
         layout = QVBoxLayout(self)
         self.tabs = QTabWidget()
@@ -186,8 +187,6 @@ class ReviewDialog(FittedDialog):
         label.setStyleSheet(f"color: {theme.error_color()};" if error else "")
 
     def _done(self, kind: str, token: int, result: Any, error: Any) -> None:
-        if not self.jobs.is_latest(kind, token):
-            return
         label = self.cell_status if kind == "cell" else self.try_status
         if error is not None:
             self.error = str(error)
@@ -267,5 +266,5 @@ class ReviewDialog(FittedDialog):
                 table.setCellWidget(row, 2, bar)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
-        self.jobs.close(timeout=1.0)
+        self.jobs.close()  # an answer on its way is dropped
         super().closeEvent(event)

@@ -56,7 +56,7 @@ class TaskState:
 
     @property
     def cancelled(self) -> bool:
-        """True once a newer request of the same kind came, or the lane was cancelled or closed."""
+        """True once a newer request of the same kind came, or the task was cancelled, or the lane closed."""
         return self._cancel.is_set()
 
     def check(self) -> None:
@@ -127,12 +127,14 @@ class Tasks(QObject):
         with self._lock:
             return not self._closed and self._latest.get(kind) == token
 
-    def cancel(self, kind: str | None = None) -> None:
-        """Drop the answers of every waiting or running task of ``kind`` (of every kind: None)."""
+    def cancel(self, kind: str | None = None, *, drop: bool = True) -> None:
+        """Tell every waiting or running task of ``kind`` (of every kind: None) that it is cancelled.
+        With ``drop`` its answers are dropped too; without, the task's own end (its result, or the
+        error it raises on noticing the cancel) is still told."""
         with self._lock:
             kinds = [kind] if kind is not None else list(self._latest)
             for k in kinds:
-                token = self._latest.pop(k, None)
+                token = self._latest.pop(k, None) if drop else self._latest.get(k)
                 task = self._states.get(token) if token is not None else None
                 if task is not None:
                     task._cancel.set()
@@ -165,7 +167,7 @@ class Tasks(QObject):
 
     # -- the worker thread's side --------------------------------------------------------------
     def _wanted(self, task: TaskState) -> bool:
-        return not task.cancelled and self.is_latest(task.kind, task.token)
+        return self.is_latest(task.kind, task.token)
 
     def _tell(self, signal: str, task: TaskState, value: Any) -> None:
         if not self._wanted(task):
