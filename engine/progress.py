@@ -202,13 +202,14 @@ class WorkProgress:
         self.active_runs.add(run)
         if kind == "StageStarted":
             steps = int(data.get("steps_per_epoch") or 0)
+            start_step = int(data.get("start_step") or 0)  # resumed mid-epoch: those steps were done before
             if steps and _action(item) == "train":
                 item.position.update(epochs=int(data.get("epochs") or 0), steps=steps,
-                                     epoch=int(data.get("start_epoch") or 0) + 1, step=0)
+                                     epoch=int(data.get("start_epoch") or 0) + 1, step=start_step)
             elif steps:  # evaluation batches, export files: a count, no epochs
                 item.position.update(steps=steps, step=0)
-            if steps:
-                item.done = max(item.done, float(data.get("start_epoch") or 0) * steps)
+            if steps:  # the units of earlier sessions are done, not this session's measured work
+                item.done = max(item.done, float(data.get("start_epoch") or 0) * steps + start_step)
         elif kind == "StepLosses":
             steps = int(data.get("steps") or item.position.get("steps") or 1)
             item.position.update(epoch=int(data["epoch"]), step=int(data["step"]), steps=steps)

@@ -145,3 +145,25 @@ def test_a_stage_that_does_not_train_counts_its_units_without_epochs():
     p.update("r", {"event": "StageStarted", "stage": "export", "epochs": 1, "steps_per_epoch": 4})
     p.update("r", {"event": "StageProgress", "stage": "export", "done": 2, "total": 4})
     assert p.text() == "Export (1/1) · 2/4"
+
+
+def test_a_resumed_groups_first_eta_is_the_work_that_remains():
+    """Two runs of a group stopped 20 steps into their student's second epoch (4 epochs of 23 steps)
+    resume together at 1 s a step: the 43 steps done in the earlier session are done, not this
+    session's measured work (counted as measured they made the rate 8 times too fast)."""
+    from engine.events import StageStarted
+
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.total_runs = 2
+    runs = ("a", "b")
+    p.declare(WorkItem(key=("group", runs), stage="student", kind=("student", "train", "lockstep"), units=4 * 23,
+                       runs=runs))
+    for run in runs:
+        p.update(run, StageStarted("student", 4, 23, start_epoch=1, start_step=20))
+    assert "epoch 2/4 · step 20/23" in p.text() and p.fraction() == pytest.approx(43 / 92)
+    for step in (21, 22, 23):
+        clock.t += 1.0
+        for run in runs:  # in lockstep every run reports each step
+            p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 2, "step": step, "steps": 23})
+    assert p.remaining_seconds() == pytest.approx(2 * 23, rel=0.05)  # the first ETA: the 46 steps left
