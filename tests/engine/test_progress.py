@@ -92,19 +92,41 @@ def test_pauses_are_no_ones_time():
     assert watch.seconds == pytest.approx(7.0)
 
 
-def test_the_stage_counter_is_the_groups():
+def test_the_stage_counter_is_the_groups_whichever_run_reported_last():
+    """A group of three runs with different stage lists (the student alone has no teacher, heads or
+    export; MGD off has no heads): the status bar's text is the group's, the same after each run's
+    report, through the stages they share and those each run does on its own."""
     clock = Clock()
     p = WorkProgress(clock)
-    p.total_runs = 2
-    for run in ("alone", "kd"):
-        p.declare(WorkItem(key=(run, "evaluate"), stage="evaluate", kind=("evaluate", "evaluate"), units=3,
-                           runs=(run,)))
-    p.declare(WorkItem(key=("kd", "teacher"), stage="teacher", kind=("teacher", "train"), units=3, runs=("kd",)))
-    p.declare(WorkItem(key=("g", "student"), stage="student", kind=("student", "train"), units=3,
-                       runs=("alone", "kd")))
-    for run in ("alone", "kd", "alone"):
-        p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 1, "step": 1, "steps": 3})
-        assert "Student (2/3)" in p.text()  # whichever run reported last
+    p.total_runs = 3
+    stages = {"alone": ("student", "evaluate"), "off": ("teacher", "student", "evaluate", "export"),
+              "stable": ("teacher", "heads", "student", "evaluate", "export")}
+    for run, names in stages.items():
+        for name in names:
+            if name != "student":
+                p.declare(WorkItem(key=(run, name), stage=name, kind=(name, "train"), units=2, runs=(run,)))
+    p.declare(WorkItem(key=("group", "student"), stage="student", kind=("student", "train", "lockstep"), units=3,
+                       runs=tuple(stages)))
+
+    def texts(stage, runs, event):
+        seen = set()
+        for run in runs:
+            clock.t += 1.0
+            p.update(run, {"stage": stage, **event})
+            seen.add(p.text())
+        return seen
+
+    step = {"event": "StepLosses", "epoch": 1, "steps": 2}
+    assert texts("teacher", ["off"], {**step, "step": 1}) == {"3 runs together · 0/3 runs done · Teacher (1/5) · 1/2"}
+    for i in (1, 2, 3):  # in lockstep each run reports each step
+        assert texts("student", list(stages), {**step, "step": i, "steps": 3}) == \
+            {f"3 runs together · 0/3 runs done · Student (3/5) · {i}/3"}
+    shown = texts("evaluate", list(stages), {"event": "StageProgress", "done": 1, "total": 2})  # one after another
+    assert shown == {"3 runs together · 0/3 runs done · Evaluation (4/5) · 1/2"}
+    p.update("alone", {"event": "RunFinished"})
+    assert texts("export", ["off", "stable"], {"event": "StageProgress", "done": 1, "total": 2}) == \
+        {"2 runs together · 1/3 runs done · Export (5/5) · 1/2"}
+    assert p.snapshot()["runs"] == 2
 
 
 @pytest.mark.e2e
