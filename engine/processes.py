@@ -104,7 +104,8 @@ def run_processes(config: ExperimentConfig | None, processes: int, *, run_dir: s
         code, failure = run_workers(command, processes, env, control=control, every=tail, stdout=subprocess.DEVNULL)
     if failure is not None:
         if not failure.get("stage"):  # a process killed: the stage the others stopped in
-            failure["stage"] = read_summary(folder).get("stopped_in") or ""
+            summary = read_summary(folder)
+            failure["stage"] = summary.get("stopped_in") or summary.get("failed_in") or ""
         record_launch_failure(folder, failure)  # the run's last event, when it began
         tail()
         message, kind = failure["message"], failure.get("kind") or "error"
