@@ -21,7 +21,7 @@ line by line until one of them fails, through a file rather than a pipe, so a wo
 launcher died can still write while it stops. A launched worker tells its failure in its
 record only; the launcher tells the cause's (:mod:`engine.processes`, :mod:`engine.cli`).
 
-This module imports no torch and no other part of the engine but the run folder's writer.
+This module imports no torch and no other part of the engine.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-
-from engine.runfolder import atomic_write
 
 #: seconds the other processes get to stop after one failed, before they are killed
 GRACE_S = 15.0
@@ -90,8 +88,11 @@ def note_failure(stage: str, message: str, kind: str, details: str = "", field: 
         return False
     if not os.path.exists(path):
         record = {"stage": stage, "message": message, "kind": kind, "details": details[-20000:], "field": field}
-        try:
-            atomic_write(path, json.dumps(record))
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:  # whole or not at all (not the run folder's writer: every process writes its own record)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record))
+            os.replace(tmp, path)
         except OSError:  # the launcher then tells the exit status alone
             pass
     return True
@@ -249,6 +250,14 @@ def _watch(workers: list[Worker], failed: threading.Event, control, every) -> tu
                 time.sleep(0.05)
             except KeyboardInterrupt:  # the workers got the Ctrl-C too and stop cleanly
                 continue
+    except BaseException:  # the watch itself failed (a subscriber of ``every``): no worker outlives it
+        forward(signal.SIGTERM, None)
+        for w in workers:
+            try:
+                w.proc.wait(GRACE_S)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+        raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)

@@ -184,6 +184,24 @@ def test_the_launchers_death_ends_its_workers(tmp_path):
 # ----------------------------------------------------------------------------- run_processes
 
 
+def test_the_launchers_failure_is_the_record_of_the_process_that_failed_first():
+    """Process 1 records its failure (as every process of a launch does, not only the one that
+    writes the run folder) and exits 1; process 0 is stopped by the launcher's SIGTERM."""
+    from engine.launch import run_workers
+
+    worker = ("import os, signal, sys, time\n"
+              "from engine.launch import note_failure\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+              "if os.environ['RANK'] == '1':\n"
+              "    note_failure('student', 'out of memory on the device', 'oom')\n"
+              "    sys.exit(1)\n"
+              "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code, failure = run_workers([sys.executable, "-c", worker], 2, env)
+    assert code == 1 and failure["rank"] == 1 and failure["processes"] == 2
+    assert (failure["message"], failure["kind"], failure["stage"]) == ("out of memory on the device", "oom", "student")
+
+
 def test_run_processes_hands_on_each_event_and_returns_the_summary(tmp_path, one_thread):
     events = []
     summary = run_processes(tiny_config(**QUICK), 2, run_dir=tmp_path / "run", subscribers=[events.append])
