@@ -112,6 +112,13 @@ class SignalStop:
         (self.stream or sys.stderr).write(f"\n{what}: stopping after this step ({what} again to abort)...\n")
         self.control.stop()
 
+    def launcher_died(self, signum, frame=None) -> None:
+        """The parent-death signal of a process of ``--nproc N``: stop after the step, however often
+        it comes (the kernel sends it once for each thread of the dying launcher it passes to)."""
+        if not self.control.stop_requested:
+            (self.stream or sys.stderr).write("\nthe launcher died: stopping after this step...\n")
+        self.control.stop()
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -250,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
 
         on_signal = SignalStop(control)
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        from engine.launch import PARENT_DEATH_SIGNAL, launched
+
+        if launched() and PARENT_DEATH_SIGNAL not in previous:
+            previous[PARENT_DEATH_SIGNAL] = signal.signal(PARENT_DEATH_SIGNAL, on_signal.launcher_died)
         try:
             printer = ProgressPrinter(sys.stderr if strategy.is_writer else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:

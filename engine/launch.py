@@ -11,8 +11,8 @@ would, and watches them:
   :data:`FAILURE_ENV` names), or the launcher's own words for a process that died without
   one (killed); the others' consequences (a peer's "Connection reset by peer") are not told;
 * each worker asks the kernel for a parent-death signal (Linux ``PR_SET_PDEATHSIG``,
-  :func:`die_with_launcher`): when the launcher dies, however it dies, its workers get SIGTERM
-  and stop at the same step;
+  :func:`die_with_launcher`): when the launcher dies, however it dies, its workers get it and
+  stop at the same step, as on SIGTERM;
 * a stop (the launcher's SIGTERM, or ``control.stop()`` from another thread) reaches every
   worker as SIGTERM: they stop at the same step and keep the checkpoint.
 
@@ -46,6 +46,9 @@ PR_SET_PDEATHSIG = 1
 FAILURE_ENV = "MGD_FAILURE_FILE"
 #: the environment variable holding the launcher's process id (the worker dies with it)
 LAUNCHER_ENV = "MGD_LAUNCHER_PID"
+#: the signal a worker gets when its launcher dies: not SIGTERM, whose second delivery aborts; the
+#: kernel sends it again each time the worker passes to another thread of the dying launcher
+PARENT_DEATH_SIGNAL = getattr(signal, "SIGHUP", signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -63,16 +66,17 @@ def launched() -> bool:
 
 
 def die_with_launcher() -> None:
-    """In a launched worker: SIGTERM when the launcher dies (Linux), and an end now if it already
-    has. Asked for by the worker itself, not in a ``preexec_fn`` (which is not safe in a launcher
-    with threads, such as the studio)."""
+    """In a launched worker: :data:`PARENT_DEATH_SIGNAL` when the launcher dies (Linux; the worker
+    stops on it as on SIGTERM, however often it comes: :class:`engine.cli.SignalStop`), and an end
+    now if it already has died. Asked for by the worker itself, not in a ``preexec_fn`` (which is
+    not safe in a launcher with threads, such as the studio)."""
     parent = os.environ.get(LAUNCHER_ENV)
     if not parent or not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
     except (OSError, AttributeError):
         return
     if str(os.getppid()) != parent:

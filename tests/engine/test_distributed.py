@@ -178,7 +178,7 @@ def test_the_launchers_death_ends_its_workers(tmp_path):
         assert time.monotonic() < deadline, "the workers outlived their launcher"
         time.sleep(0.2)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "stopped"  # SIGTERM from the kernel: they stopped together, with a checkpoint
+    assert summary["status"] == "stopped"  # the kernel's parent-death signal: they stopped together, with a checkpoint
 
 
 # ----------------------------------------------------------------------------- run_processes
