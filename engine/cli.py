@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from engine.errors import InputError, MGDError, TrainingError
+from engine.errors import InputError, MGDError, ProcessFailed, TrainingError
 from engine.plan import format_duration
 
 EXIT_OK, EXIT_TRAINING, EXIT_INPUT = 0, 1, 2
@@ -112,6 +112,13 @@ class SignalStop:
         (self.stream or sys.stderr).write(f"\n{what}: stopping after this step ({what} again to abort)...\n")
         self.control.stop()
 
+    def launcher_died(self, signum, frame=None) -> None:
+        """The parent-death signal of a process of ``--nproc N``: stop after the step, however often
+        it comes (the kernel sends it once for each thread of the dying launcher it passes to)."""
+        if not self.control.stop_requested:
+            (self.stream or sys.stderr).write("\nthe launcher died: stopping after this step...\n")
+        self.control.stop()
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -189,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         from engine.inspect.cli import main as inspect_main
 
         return inspect_main(argv[1:])
+    from engine.launch import die_with_launcher
+
+    die_with_launcher()  # a process of `--nproc N`: it ends with its launcher
     args = build_parser().parse_args(argv)
     out = sys.stdout
     try:
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
 
         if args.nproc > 1:
-            return _launch(args, argv, cfg)
+            return _launch(args, cfg)
         from engine.strategy import current_strategy
 
         strategy = current_strategy()
@@ -247,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
 
         on_signal = SignalStop(control)
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        from engine.launch import PARENT_DEATH_SIGNAL, launched
+
+        if launched() and PARENT_DEATH_SIGNAL not in previous:
+            previous[PARENT_DEATH_SIGNAL] = signal.signal(PARENT_DEATH_SIGNAL, on_signal.launcher_died)
         try:
             printer = ProgressPrinter(sys.stderr if strategy.is_writer else out, quiet=args.quiet)
             if cfg is not None and cfg.comparison.baselines:
@@ -273,65 +287,53 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(summary, out)
         return EXIT_OK
     except InputError as exc:
-        sys.stderr.write(f"mgd-train: error: {one_line(str(exc))}\n")
-        return EXIT_INPUT
+        return _ended(EXIT_INPUT, "error", one_line(str(exc)), "input", getattr(exc, "field", None))
     except TrainingError as exc:
-        sys.stderr.write(f"mgd-train: training failed: {exc}\n")
-        return EXIT_TRAINING
+        return _ended(EXIT_TRAINING, "training failed", str(exc), exc.kind)
     except MGDError as exc:
-        sys.stderr.write(f"mgd-train: error: {exc}\n")
-        return EXIT_TRAINING
+        return _ended(EXIT_TRAINING, "error", str(exc), "error")
     except KeyboardInterrupt:
-        sys.stderr.write("mgd-train: aborted\n")
-        return 130
+        return _ended(130, "aborted", "", "interrupted")
     except Exception as exc:  # a bug or an unforeseen failure: short message, details in the run folder
-        sys.stderr.write(f"mgd-train: training failed: {type(exc).__name__}: {exc} "
-                         f"(the traceback is in the run folder's error.log)\n")
+        return _ended(EXIT_TRAINING, "training failed", f"{type(exc).__name__}: {exc}", "error",
+                      note=" (the traceback is in the run folder's error.log)")
+
+
+def _ended(code: int, what: str, message: str, kind: str, field: str | None = None, note: str = "") -> int:
+    """The end of a failed ``mgd-train``: one line on standard error; in a process of ``--nproc N``
+    its failure record instead (the launcher tells the failure of the process that failed first).
+    A failure the run itself recorded (with its stage) is in the record already."""
+    import traceback
+
+    from engine.launch import note_failure
+
+    if not note_failure("setup", message or what, kind, traceback.format_exc(), field):
+        sys.stderr.write(f"mgd-train: {what}{': ' + message if message else ''}{note}\n")
+    return code
+
+
+def _launch(args, cfg) -> int:
+    """``--nproc N``: the run as N processes (:func:`engine.processes.run_processes`: the experiment
+    checked here first, bad input exits 2 before anything starts); one line when one of them
+    failed (which, and why), also recorded in the run's summary."""
+    from engine.processes import run_processes
+
+    def started(event) -> None:
+        if event.type == "RunStarted":
+            sys.stderr.write(f"mgd-train: {args.nproc} processes, run folder {event.run_dir}\n")
+
+    try:
+        summary = run_processes(cfg, args.nproc, run_dir=args.resume or args.out, runs_root=args.runs_root,
+                                resume=bool(args.resume), subscribers=[started], quiet=args.quiet)
+    except ProcessFailed as exc:  # which process failed first and why (the others were stopped)
+        sys.stderr.write(f"mgd-train: training failed: {exc}; resume with: "
+                         f"mgd-train --resume {exc.run_dir} --nproc {args.nproc}\n")
         return EXIT_TRAINING
-
-
-def _launch(args, argv: list[str], cfg) -> int:
-    """``--nproc N``: check the experiment here (bad input exits 2 before anything starts), fix
-    its run folder, then run N processes (:func:`engine.launch.run_workers`) and tell how they
-    ended: one line when one of them failed, recorded in the run's summary."""
-    from engine.run import plan_experiment, prepare_run
-    from engine.runtime import default_run_dir
-
-    if cfg is not None and cfg.comparison.baselines:
-        raise InputError("--nproc: comparisons run in one process (their students train in lockstep); "
-                         "drop --nproc or comparison.baselines")
-    if cfg is None:
-        cfg, folder = prepare_run(None, args.resume, args.runs_root, resume=True)
-    else:
-        folder = Path(args.out) if args.out else default_run_dir(cfg, args.runs_root)
-        prepare_run(cfg, folder, args.runs_root, resume=False)  # refuses a folder in use
-    plan_experiment(cfg, folder, processes=args.nproc)  # checks what several processes need
-    rest, skip = [], False
-    for a in argv:  # the same command for each process, without --nproc and with the run folder fixed
-        if skip:
-            skip = False
-            continue
-        if a == "--nproc":
-            skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        rest.append(a)
-    if not args.resume and not args.out:
-        rest += ["--out", str(folder)]
-    from engine.launch import run_workers
-    from engine.runfolder import read_summary, record_launch_failure
-
-    sys.stderr.write(f"mgd-train: {args.nproc} processes, run folder {folder}\n")
-    code, line = run_workers([sys.executable, "-m", "engine.cli", *rest], args.nproc)
-    resume = f"mgd-train --resume {folder} --nproc {args.nproc}"
-    if code != 0:  # one line: which process failed first and why (the others were stopped)
-        record_launch_failure(folder, line.split(": ", 2)[-1])
-        sys.stderr.write(f"{line}{'' if code == 2 else f'; resume with: {resume}'}\n")
-        return EXIT_INPUT if code == 2 else EXIT_TRAINING
-    summary = read_summary(folder)
     if summary.get("status") == "stopped":
-        sys.stderr.write(f"mgd-train: stopped in the {summary.get('stopped_in')} stage; resume with: {resume}\n")
+        sys.stderr.write(f"mgd-train: stopped in the {summary.get('stopped_in')} stage; resume with: "
+                         f"mgd-train --resume {summary['run_dir']} --nproc {args.nproc}\n")
+        return EXIT_OK
+    _print_result(summary, sys.stdout)
     return EXIT_OK
 
 

@@ -51,5 +51,29 @@ class TrainingError(MGDError):
         super().__init__(message)
 
 
+class ProcessFailed(TrainingError):
+    """A run of several processes failed (:func:`engine.processes.run_processes`). ``rank`` is the
+    process that failed first; ``message``, ``kind``, ``stage`` and ``details`` are its failure
+    record's (or the launcher's words for a process that died without one, such as a killed one)."""
+
+    def __init__(self, message: str, kind: str = "error", *, stage: str = "", details: str = "",
+                 rank: int | None = None, run_dir: str = ""):
+        super().__init__(message, kind)
+        self.stage, self.details, self.rank, self.run_dir = stage, details, rank, run_dir
+
+
+class ProcessRefused(InputError):
+    """A process of a run of several processes refused its input (it exited 2): the message (and
+    ``field``) are its failure record's; ``kind`` is ``"input"``."""
+
+    kind = "input"
+
+    def __init__(self, message: str, *, field: str | None = None, stage: str = "setup", details: str = "",
+                 rank: int | None = None, run_dir: str = ""):
+        super().__init__(message)
+        self.field = field
+        self.stage, self.details, self.rank, self.run_dir = stage, details, rank, run_dir
+
+
 class StopRequested(MGDError):
     """Raised inside the training loop when the user asked to stop."""

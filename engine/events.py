@@ -66,6 +66,7 @@ class StageStarted(Event):
     steps_per_epoch: int
     start_epoch: int = 0  # > 0 when resumed
     parameters: int = 0  # trainable parameters of the stage
+    start_step: int = 0  # > 0 when resumed in the middle of epoch start_epoch + 1 (its steps done before)
 
 
 @dataclass(frozen=True)

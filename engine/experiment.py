@@ -25,6 +25,7 @@ from engine.control import RunControl
 from engine.errors import CheckpointError, ConfigError, InputError, MGDError, StopRequested, TrainingError
 from engine.events import (DatasetInfo, EventBus, Evaluation, Exported, HeadAccuracies, NoiseCurve, PlanReady,
                            RunFailed, RunFinished, RunStarted, StageFinished, StageProgress, StageStarted, Subscriber)
+from engine.launch import note_failure
 from engine.models import freeze
 from engine.plan import Plan, StagePlan
 from engine.progress import Stopwatch, timing
@@ -839,6 +840,8 @@ class OpenRun:
             run.summary.update(status="failed", failed_in=run.stage, error=message)
             details = traceback.format_exc()
             record_failure(path, details, run.save_summary)  # what it can: a full disk, a read-only folder
+            # a process of `--nproc N`, whichever: its record tells the launcher (only process 0 sends events)
+            note_failure(run.stage, message, kind, details, getattr(error, "field", None))
             try:
                 bus.emit(RunFailed(str(path), run.stage, message, kind, details))
             except MGDError:

@@ -202,13 +202,14 @@ class WorkProgress:
         self.active_runs.add(run)
         if kind == "StageStarted":
             steps = int(data.get("steps_per_epoch") or 0)
+            start_step = int(data.get("start_step") or 0)  # resumed mid-epoch: those steps were done before
             if steps and _action(item) == "train":
                 item.position.update(epochs=int(data.get("epochs") or 0), steps=steps,
-                                     epoch=int(data.get("start_epoch") or 0) + 1, step=0)
+                                     epoch=int(data.get("start_epoch") or 0) + 1, step=start_step)
             elif steps:  # evaluation batches, export files: a count, no epochs
                 item.position.update(steps=steps, step=0)
-            if steps:
-                item.done = max(item.done, float(data.get("start_epoch") or 0) * steps)
+            if steps:  # the units of earlier sessions are done, not this session's measured work
+                item.done = max(item.done, float(data.get("start_epoch") or 0) * steps + start_step)
         elif kind == "StepLosses":
             steps = int(data.get("steps") or item.position.get("steps") or 1)
             item.position.update(epoch=int(data["epoch"]), step=int(data["step"]), steps=steps)
@@ -288,20 +289,41 @@ class WorkProgress:
                    for i in self.items.values())
         return min(1.0, done / total)
 
+    def group(self, runs) -> set:
+        """The runs of the group that ``runs`` belong to: every run that shares an item of work with
+        them, directly or through another (a group's shared student stage is one item over all its
+        runs, declared as the group opens)."""
+        group, grew = set(runs), True
+        while grew:
+            grew = False
+            for item in self.items.values():
+                if len(item.runs) > 1 and not group.isdisjoint(item.runs) and not group.issuperset(item.runs):
+                    group.update(item.runs)
+                    grew = True
+        return group
+
+    def _together(self) -> tuple[set, int]:
+        """(the runs of the current item's group, how many of them have not ended): the group's own
+        figures, whichever of its runs reported last."""
+        if self.current is None:
+            return set(self.active_runs), len(self.active_runs)
+        group = self.group(self.current.runs)
+        return group, len(group - self.ended)
+
     def text(self) -> str:
-        """``[N runs together · ]Stage (k/n) · epoch e/E · step s/S``."""
+        """``[N runs together · ]Stage (k/n) · epoch e/E · step s/S``: the stage counter is over the
+        stages of the whole group (a run of the group without a teacher has fewer of its own)."""
         item = self.current
         parts = []
-        running = len(self.active_runs)
+        group, running = self._together()
         if running > 1:
             parts.append(f"{running} runs together")
         if self.total_runs > 1:
             parts.append(f"run {min(self.total_runs, len(self.ended) + 1)}/{self.total_runs}"
                          if running <= 1 else f"{len(self.ended)}/{self.total_runs} runs done")
         if item is not None:
-            runs = set(item.runs)
             stages = [s for s in STAGE_ORDER
-                      if any((r, s) in self.stage_of for r in runs) or s == item.stage]
+                      if any((r, s) in self.stage_of for r in group) or s == item.stage]
             title = STAGE_TITLES.get(item.stage, item.stage)
             parts.append(f"{title} ({stages.index(item.stage) + 1}/{len(stages)})" if item.stage in stages else title)
             pos = item.position
@@ -316,7 +338,7 @@ class WorkProgress:
         eta = self.remaining_seconds()
         return {"fraction": round(self.fraction(), 5), "eta": None if eta is None else round(eta, 1),
                 "stage": self.current.stage if self.current is not None else "", "text": self.text(),
-                "runs": max(1, len(self.active_runs)), "done_runs": len(self.ended),
+                "runs": max(1, self._together()[1]), "done_runs": len(self.ended),
                 "total_runs": max(1, self.total_runs)}
 
 

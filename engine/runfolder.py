@@ -443,10 +443,14 @@ def record_failure(run_dir: str | Path, details: str, save_summary: Callable[[],
             pass
 
 
-def record_launch_failure(run_dir: str | Path, message: str) -> None:
-    """Record in a run's summary (and ``error.log`` when its processes wrote none) that its
-    processes failed with ``message``, once none of them holds the folder any more. A run that
-    never began (no summary) is left as it is; a folder still held or unwritable is left too."""
+def record_launch_failure(run_dir: str | Path, failure: dict) -> None:
+    """Record that a run's processes failed (``failure``: :func:`engine.launch.describe_failure`'s
+    record), once none of them holds the folder any more: in its summary, in ``error.log`` when
+    its processes wrote none, and as the run's last event in ``metrics.jsonl`` (a RunFailed
+    naming the cause) unless the run's own last event already tells it. A run that never began
+    (no summary) is left as it is; a folder still held or unwritable is left too."""
+    from engine.events import RunFailed
+
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     if not summary:
@@ -455,15 +459,42 @@ def record_launch_failure(run_dir: str | Path, message: str) -> None:
         lock = RunLock(run_dir).acquire()
     except (InputError, OSError):
         return
+    message, stage = failure["message"], failure.get("stage") or ""
     try:
-        summary.update(status="failed", error=message)
+        summary.update(status="failed", error=message, failed_in=stage)
         if not (run_dir / ERROR_FILE).exists():
-            atomic_write(run_dir / ERROR_FILE, f"{message}\n")
+            atomic_write(run_dir / ERROR_FILE, f"{failure.get('details') or message}\n")
         write_summary(run_dir, summary)
+        last = _last_end(run_dir / METRICS_FILE)
+        if not (last and last.get("event") == "RunFailed" and last.get("message") == message):
+            writer = MetricsWriter(run_dir)
+            try:
+                writer(RunFailed(str(run_dir), stage, message, failure.get("kind") or "error",
+                                 failure.get("details") or ""))
+            finally:
+                writer.close()
     except (OSError, TrainingError):
         pass
     finally:
         lock.release()
+
+
+def _last_end(path: Path) -> dict | None:
+    """The last RunFinished or RunFailed event of a metrics log (read from its end), or None."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 262144))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") in ("RunFinished", "RunFailed"):
+            return event
+    return None
 
 
 def check_writable_dir(path: str | Path, field: str) -> None:

@@ -298,7 +298,7 @@ class FitSession:
             torch.set_rng_state(outer)
         self.steps = len(trainer.loader)
         self.bus.emit(StageStarted(task.name, epochs, self.steps, start_epoch=self.start_epoch,
-                                   parameters=sum(p.numel() for p in params)))
+                                   parameters=sum(p.numel() for p in params), start_step=self.start_step))
         self.log_every = max(1, self.steps // trainer.log_points)
 
     # -- time --------------------------------------------------------------------------------

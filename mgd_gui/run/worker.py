@@ -52,14 +52,6 @@ def as_run_spec(job: Any):
     return RunSpec(config, run_dir, resume=bool(resume), tag=tag)
 
 
-class ProcessesFailed(Exception):
-    """A run of several processes ended badly; the message is mgd-train's own."""
-
-    def __init__(self, message: str, *, kind: str, details: str):
-        super().__init__(message)
-        self.kind, self.details = kind, details
-
-
 class EngineRunner(QObject):
     event = Signal(object)  # an event as a dict (a group's events carry their job's tag as "job")
     finished = Signal(object)  # the summary (status "finished" or "stopped")
@@ -79,7 +71,7 @@ class EngineRunner(QObject):
         self._ended_signal: Any = None
         self._failure: dict | None = None
         self.run_dir: Path | None = None
-        self.pausable = True  # False for a run of several processes (a subprocess: stop only)
+        self.pausable = True  # False for a run of several processes (stop only)
 
     @property
     def active(self) -> bool:
@@ -115,10 +107,12 @@ class EngineRunner(QObject):
 
     def start_processes(self, config=None, processes: int = 2, *, run_dir: str | Path | None = None,
                         runs_root: str | Path, resume: bool = False) -> None:
-        """Run the experiment in ``processes`` processes, one per GPU, as ``mgd-train --nproc``
-        (torchrun) in a subprocess; its events are read back from the run folder's
-        ``metrics.jsonl`` as the first process writes them. Stop sends SIGTERM: every process
-        stops at the same step and keeps its checkpoint. Pause is not available."""
+        """Run the experiment in ``processes`` processes, one per GPU, through the engine's one
+        launch (:func:`engine.processes.run_processes`, as ``mgd-train --nproc``): its events are
+        read back from the run folder's ``metrics.jsonl`` as the first process writes them, and how
+        it ended comes as records (the summary, the processes' failure records), never as text.
+        Stop sends SIGTERM: every process stops at the same step and keeps its checkpoint. Pause
+        is not available."""
         self._start(lambda: self._follow_processes(config, int(processes), self.run_dir, Path(runs_root), resume),
                     self.finished, run_dir=run_dir, pausable=False)
 
@@ -173,80 +167,23 @@ class EngineRunner(QObject):
 
     def _failed(self, _kind: str, _token: int, exc: BaseException) -> None:
         failure = self._failure or {}  # the run's own RunFailed event, when it sent one
-        own = isinstance(exc, ProcessesFailed)
+        own = _is_process_failure(exc)  # a run of several processes: its failure record
         self.failed.emit({
             "message": failure.get("message") or (str(exc) if own else f"{type(exc).__name__}: {exc}"),
             "kind": failure.get("kind") or (exc.kind if own else "input" if _is_input_error(exc) else "error"),
-            "stage": failure.get("stage") or "setup",
+            "stage": failure.get("stage") or (own and exc.stage) or "setup",
             "details": failure.get("details") or (own and exc.details) or getattr(exc, "details", ""),
-            "run_dir": failure.get("run_dir") or (str(self.run_dir) if self.run_dir else ""),
+            "run_dir": failure.get("run_dir") or (own and exc.run_dir) or (str(self.run_dir) if self.run_dir else ""),
             "field": getattr(exc, "field", None),  # the config field at fault, when the engine names one
             "time": time.time(),
         })
 
     def _follow_processes(self, config: Any, processes: int, run_dir: Path | None, runs_root: Path,
                           resume: bool) -> dict:
-        import json
-        import signal
-        import subprocess
-        import tempfile
+        from engine.processes import run_processes  # the engine's launch: events, stop and failure as records
 
-        from engine.config import save_config
-        from engine.runfolder import METRICS_FILE, read_summary
-
-        if run_dir is None:
-            from engine.runtime import default_run_dir
-
-            run_dir = default_run_dir(config, runs_root)
-        self.run_dir = run_dir
-        metrics = run_dir / METRICS_FILE
-        offset = metrics.stat().st_size if resume and metrics.exists() else 0  # a resumed run's past is known
-        root = Path(__file__).resolve().parents[2]  # where the engine package is
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH"))
-                                                           if p)}
-        with tempfile.TemporaryDirectory(prefix="mgd-studio-") as tmp:
-            command = [sys.executable, "-m", "engine.cli"]
-            if resume:
-                command += ["--resume", str(run_dir)]
-            else:
-                save_config(config, Path(tmp) / "experiment.yaml")
-                command += [str(Path(tmp) / "experiment.yaml"), "--out", str(run_dir)]
-            command += ["--nproc", str(processes), "-q"]
-            stderr_path = Path(tmp) / "stderr.txt"
-            with open(stderr_path, "w", encoding="utf-8") as stderr:
-                child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=str(root))
-                stopping = False
-                pending = b""
-                while True:
-                    ended = child.poll() is not None
-                    if self.control.stop_requested and not stopping and not ended:
-                        child.send_signal(signal.SIGTERM)  # every process stops at the same step, checkpoint kept
-                        stopping = True
-                    if metrics.exists():
-                        with open(metrics, "rb") as fh:
-                            fh.seek(offset)
-                            chunk = fh.read()
-                        offset += len(chunk)
-                        pending += chunk
-                        *lines, pending = pending.split(b"\n")
-                        for line in lines:
-                            try:
-                                self._forward(json.loads(line))
-                            except ValueError:
-                                continue
-                    if ended:
-                        break
-                    time.sleep(0.2)
-            code = child.returncode
-            errors = stderr_path.read_text(encoding="utf-8", errors="replace")
-        summary = read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
-        if (code == 0 and summary.get("status") == "finished") or (stopping and summary.get("status") == "stopped"):
-            return summary
-        said = [line.split(": ", 2)[-1] for line in errors.splitlines()
-                if line.startswith(("mgd-train: error: ", "mgd-train: training failed: "))]
-        raise ProcessesFailed(said[-1] if said else f"the processes ended with exit code {code}: "
-                              + (errors.strip().splitlines() or ["no message"])[-1],
-                              kind="input" if code == 2 else "error", details=errors[-20000:])
+        return run_processes(config, processes, run_dir=run_dir, runs_root=runs_root, resume=resume,
+                             subscribers=[self._forward], control=self.control)
 
 
 def lower_thread_priority(nice: int | None = None, batch: bool | None = None) -> None:
@@ -287,3 +224,9 @@ def _is_input_error(exc: BaseException) -> bool:
     from engine.errors import InputError
 
     return isinstance(exc, InputError)
+
+
+def _is_process_failure(exc: BaseException) -> bool:
+    from engine.errors import ProcessFailed, ProcessRefused
+
+    return isinstance(exc, (ProcessFailed, ProcessRefused))

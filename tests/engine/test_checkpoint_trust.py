@@ -381,7 +381,12 @@ def test_a_stage_stopped_mid_epoch_records_the_history_of_an_uninterrupted_run(t
     assert stopped["status"] == "stopped"
     last = load_checkpoint(tmp_path / "cut" / "checkpoints" / "student_last.pt")
     assert last["epoch"] == 1 and last["step"] == 13 and last["partial"]["steps"] == 13
-    assert run_experiment(None, run_dir=tmp_path / "cut", resume=True)["status"] == "finished"
+    started = []
+    assert run_experiment(None, run_dir=tmp_path / "cut", resume=True, subscribers=[started.append])["status"] \
+        == "finished"
+    # where it resumed is in its StageStarted event (the progress model counts those steps as done)
+    assert [(e.start_epoch, e.start_step) for e in started if e.type == "StageStarted" and e.stage == "student"] \
+        == [(1, 13)]
 
     ref = load_checkpoint(tmp_path / "ref" / "checkpoints" / "student.pt")["history"]
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "student.pt")["history"]

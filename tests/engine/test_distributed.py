@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import save_config
-from engine.errors import ConfigError
+from engine.control import RunControl
+from engine.errors import ConfigError, ProcessFailed, ProcessRefused
+from engine.processes import run_processes
 from engine.run import plan_experiment, run_experiment
 from tests.engine.conftest import tiny_config
 
@@ -20,6 +22,15 @@ pytestmark = pytest.mark.multiprocess
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"teacher.schedule.epochs": 3, "teacher.schedule.milestones": [2], "granularity.schedule.epochs": 2,
             "student.schedule.epochs": 2, "export.formats": ["weights"]}
+#: a run of several processes called from this process (engine.processes): short, or long enough to
+#: be stopped or killed after its first teacher epoch
+QUICK = {"export.enabled": False, "evaluation.noise_levels": [0.0]}
+LONG = {**QUICK, "teacher.schedule.epochs": 40, "teacher.schedule.milestones": [30]}
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' (two processes on a small machine)
 
 
 def test_two_processes_finish_within_a_few_points_of_one(tmp_path):
@@ -167,4 +178,90 @@ def test_the_launchers_death_ends_its_workers(tmp_path):
         assert time.monotonic() < deadline, "the workers outlived their launcher"
         time.sleep(0.2)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "stopped"  # SIGTERM from the kernel: they stopped together, with a checkpoint
+    assert summary["status"] == "stopped"  # the kernel's parent-death signal: they stopped together, with a checkpoint
+
+
+# ----------------------------------------------------------------------------- run_processes
+
+
+def test_the_launchers_failure_is_the_record_of_the_process_that_failed_first():
+    """Process 1 records its failure (as every process of a launch does, not only the one that
+    writes the run folder) and exits 1; process 0 is stopped by the launcher's SIGTERM."""
+    from engine.launch import run_workers
+
+    worker = ("import os, signal, sys, time\n"
+              "from engine.launch import note_failure\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+              "if os.environ['RANK'] == '1':\n"
+              "    note_failure('student', 'out of memory on the device', 'oom')\n"
+              "    sys.exit(1)\n"
+              "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code, failure = run_workers([sys.executable, "-c", worker], 2, env)
+    assert code == 1 and failure["rank"] == 1 and failure["processes"] == 2
+    assert (failure["message"], failure["kind"], failure["stage"]) == ("out of memory on the device", "oom", "student")
+
+
+def test_run_processes_hands_on_each_event_and_returns_the_summary(tmp_path, one_thread):
+    events = []
+    summary = run_processes(tiny_config(**QUICK), 2, run_dir=tmp_path / "run", subscribers=[events.append])
+    assert summary["status"] == "finished" and "2 processes" in summary["device"]
+    kinds = [e.type for e in events]  # event objects, as run_experiment's subscribers get them
+    assert kinds[:2] == ["PlanReady", "RunStarted"] and kinds[-1] == "RunFinished" and "Progress" in kinds
+    assert kinds.count("PlanReady") == 1 and events[-1].summary["status"] == "finished"
+
+
+def test_run_processes_refuses_bad_input_naming_the_field(tmp_path, one_thread, monkeypatch):
+    import engine.experiment
+
+    bad = tiny_config(**{**QUICK, "data.batch_size": 63})
+    with pytest.raises(ConfigError) as err:  # checked here, before any process starts
+        run_processes(bad, 2, run_dir=tmp_path / "bad")
+    assert err.value.field == "data.batch_size" and not (tmp_path / "bad").exists()
+    # past the launcher's check, the processes refuse it themselves: their failure record tells it
+    monkeypatch.setattr(engine.experiment, "plan_experiment", lambda *args, **kwargs: None)
+    with pytest.raises(ProcessRefused) as err:
+        run_processes(bad, 2, run_dir=tmp_path / "bad")
+    refused = err.value
+    assert refused.kind == "input" and refused.field == "data.batch_size" and refused.stage == "setup"
+    assert str(refused).startswith("data.batch_size: ") and "63" in str(refused) and refused.rank in (0, 1)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_run_processes_stops_on_request_with_a_checkpoint(tmp_path, one_thread):
+    control, events = RunControl(), []
+
+    def stop_after_an_epoch(event):
+        events.append(event)
+        if event.type == "EpochEnd":
+            control.stop()
+
+    summary = run_processes(tiny_config(**LONG), 2, run_dir=tmp_path / "run", subscribers=[stop_after_an_epoch],
+                            control=control)
+    assert summary["status"] == "stopped" and summary["stopped_in"] == "teacher"
+    assert events[-1].type == "RunFinished" and events[-1].stopped
+    assert (tmp_path / "run" / "checkpoints" / "teacher_last.pt").is_file()
+    assert 1 <= sum(e.type == "EpochEnd" for e in events) < 40
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_run_processes_names_the_process_that_was_killed(tmp_path, one_thread):
+    import signal
+
+    events, killed = [], []
+
+    def kill_process_1(event):  # after the teacher's first epoch
+        events.append(event)
+        if event.type == "CheckpointWritten" and not killed:
+            killed.append(_workers_of(os.getpid())[1])
+            os.kill(killed[0], signal.SIGKILL)
+
+    with pytest.raises(ProcessFailed) as err:
+        run_processes(tiny_config(**LONG), 2, run_dir=tmp_path / "run", subscribers=[kill_process_1])
+    failed = err.value
+    assert failed.rank == 1 and str(failed).startswith("process 1 of 2 was killed by SIGKILL")
+    assert failed.kind == "error" and failed.stage == "teacher" and failed.run_dir == str(tmp_path / "run")
+    last = events[-1]  # the run's last event, also in its metrics.jsonl: the cause, named
+    assert last.type == "RunFailed" and last.message == str(failed) and last.stage == "teacher"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == str(failed)

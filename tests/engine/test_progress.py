@@ -92,19 +92,41 @@ def test_pauses_are_no_ones_time():
     assert watch.seconds == pytest.approx(7.0)
 
 
-def test_the_stage_counter_is_the_groups():
+def test_the_stage_counter_is_the_groups_whichever_run_reported_last():
+    """A group of three runs with different stage lists (the student alone has no teacher, heads or
+    export; MGD off has no heads): the status bar's text is the group's, the same after each run's
+    report, through the stages they share and those each run does on its own."""
     clock = Clock()
     p = WorkProgress(clock)
-    p.total_runs = 2
-    for run in ("alone", "kd"):
-        p.declare(WorkItem(key=(run, "evaluate"), stage="evaluate", kind=("evaluate", "evaluate"), units=3,
-                           runs=(run,)))
-    p.declare(WorkItem(key=("kd", "teacher"), stage="teacher", kind=("teacher", "train"), units=3, runs=("kd",)))
-    p.declare(WorkItem(key=("g", "student"), stage="student", kind=("student", "train"), units=3,
-                       runs=("alone", "kd")))
-    for run in ("alone", "kd", "alone"):
-        p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 1, "step": 1, "steps": 3})
-        assert "Student (2/3)" in p.text()  # whichever run reported last
+    p.total_runs = 3
+    stages = {"alone": ("student", "evaluate"), "off": ("teacher", "student", "evaluate", "export"),
+              "stable": ("teacher", "heads", "student", "evaluate", "export")}
+    for run, names in stages.items():
+        for name in names:
+            if name != "student":
+                p.declare(WorkItem(key=(run, name), stage=name, kind=(name, "train"), units=2, runs=(run,)))
+    p.declare(WorkItem(key=("group", "student"), stage="student", kind=("student", "train", "lockstep"), units=3,
+                       runs=tuple(stages)))
+
+    def texts(stage, runs, event):
+        seen = set()
+        for run in runs:
+            clock.t += 1.0
+            p.update(run, {"stage": stage, **event})
+            seen.add(p.text())
+        return seen
+
+    step = {"event": "StepLosses", "epoch": 1, "steps": 2}
+    assert texts("teacher", ["off"], {**step, "step": 1}) == {"3 runs together · 0/3 runs done · Teacher (1/5) · 1/2"}
+    for i in (1, 2, 3):  # in lockstep each run reports each step
+        assert texts("student", list(stages), {**step, "step": i, "steps": 3}) == \
+            {f"3 runs together · 0/3 runs done · Student (3/5) · {i}/3"}
+    shown = texts("evaluate", list(stages), {"event": "StageProgress", "done": 1, "total": 2})  # one after another
+    assert shown == {"3 runs together · 0/3 runs done · Evaluation (4/5) · 1/2"}
+    p.update("alone", {"event": "RunFinished"})
+    assert texts("export", ["off", "stable"], {"event": "StageProgress", "done": 1, "total": 2}) == \
+        {"2 runs together · 1/3 runs done · Export (5/5) · 1/2"}
+    assert p.snapshot()["runs"] == 2
 
 
 @pytest.mark.e2e
@@ -145,3 +167,25 @@ def test_a_stage_that_does_not_train_counts_its_units_without_epochs():
     p.update("r", {"event": "StageStarted", "stage": "export", "epochs": 1, "steps_per_epoch": 4})
     p.update("r", {"event": "StageProgress", "stage": "export", "done": 2, "total": 4})
     assert p.text() == "Export (1/1) · 2/4"
+
+
+def test_a_resumed_groups_first_eta_is_the_work_that_remains():
+    """Two runs of a group stopped 20 steps into their student's second epoch (4 epochs of 23 steps)
+    resume together at 1 s a step: the 43 steps done in the earlier session are done, not this
+    session's measured work (counted as measured they made the rate 8 times too fast)."""
+    from engine.events import StageStarted
+
+    clock = Clock()
+    p = WorkProgress(clock)
+    p.total_runs = 2
+    runs = ("a", "b")
+    p.declare(WorkItem(key=("group", runs), stage="student", kind=("student", "train", "lockstep"), units=4 * 23,
+                       runs=runs))
+    for run in runs:
+        p.update(run, StageStarted("student", 4, 23, start_epoch=1, start_step=20))
+    assert "epoch 2/4 · step 20/23" in p.text() and p.fraction() == pytest.approx(43 / 92)
+    for step in (21, 22, 23):
+        clock.t += 1.0
+        for run in runs:  # in lockstep every run reports each step
+            p.update(run, {"event": "StepLosses", "stage": "student", "epoch": 2, "step": step, "steps": 23})
+    assert p.remaining_seconds() == pytest.approx(2 * 23, rel=0.05)  # the first ETA: the 46 steps left
