@@ -217,3 +217,34 @@ def test_an_invalid_architecture_from_a_file_does_not_stay_in_the_drop_down(wind
     combo.setCurrentIndex(combo.findData("resnet56"))
     assert combo.findData("resnet999") < 0 and window.form.config().teacher.arch == "resnet56"
     assert "teacher.arch" not in window.form.errors()
+
+
+def test_the_log_ends_with_the_story_of_the_run_the_plots_show(window, studio_home):
+    # issue 19: after filtering and selecting one run, the log still told the end of another
+    a = write_finished_run(studio_home / "runs", name="first", started="2026-01-01T10:00:00")
+    b = write_finished_run(studio_home / "runs", name="second", started="2026-01-02T10:00:00")
+    window.runs.refresh()
+    window.reopen_run(a)
+    assert "log of first" in window.log.text()
+    window.runs.select([b])
+    window.runs.selection_changed.emit([b])  # as a click in the list does
+    text = window.log.text()
+    assert "log of second" in text and "log of first" not in text  # one story: the selected run's
+    assert text.rstrip().endswith("— end of its log —")
+    assert [r.label for r in window.plots.records] == ["second"]
+    window.log.add("a message of the session")  # session lines stay above the story
+    text = window.log.text()
+    assert text.index("a message of the session") < text.index("log of second")
+    window.runs.selection_changed.emit([])  # nothing selected: no story
+    assert "log of second" not in window.log.text() and "a message of the session" in window.log.text()
+
+
+def test_the_toolbar_does_not_shift_when_pause_becomes_resume(window):
+    bar = window.toolbar
+    pause = bar.widgetForAction(window.actions_["pause"])
+    stop = bar.widgetForAction(window.actions_["stop"])
+    before = (pause.width(), stop.x())
+    window.actions_["pause"].setText("Resume")
+    bar.layout().activate()
+    assert pause.sizeHint().width() <= pause.minimumWidth() or pause.sizeHint().width() <= before[0]
+    assert (pause.width(), stop.x()) == before
