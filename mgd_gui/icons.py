@@ -114,3 +114,20 @@ class ToolRow(QWidget):
 def dock_tool_bar() -> ToolRow:
     """The row of tool buttons of a dock (see :class:`ToolRow`): add buttons with ``addWidget``."""
     return ToolRow()
+
+
+def key_paths(panel: QWidget, keys: dict[str, QToolButton]) -> list:
+    """Give each of a dock's buttons a key (``{"F2": button}``), active while the panel or a widget
+    in it has the focus; the key is named in the button's tooltip. A key presses its button only
+    when the button is enabled, so a key does what the button would."""
+    from PySide6.QtGui import QKeySequence, QShortcut
+
+    made = []
+    for sequence, button in keys.items():
+        key = QKeySequence(sequence)
+        shortcut = QShortcut(key, panel)
+        shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        shortcut.activated.connect(lambda b=button: b.click() if b.isEnabled() else None)
+        button.setToolTip(f"{button.toolTip()} ({key.toString(QKeySequence.SequenceFormat.NativeText)})")
+        made.append(shortcut)
+    return made

@@ -723,6 +723,7 @@ class MainWindow(QMainWindow):
     def _runs_changed(self, message: str) -> None:
         self.log.add(message[:1].upper() + message[1:])
         self.records.forget_missing()
+        self._on_runs_selected(self.runs.selected_paths())  # a renamed run's new name in the plots and the log
 
     def duplicate_run(self, path: Path) -> None:
         """The run's set-up in the form as a new experiment (unsaved), ready to change and run."""
@@ -759,14 +760,15 @@ class MainWindow(QMainWindow):
             self.log.clear_story()
             return
         path = Path(selected[0])
-        if self.log.story_of == str(path):
-            return
+        label = self._info(path).label
+        if self.log.story_of == f"{path}|{label}":
+            return  # told already (under its name now)
         lines = []
         for event in read_metrics(path):  # the run's whole story, told as it was told live
             line = describe_event(event)
             if line is not None:
                 lines.append((line[0], line[1], event.get("time") or 0.0))
-        self.log.show_story(str(path), f"log of {self._info(path).label} ({path})", lines)
+        self.log.show_story(f"{path}|{label}", f"log of {label} ({path})", lines)
 
     def reopen_run(self, path: Path) -> None:
         path = Path(path)

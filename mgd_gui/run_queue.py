@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSizePoli
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from mgd_gui import theme
-from mgd_gui.icons import dock_tool_bar, tool_button
+from mgd_gui.icons import dock_tool_bar, key_paths, tool_button
 from mgd_gui.model.queue import QueueJob, RunQueue
 
 # ----------------------------------------------------------------------------- the panel
@@ -51,6 +51,10 @@ class QueuePanel(QWidget):
             self.buttons[key] = tool_button(text, tip, icon_name)
             bar.addWidget(self.buttons[key])
         layout.addWidget(bar)
+        b = self.buttons  # every action by the keyboard too, while the panel has the focus
+        self.shortcuts = key_paths(self, {"Ctrl+Return": b["start"], "Ctrl+Shift+P": b["pause"], "Ctrl+Up": b["up"],
+                                          "Ctrl+Down": b["down"], "Delete": b["cancel"],
+                                          "Ctrl+Shift+Delete": b["clear"], "Ctrl+K": b["table"]})
         self.summary = QLabel()
         self.summary.setEnabled(False)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)

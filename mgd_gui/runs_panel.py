@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 from engine.errors import MGDError
 from engine.plan import format_duration
 from engine.runs import RunInfo, annotate_run, delete_run, list_runs
-from mgd_gui.icons import dock_tool_bar, tool_button
+from mgd_gui.icons import dock_tool_bar, key_paths, tool_button
 
 COLUMNS = ("Name", "Status", "Data", "Mode", "Distiller", "Seed", "Teacher", "Teacher %", "Student", "Student %",
            "Started", "Time", "Note")
@@ -140,6 +140,11 @@ class RunsPanel(QWidget):
             action.setObjectName(key)
             action.triggered.connect(self.buttons[key].click)
         self.manage_menu = manage
+        b = self.buttons  # every action by the keyboard too, while the panel has the focus (Menu: the context menu)
+        self.shortcuts = key_paths(self, {"Return": b["reopen"], "Ctrl+Shift+R": b["resume"], "F5": b["refresh"],
+                                          "Ctrl+I": b["inspect"], "Ctrl+T": b["try"], "Ctrl+K": b["compare"],
+                                          "F2": b["rename"], "Ctrl+N": b["note"], "Ctrl+D": b["duplicate"],
+                                          "Ctrl+Shift+O": b["folder"], "Delete": b["delete"]})
         manage.aboutToShow.connect(self._sync_manage_menu)
         self.manage_button.setMenu(manage)
         bar.addWidget(self.manage_button)

@@ -248,3 +248,22 @@ def test_the_toolbar_does_not_shift_when_pause_becomes_resume(window):
     bar.layout().activate()
     assert pause.sizeHint().width() <= pause.minimumWidth() or pause.sizeHint().width() <= before[0]
     assert (pause.width(), stop.x()) == before
+
+
+def test_the_runs_panels_actions_have_keys(qtbot, window, studio_home):
+    from PySide6.QtCore import Qt
+
+    run = write_finished_run(studio_home / "runs", name="keyed")
+    window.runs.refresh()
+    window.runs.select([run])
+    window.runs.tree.setFocus()
+    qtbot.waitUntil(window.runs.tree.hasFocus, timeout=5000)
+    asked = []
+    window.runs.ask_text = lambda title, label, text, multiline=False: asked.append(title) or "renamed by key"
+    qtbot.keyClick(window.runs.tree, Qt.Key.Key_F2)
+    assert asked and window.runs.infos[run].label == "renamed by key"
+    assert "log of renamed by key" in window.log.text()  # the selected run's story under its new name
+    window.runs.select([run])
+    qtbot.keyClick(window.runs.tree, Qt.Key.Key_Return)
+    assert "log of renamed by key" in window.log.text()  # Open: its plots, its log, its set-up
+    assert "(F2)" in window.runs.buttons["rename"].toolTip()
