@@ -267,7 +267,6 @@ def screens(window, folder: Path, sizes: list[tuple[int, int]], out: Path, pump)
             pump(0.2)
         save("review", window, review)
         review.close()
-        window.review_dialog = None  # a closed Review window computes nothing more: a new one next time
 
         window.show_export(stable)
         save("export", window, window.export_dialog)
