@@ -60,7 +60,14 @@ class RunModels:
 
     @property
     def name(self) -> str:
-        return str(getattr(self.config, "name", "") or self.run_dir.name)
+        """The run's one name, as everything else shows it (:attr:`engine.runs.RunInfo.label`: a
+        renamed run by its new name, a comparison's run as ``comparison › s0-kd-off``)."""
+        from engine.runs import run_info
+
+        try:
+            return run_info(self.run_dir).label
+        except (OSError, ValueError):  # a folder that cannot be listed: its config's name
+            return str(getattr(self.config, "name", "") or self.run_dir.name)
 
 
 @dataclass

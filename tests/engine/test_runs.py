@@ -145,3 +145,20 @@ def test_export_run_writes_loadable_files(tmp_path):
     assert card["architecture"] == "resnet8" and len(card["classes"]) == 10
     assert card["accuracy"]["test_acc"] == 50.0 and card["mgd"]["mode"] == "stable"
     assert run_info(path).has_student
+
+
+def test_inspect_names_a_renamed_run_by_its_new_name(tmp_path):
+    # inspect's plots and report name a run as the studio does (RunInfo.label), not by its config's name
+    from engine.config import ExperimentConfig, save_config
+    from engine.inspect.analysis import run_label
+    from engine.inspect.load import RunModels
+    from engine.runs import annotate_run
+
+    run = tmp_path / "20260101-100000-demo"
+    run.mkdir()
+    cfg = ExperimentConfig(name="demo")
+    save_config(cfg, run / "config.yaml")
+    models = RunModels(run_dir=run, config=cfg, num_classes=10, in_channels=1, student=None, student_arch="resnet8")
+    annotate_run(run, name="my best student")
+    assert models.name == "my best student"
+    assert run_label(models).startswith("my best student (")
