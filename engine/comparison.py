@@ -24,7 +24,7 @@ from engine.control import RunControl
 from engine.driver import Driver, RunSpec
 from engine.errors import InputError, MGDError
 from engine.events import EventBus, Progress, Subscriber
-from engine.jobs import Job, comparison_jobs
+from engine.jobs import MAX_STUDENTS, Job, comparison_jobs
 from engine.runfolder import CONFIG_FILE, SUMMARY_FILE, atomic_write, checkpoint_path, read_json
 
 #: a job's state in its comparison folder
@@ -130,11 +130,13 @@ class Comparison:
         return RESUMABLE if (run_dir / CONFIG_FILE).is_file() else NEW
 
     def groups(self, jobs: Iterable[Job] | None = None) -> list[list[Job]]:
-        """Jobs that train together, in order: one pair and seed per group."""
+        """Jobs that train together, in order: one pair and seed per group, at most
+        :data:`engine.jobs.MAX_STUDENTS` a group (a larger one trains as several, in order), as the
+        studio's queue groups them too."""
         out: dict[tuple, list[Job]] = {}
         for job in self.jobs if jobs is None else jobs:
             out.setdefault(job.group, []).append(job)
-        return list(out.values())
+        return [members[i:i + MAX_STUDENTS] for members in out.values() for i in range(0, len(members), MAX_STUDENTS)]
 
     def reuse(self) -> TeacherReuse:
         """The teachers and heads that the runs begun so far trained themselves (from their run

@@ -21,6 +21,11 @@ from typing import Any
 from engine.config import ExperimentConfig
 from engine.runfolder import atomic_write
 
+#: the most students trained together in lockstep (each extra student costs its weights, gradients
+#: and momentum in memory; the studio's plots overlay up to eight runs): a larger group of one
+#: pair and seed trains in several groups, in order (the later ones load its teacher and heads)
+MAX_STUDENTS = 8
+
 #: the job record in a comparison's run folder
 JOB_FILE = "job.json"
 JOB_RECORD_VERSION = 1

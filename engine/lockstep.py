@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from engine.jobs import MAX_STUDENTS  # the one limit, beside the jobs it groups
 from engine.teacher_pass import TeacherPass
-
-#: the most students trained together in lockstep (each extra student costs its weights, gradients
-#: and momentum in memory; the studio's plots overlay up to eight runs)
-MAX_STUDENTS = 8
 
 
 def lockstep_key(cfg) -> tuple:

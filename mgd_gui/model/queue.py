@@ -175,12 +175,12 @@ class RunQueue:
         """The jobs to run next, together: the first pending job and the other pending jobs of its
         comparison in the same group (the engine's :attr:`Job.group`: one pair and seed, their
         students in lockstep), in queue order, at most ``limit`` (by default the engine's
-        :data:`engine.lockstep.MAX_STUDENTS`); empty when nothing is pending."""
+        :data:`engine.jobs.MAX_STUDENTS`, as :meth:`engine.comparison.Comparison.groups`); empty when nothing is pending."""
         pending = self.pending()
         if not pending:
             return []
         if limit is None:
-            from engine.lockstep import MAX_STUDENTS
+            from engine.jobs import MAX_STUDENTS
 
             limit = MAX_STUDENTS
         first = pending[0]

@@ -171,3 +171,17 @@ def test_the_paper_table_preset_runs_the_papers_pairs_and_baselines():
     child = dict(runs)["resnet56-resnet20-s2-crd-granularity"]
     assert (child.teacher.arch, child.student.arch, child.seed) == ("resnet56", "resnet20", 2)
     assert child.student.schedule.epochs == 240 and resolve(child).teacher.schedule.milestones == [60, 120, 180]
+
+
+def test_a_pair_and_seed_of_more_students_than_lockstep_takes_trains_in_groups_of_at_most_that(tmp_path):
+    # mgd-train and the studio's queue group alike: at most MAX_STUDENTS students a group, in order
+    from engine.comparison import Comparison
+    from engine.jobs import MAX_STUDENTS
+
+    cfg = tiny_config(**{"comparison.baselines": ["kd", "at", "fitnet", "sp", "pkt"], "comparison.seeds": [0],
+                         "comparison.modes": ["off", "stable"], "comparison.student_alone": True})
+    comparison = Comparison(cfg, tmp_path / "cmp")
+    groups = comparison.groups()
+    assert len(comparison.jobs) == 11 and [len(g) for g in groups] == [MAX_STUDENTS, 11 - MAX_STUDENTS]
+    assert [j for g in groups for j in g] == comparison.jobs  # the order of the jobs, each once
+    assert len({j.group for g in groups for j in g}) == 1  # one pair and seed, split only by the limit
