@@ -36,8 +36,7 @@ class Lookups(QObject):
         self.form, self.preview, self.summaries, self.devices = form, preview, tuple(summaries), devices
         self.log, self.runs_root, self.processes = log, Path(runs_root), processes
         self.jobs = Tasks(self, name="mgd-lookups")  # the newest question of a kind wins
-        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
-        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
+        self.jobs.on_answer(self._done)
         self.started = False
         self.warm = False  # the engine's modules are imported (a run starts without an import pause)
         self.cfg: ExperimentConfig | None = None

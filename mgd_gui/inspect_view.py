@@ -136,8 +136,7 @@ class InspectDialog(FittedDialog):
         self.saved: dict | None = None
 
         self.jobs = Tasks(self, name="mgd-inspect")
-        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
-        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
+        self.jobs.on_answer(self._done)
         self.jobs.progress.connect(lambda kind, token, p: self._progress(kind, int(p.done), int(p.total or 0)))
 
         layout = QVBoxLayout(self)

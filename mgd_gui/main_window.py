@@ -38,14 +38,12 @@ from mgd_gui.run.worker import EngineRunner
 from mgd_gui.runs_panel import distinct_labels
 from mgd_gui.settings import Settings
 
-WINDOW_TITLE = APP_TITLE
-
 
 class MainWindow(WindowFrame):
     def __init__(self, config_path: str | Path | None = None, *, engine=None, group_engine=None, probe: bool = True,
                  settings: Settings | None = None):
         super().__init__()
-        self.setWindowTitle(WINDOW_TITLE)
+        self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(icon("app"))
         self.setObjectName("MainWindow")
         self.settings = settings or Settings()

@@ -93,8 +93,7 @@ class ReviewDialog(FittedDialog):
         self.try_result: dict | None = None
         self.error: str | None = None
         self.jobs = Tasks(self, name="mgd-review")
-        self.jobs.done.connect(lambda kind, token, result: self._done(kind, token, result, None))
-        self.jobs.failed.connect(lambda kind, token, error: self._done(kind, token, None, error))
+        self.jobs.on_answer(self._done)
 
         layout = QVBoxLayout(self)
         self.tabs = QTabWidget()

@@ -28,11 +28,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
-__all__ = ["Cancelled", "Progress", "TaskState", "Tasks"]
-
-
-class Cancelled(Exception):
-    """Raised by :meth:`TaskState.check` in a task whose answer nobody waits for any more."""
+__all__ = ["Progress", "TaskState", "Tasks"]
 
 
 @dataclass(frozen=True)
@@ -58,11 +54,6 @@ class TaskState:
     def cancelled(self) -> bool:
         """True once a newer request of the same kind came, or the task was cancelled, or the lane closed."""
         return self._cancel.is_set()
-
-    def check(self) -> None:
-        """Raise :class:`Cancelled` when the task is cancelled (call it between units of work)."""
-        if self.cancelled:
-            raise Cancelled(self.kind)
 
     def progress(self, done: float, total: float | None = None, text: str = "") -> None:
         self._lane._tell("progress", self, Progress(done, total, text))
@@ -94,7 +85,6 @@ class Tasks(QObject):
         self._queue: queue.Queue = queue.Queue()
         self._latest: dict[str, int] = {}
         self._states: dict[int, TaskState] = {}  # the waiting and running tasks, by token
-        self._running: TaskState | None = None
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -121,6 +111,12 @@ class Tasks(QObject):
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
         return token
+
+    def on_answer(self, slot: Callable[[str, int, Any, BaseException | None], None]) -> None:
+        """Connect ``slot(kind, token, result, error)`` to both ends of a task: ``done`` (error None)
+        and ``failed`` (result None)."""
+        self.done.connect(lambda kind, token, result: slot(kind, token, result, None))
+        self.failed.connect(lambda kind, token, error: slot(kind, token, None, error))
 
     def is_latest(self, kind: str, token: int) -> bool:
         """True when ``token`` is the newest request of ``kind`` (its answers are still wanted)."""
@@ -191,16 +187,12 @@ class Tasks(QObject):
             try:
                 if not self._wanted(task):
                     continue  # superseded while it waited
-                self._running = task
                 try:
                     outcome = ("done", fn(task, *args, **kwargs) if with_state else fn(*args, **kwargs))
-                except Cancelled:
-                    pass
                 except BaseException as exc:  # noqa: BLE001 - reported to the GUI, never fatal
                     exc.details = traceback.format_exc()  # type: ignore[attr-defined]
                     outcome = ("failed", exc)
             finally:
-                self._running = None
                 with self._lock:  # the task has ended before its answer is told: whoever hears it finds
                     self._states.pop(task.token, None)  # the lane free (busy() False, wait() returns)
                 task._ended.set()

@@ -79,8 +79,3 @@ class RunsModel:
     def forget_missing(self) -> None:
         for path in [p for p in self._cache if not p.exists()]:
             self._cache.pop(path, None)
-
-    def rename(self, path: Path, label: str) -> None:
-        cached = self._cache.get(Path(path))
-        if cached is not None:
-            cached[1].label = label

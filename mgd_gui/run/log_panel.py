@@ -22,15 +22,13 @@ class LogPanel(QPlainTextEdit):
         self.setMaximumBlockCount(5000)
         self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.setPlaceholderText("Messages of the engine appear here while a run trains.")
-        self.lines: list[tuple[str, str]] = []  # the session's lines (level, message)
-        self._session: list[Line] = []
+        self._session: list[Line] = []  # the session's lines
         self.story_of: str | None = None  # the run whose story ends the log (None: none)
         self._story: list[Line] = []
 
     def add(self, message: str, level: str = "info", when: float | None = None) -> None:
         """A line of the session; ``when`` (seconds since the epoch) dates it."""
         line = (level, message, when or time.time())
-        self.lines.append((level, message))
         self._session.append(line)
         del self._session[:-5000]
         if self.story_of is None:
