@@ -116,3 +116,16 @@ def test_a_closed_lane_tells_nothing_and_takes_nothing(lane, qtbot):
     assert tasks.submit("job", lambda: 1) == 0
     qtbot.wait(100)
     assert heard["done"] == []
+
+
+def test_an_answer_already_on_its_way_is_dropped_when_a_newer_request_comes(lane, qtbot):
+    tasks, heard = lane
+    release = threading.Event()
+    tasks.submit("count", lambda: "old")
+    assert tasks.wait(5)  # its answer is queued to the GUI thread, not delivered yet
+    newest = tasks.submit("count", lambda: release.wait(5) and "new")
+    qtbot.wait(100)  # the old answer is delivered now, or never
+    assert heard["done"] == []
+    release.set()
+    qtbot.waitUntil(lambda: bool(heard["done"]), timeout=5000)
+    assert heard["done"] == [("count", newest, "new")]
